@@ -1,0 +1,134 @@
+"""Model backends: ``describe(spec)`` (configs only, no weights) and ``load(spec, ...)``.
+
+Specs:
+- ``reference``: the bundled model directory ``harness/zoo/reference`` (an ``hf:`` LLaVA+OLMoE);
+- ``hf:<id-or-path>``: transformers-native OLMoE, Qwen3-MoE, Mixtral, LLaVA with one of those;
+- ``molmoe:<id-or-path>``: allenai/MolmoE-1B-0924 through ``trust_remote_code``;
+- ``random:molmoe-1b``: the MolmoE-1B shape with random weights, for latency profiling.
+
+Knobs are validated with ``describe(spec).validate(knobs)`` before any weights load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from harness.backends.base import EXPERTS_IMPLS, Backend, ModelInfo
+from harness.backends.modelconfig import ModelSettings, find_config, load_settings
+from harness.errors import HarnessError
+from harness.knobs import load_importance, parse_importance
+
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "zoo" / "reference"
+SPEC_FORMS = "reference, hf:<id-or-path>, molmoe:<id-or-path>, random:molmoe-1b"
+RANDOM_MODELS = ("molmoe-1b",)
+
+__all__ = ["Backend", "ModelInfo", "describe", "load", "parse_spec", "EXPERTS_IMPLS", "SPEC_FORMS"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    kind: str  # "hf" | "molmoe" | "random"
+    target: str  # path / hub id / random model name
+    name: str  # shown in records
+    config_name: str  # configs/models/<config_name>.toml
+
+
+def parse_spec(spec: str) -> Spec:
+    spec = str(spec).strip()
+    if spec == "reference":
+        return Spec("hf", str(REFERENCE_DIR), "reference", "reference")
+    kind, sep, target = spec.partition(":")
+    if not sep or not target:
+        raise HarnessError(f"unknown model '{spec}'; use one of: {SPEC_FORMS}")
+    kind = kind.lower()
+    if kind == "hf":
+        return Spec("hf", target, spec, Path(target.rstrip("/")).name.lower())
+    if kind == "molmoe":
+        return Spec("molmoe", target, spec, "molmoe-1b")
+    if kind == "random":
+        if target not in RANDOM_MODELS:
+            raise HarnessError(f"unknown random model '{target}'; available: {', '.join('random:' + m for m in RANDOM_MODELS)}")
+        return Spec("random", target, spec, f"random-{target}")
+    raise HarnessError(f"unknown model family '{kind}' in '{spec}'; supported: {SPEC_FORMS}")
+
+
+def _settings(s: Spec) -> ModelSettings:
+    model_dir = Path(s.target) if s.kind != "random" and Path(s.target).is_dir() else None
+    return load_settings(find_config(s.config_name, model_dir))
+
+
+def _missing_reference(s: Spec) -> None:
+    if s.name == "reference" and not (REFERENCE_DIR / "config.json").is_file():
+        raise HarnessError(f"the bundled reference model is missing ({REFERENCE_DIR} has no config.json); reinstall the package or use hf:<path>")
+
+
+def describe(spec: str) -> ModelInfo:
+    """Model facts from config files only (no weights): block count, top_k range, tiers."""
+    s = parse_spec(spec)
+    settings = _settings(s)
+    if s.kind == "hf":
+        from harness.backends import hf
+
+        _missing_reference(s)
+        config = hf.load_config(s.target, s.name)
+        if not settings.tiers:
+            settings = hf.default_settings(config)
+        return hf.info_from_config(config, s.name, settings)
+    if s.kind == "molmoe":
+        from harness.backends import molmoe
+
+        return molmoe.describe(s.target, s.name, settings)
+    from harness.backends import random_molmoe
+
+    return random_molmoe.describe(s.name, settings)
+
+
+def resolve_importance(importance, n_blocks: int) -> dict[int, float] | None:
+    if importance is None:
+        return None
+    if isinstance(importance, (str, Path)):
+        return load_importance(importance, n_blocks)
+    if isinstance(importance, Mapping) or isinstance(importance, list):
+        return parse_importance(importance, n_blocks)
+    raise HarnessError(f"importance must be a JSON file path or a mapping, got {type(importance).__name__}")
+
+
+def _dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if str(dtype) not in table:
+        raise HarnessError(f"unknown dtype '{dtype}'; use float32, bfloat16 or float16")
+    return table[str(dtype)]
+
+
+def load(spec: str, device: str = "cpu", dtype="float32", importance=None, experts_impl: str = "grouped_mm",
+         compile: bool = False) -> Backend:
+    """Load a backend. Everything checkable from configs (family, importance file) is checked first."""
+    if experts_impl not in EXPERTS_IMPLS:
+        raise HarnessError(f"unknown experts implementation '{experts_impl}'; use one of {', '.join(EXPERTS_IMPLS)}")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise HarnessError(f"device '{device}' requested but CUDA is not available; use --device cpu")
+    info = describe(spec)
+    imp = resolve_importance(importance, info.n_blocks)
+    s = parse_spec(spec)
+    settings = _settings(s)
+    dt = _dtype(dtype)
+    if s.kind == "hf":
+        from harness.backends import hf
+
+        if not settings.tiers:
+            settings = hf.default_settings(hf.load_config(s.target, s.name))
+        return hf.load_hf(s.target, info, settings, device, dt, imp, experts_impl, compile)
+    if s.kind == "molmoe":
+        from harness.backends import molmoe
+
+        return molmoe.load(s.target, info, settings, device, dt, imp, experts_impl, compile)
+    from harness.backends import random_molmoe
+
+    return random_molmoe.load(info, settings, device, dt, imp, experts_impl, compile)

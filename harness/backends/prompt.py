@@ -36,7 +36,8 @@ def build_input_ids(tokenizer, prompt: str, n_vision: int = 0, image_token_id: i
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is not None:
         ids.append(int(bos))
-    ids.extend([int(image_token_id)] * int(n_vision)) if n_vision else None
+    if n_vision:
+        ids.extend([int(image_token_id)] * int(n_vision))
     text = tokenizer(render_prompt(prompt, prompt_template), add_special_tokens=False)["input_ids"]
     ids.extend(int(t) for t in text)
     return ids

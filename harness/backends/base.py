@@ -1,0 +1,146 @@
+"""The backend protocol shared by every model family: :class:`ModelInfo` (from configs only) and
+:class:`Backend` (knobs, batched greedy generation through :mod:`harness.decode`, token counts)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from harness.decode import Decoder, PreparedBatch
+from harness.errors import HarnessError
+from harness.knobs import Knobs, select_blocks
+from harness.latency.measure import Timer
+from harness.types import GenOutput, GenRequest, StepTimings
+
+EXPERTS_IMPLS = ("eager", "grouped_mm", "batched_mm")
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    family: str
+    n_blocks: int
+    default_top_k: int
+    max_top_k: int
+    min_blocks: int | None = None
+    tiers: tuple[str, ...] = ()
+    default_tier: str | None = None
+    vision_tokens: dict[str, int] = field(default_factory=dict)  # per tier, when known from configs
+    n_params: int | None = None
+    notes: str = ""
+
+    def __post_init__(self):
+        if self.min_blocks is None:
+            self.min_blocks = max(1, self.n_blocks - 4)
+
+    def validate(self, knobs: Knobs) -> Knobs:
+        return knobs.validate(self.n_blocks, self.max_top_k, self.min_blocks,
+                              self.tiers or None, model=self.name)
+
+    @property
+    def knob_range(self) -> str:
+        return f"num_blocks {self.min_blocks}..{self.n_blocks}, top_k 1..{self.max_top_k} (default {self.default_top_k})"
+
+
+def warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def set_experts_impl(model, impl: str) -> str:
+    """Select transformers' experts implementation; fall back to eager with a clear message."""
+    if impl not in EXPERTS_IMPLS:
+        raise HarnessError(f"unknown experts implementation '{impl}'; use one of {', '.join(EXPERTS_IMPLS)}")
+    if not hasattr(model, "set_experts_implementation"):
+        if impl != "eager":
+            warn(f"this transformers version has no set_experts_implementation; using the model's own experts code instead of {impl}")
+        return "eager"
+    try:
+        model.set_experts_implementation(impl)
+        return impl
+    except Exception as exc:  # unavailable kernel on this device/torch
+        warn(f"experts implementation '{impl}' is unavailable here ({type(exc).__name__}: {str(exc)[:120]}); falling back to eager")
+        model.set_experts_implementation("eager")
+        return "eager"
+
+
+class Backend:
+    """Common flow; subclasses provide ``_prepare`` (requests -> PreparedBatch + vision counts),
+    ``_count`` and a step model for the decoder, and set ``switch`` (a KnobSwitch)."""
+
+    info: ModelInfo
+    device: torch.device
+    dtype: torch.dtype
+
+    def __init__(self, info: ModelInfo, switch, step_model, tokenizer, device, dtype,
+                 importance: Mapping[int, float] | None = None, compile: bool = False,
+                 experts_impl: str = "eager", eos_token_ids: Sequence[int] = (), pad_token_id: int = 0):
+        self.info = info
+        self.switch = switch
+        self.step_model = step_model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.importance = dict(importance) if importance else None
+        self.compile = compile
+        self.experts_impl = experts_impl
+        self.eos_token_ids = [int(e) for e in eos_token_ids if e is not None]
+        self.pad_token_id = int(pad_token_id)
+        self.decoder = Decoder(step_model, compile=compile)
+        self.knobs = Knobs(info.n_blocks, info.default_top_k, info.default_tier)
+        self._warm: set = set()
+
+    # -- knobs --------------------------------------------------------------------------------
+    def apply_knobs(self, knobs: Knobs | str) -> Knobs:
+        knobs = Knobs.parse(knobs) if not isinstance(knobs, Knobs) else knobs
+        self.info.validate(knobs)
+        active = select_blocks(knobs.num_blocks, self.info.n_blocks, self.importance)
+        self.switch.apply(active, knobs.top_k)
+        self.knobs = knobs
+        return knobs
+
+    @property
+    def active_blocks(self) -> tuple[int, ...]:
+        return tuple(self.switch.active)
+
+    def resolve_tier(self, tier: str | None) -> str | None:
+        tier = tier or self.knobs.tier or self.info.default_tier
+        if tier is not None and self.info.tiers and tier not in self.info.tiers:
+            raise HarnessError(f"tier '{tier}' is not available for {self.info.name}: allowed {', '.join(self.info.tiers)}")
+        return tier
+
+    # -- generation ---------------------------------------------------------------------------
+    def _prepare(self, requests: list[GenRequest], tier: str | None) -> tuple[PreparedBatch, list[int], list[int]]:
+        """-> (batch, text token counts, vision token counts)."""
+        raise NotImplementedError
+
+    def count_tokens(self, request: GenRequest, tier: str | None = None) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def decode_text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def generate(self, requests: list[GenRequest], max_new_tokens: int, tier: str | None = None) -> list[GenOutput]:
+        if not requests:
+            return []
+        tier = self.resolve_tier(tier)
+        batch, n_text, n_vision = self._prepare(list(requests), tier)
+        if self.device.type == "cuda":
+            key = (self.active_blocks, self.switch.top_k, batch.input_ids.shape, max_new_tokens)
+            if key not in self._warm:  # warm-up (and compilation) outside the timed call
+                self.decoder.run(batch, max_new_tokens, self.eos_token_ids, self.pad_token_id, Timer(str(self.device), enabled=False))
+                self._warm.add(key)
+        result = self.decoder.run(batch, max_new_tokens, self.eos_token_ids, self.pad_token_id, Timer(str(self.device)))
+        timings: StepTimings = result.timer.step_timings(len(requests))
+        outs = []
+        for toks, reason, nt, nv in zip(result.tokens, result.finish_reasons, n_text, n_vision):
+            outs.append(GenOutput(text=self.decode_text(toks), input_tokens=nt + nv, vision_tokens=nv, text_tokens=nt,
+                                  output_tokens=len(toks), timings=timings, finish_reason=reason))
+        return outs
+
+    def generate_ids(self, requests: list[GenRequest], max_new_tokens: int, tier: str | None = None):
+        """Like :meth:`generate` but returns the raw :class:`harness.decode.DecodeResult` (tests, tools)."""
+        batch, _, _ = self._prepare(list(requests), self.resolve_tier(tier))
+        return self.decoder.run(batch, max_new_tokens, self.eos_token_ids, self.pad_token_id, Timer(str(self.device)))

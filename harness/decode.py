@@ -1,0 +1,149 @@
+"""The harness-owned greedy decode loop, used by every backend.
+
+A backend supplies a :class:`StepModel` (three methods: make a KV cache, prefill a prepared
+batch, run one decode step); :class:`Decoder` runs greedy decoding over a **left-padded** batch:
+
+- positions: ``cumsum(attention_mask) - 1`` for the prompt, then one more per step;
+- the attention mask grows by one column per step (static caches use one fixed-width mask whose
+  future columns are zero, so every decode step has the same shapes);
+- each sample stops at an EOS token or ``max_new_tokens``; the batch stops when all have;
+- timing: ``prefill`` (from the first op of the prompt forward, vision encoder included, to the
+  first token's logits) and one ``decode_step`` per step, through :mod:`harness.latency.measure`.
+
+``compile=True`` switches to a static KV cache (bucketed length) and ``torch.compile`` of the
+decode step (``mode="reduce-overhead"`` = CUDA graphs on GPU); the interface is the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+
+from harness.latency.measure import Timer
+
+STATIC_BUCKET = 256  # static caches are sized to a multiple of this, to bound recompilation
+
+
+@dataclass
+class PreparedBatch:
+    """A left-padded batch ready for prefill; ``extras`` holds backend-specific inputs (images)."""
+
+    input_ids: torch.Tensor  # [B, T] long
+    attention_mask: torch.Tensor  # [B, T] long, 0 = padding (on the left)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+class StepModel(Protocol):
+    device: torch.device
+
+    def make_cache(self, batch_size: int, max_len: int, static: bool) -> Any: ...
+
+    def prefill(self, batch: PreparedBatch, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                cache: Any, timer: Timer) -> torch.Tensor:
+        """Logits of the last prompt position, ``[B, vocab]``."""
+
+    def step(self, tokens: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+             cache: Any) -> torch.Tensor:
+        """One decode step for ``tokens`` ``[B, 1]``: logits ``[B, vocab]``."""
+
+
+@dataclass
+class DecodeResult:
+    tokens: list[list[int]]  # generated ids per sample, EOS excluded
+    finish_reasons: list[str]  # "eos" or "length"
+    timer: Timer
+
+
+def left_pad(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token id lists into ``(input_ids, attention_mask)``."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class Decoder:
+    """Greedy decoding for one :class:`StepModel`; ``compile`` = static cache + compiled step."""
+
+    def __init__(self, model: StepModel, compile: bool = False):
+        self.model = model
+        self.compile = compile
+        self._step: Callable = model.step
+        if compile:
+            import torch._dynamo
+
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+            mode = "reduce-overhead" if torch.device(model.device).type == "cuda" else "default"
+            self._step = torch.compile(model.step, mode=mode, dynamic=False)
+
+    def run(self, batch: PreparedBatch, max_new_tokens: int, eos_token_ids, pad_token_id: int,
+            timer: Timer | None = None) -> DecodeResult:
+        model = self.model
+        device = batch.input_ids.device
+        timer = timer or Timer(str(device))
+        bsz, prompt_len = batch.input_ids.shape
+        max_new_tokens = max(1, int(max_new_tokens))
+        total = prompt_len + max_new_tokens
+        static = self.compile
+        width = -(-total // STATIC_BUCKET) * STATIC_BUCKET if static else total
+        mask = torch.zeros((bsz, width), dtype=torch.long, device=device)
+        mask[:, :prompt_len] = batch.attention_mask
+        eos = torch.tensor(sorted({int(e) for e in (eos_token_ids or [])}) or [-1], device=device)
+        cache = model.make_cache(bsz, width, static)
+
+        with torch.inference_mode():
+            positions = prompt_positions(batch.attention_mask)
+            prefill_mask = mask if static else mask[:, :prompt_len]
+            start = timer.mark()
+            logits = model.prefill(batch, prefill_mask, positions, cache, timer)
+            nxt = logits.argmax(-1)
+            timer.add("prefill", start, timer.mark())
+
+            out = torch.full((bsz, max_new_tokens), int(pad_token_id), dtype=torch.long, device=device)
+            finished = torch.zeros(bsz, dtype=torch.bool, device=device)
+            hit_eos = torch.zeros(bsz, dtype=torch.bool, device=device)
+            pos = positions[:, -1:] + 1
+            n_steps = 0
+            for i in range(max_new_tokens):
+                out[:, i] = torch.where(finished, torch.full_like(nxt, int(pad_token_id)), nxt)
+                is_eos = torch.isin(nxt, eos) & ~finished
+                hit_eos |= is_eos
+                finished |= is_eos
+                n_steps = i + 1
+                if i == max_new_tokens - 1 or bool(finished.all()):
+                    break
+                mask[:, prompt_len + i] = 1
+                step_mask = mask if static else mask[:, : prompt_len + i + 1]
+                tokens = out[:, i : i + 1].clone()
+                start = timer.mark()
+                logits = self._step(tokens, step_mask, pos.clone(), cache)
+                nxt = logits.argmax(-1)
+                timer.add("decode_step", start, timer.mark())
+                pos = pos + 1
+
+        gen = out[:, :n_steps].tolist()
+        eos_set = set(eos.tolist())
+        tokens, reasons = [], []
+        for row, eos_hit in zip(gen, hit_eos.tolist()):
+            if eos_hit:
+                cut = next(j for j, t in enumerate(row) if t in eos_set)
+                tokens.append(row[:cut])
+                reasons.append("eos")
+            else:
+                tokens.append(row)
+                reasons.append("length")
+        return DecodeResult(tokens, reasons, timer)
