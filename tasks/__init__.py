@@ -1,0 +1,60 @@
+"""Benchmarks as plugins: one small module per task, registered with :func:`register`.
+
+``registry`` resolves a task name (or alias) to a :class:`~tasks.base.Task` instance: built-in
+tasks are imported lazily, installed packages add theirs through the ``harness.tasks`` entry
+point group, ``--include-path DIR`` imports a folder of task modules
+(:func:`harness.registry.import_path`), and ``package.module:attr`` names a task directly.
+"""
+
+from __future__ import annotations
+
+from harness.errors import HarnessError
+from harness.registry import Registry, import_path
+
+# name or alias -> module that registers it (aliases are listed so a lazy lookup finds them)
+_BUILTINS = {
+    "scienceqa": "tasks.scienceqa",
+    "scienceqa-img": "tasks.scienceqa",
+    "textvqa": "tasks.textvqa",
+    "okvqa": "tasks.okvqa",
+    "ok-vqa": "tasks.okvqa",
+    "vqav2": "tasks.vqav2",
+    "coco-vqa": "tasks.vqav2",
+    "tallyqa": "tasks.tallyqa",
+    "stvqa": "tasks.stvqa",
+    "st-vqa": "tasks.stvqa",
+    "docvqa": "tasks.docvqa",
+    "coco-caption": "tasks.coco_caption",
+    "coco-cap": "tasks.coco_caption",
+}
+
+BUILTIN_TASKS = ("scienceqa", "textvqa", "okvqa", "vqav2", "tallyqa", "stvqa", "docvqa", "coco-caption")
+
+registry: Registry = Registry("task", "harness.tasks", builtins=_BUILTINS)
+
+
+def register(cls):
+    """Class decorator: instantiate a :class:`~tasks.base.Task` subclass and register it under
+    its ``name`` and ``aliases``."""
+    registry.add(cls.name, cls(), aliases=cls.aliases)
+    return cls
+
+
+def get_task(name: str):
+    """The :class:`~tasks.base.Task` for a name, alias or ``package.module:attr`` string."""
+    from tasks.base import Task
+
+    obj = registry.get(name)
+    if isinstance(obj, type) and issubclass(obj, Task):
+        obj = obj()
+    if not isinstance(obj, Task):
+        raise HarnessError(f"task '{name}' resolves to {type(obj).__name__}, not a tasks.base.Task; register a Task subclass")
+    return obj
+
+
+def include_path(folder) -> list[str]:
+    """``--include-path DIR``: import every task module in ``folder`` (their decorators register)."""
+    return import_path(folder)
+
+
+__all__ = ["registry", "register", "get_task", "include_path", "BUILTIN_TASKS"]

@@ -1,0 +1,45 @@
+"""OK-VQA (`lmms-lab/OK-VQA`, split `val2014`): questions needing outside knowledge.
+
+``answers`` is a list of ten strings in lmms-lab's copy; HuggingFaceM4's answer dicts are read
+through their ``raw_answer`` (what MolmoE scores against). Default prompt as lmms-eval renders it.
+"""
+
+from __future__ import annotations
+
+from harness.types import Sample
+from tasks import register
+from tasks.base import SHORT_ANSWER, DatasetSpec, VQATask
+
+UNANSWERABLE = "\nWhen the provided information is insufficient, respond with 'Unanswerable'."
+
+
+@register
+class OKVQA(VQATask):
+    name = "okvqa"
+    aliases = ("ok-vqa", "ok_vqa", "ok_vqa_val2014")
+    description = "OK-VQA: questions that need outside knowledge; 10 answers per question"
+    molmo_style = "okvqa"
+    dataset = DatasetSpec(
+        hub_id="lmms-lab/OK-VQA",
+        config=None,
+        split="val2014",
+        labeled=True,
+        required_columns=("image", "question", "question_id"),
+        label_columns=("answers",),
+        splits={"val2014": True},
+    )
+
+    def samples_from_row(self, row, index):
+        return [
+            Sample(
+                id=str(row["question_id"]),
+                task=self.name,
+                question=self._text(row, "question", index),
+                image=row.get("image"),
+                references=self._str_list(row, "answers", index),
+                image_id=row.get("image_id"),
+            )
+        ]
+
+    def prompt_default(self, sample: Sample) -> str:
+        return f"{sample.question}{UNANSWERABLE}{SHORT_ANSWER}"

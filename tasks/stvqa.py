@@ -1,0 +1,45 @@
+"""ST-VQA (`lmms-lab/ST-VQA`, split `test`, Task 3): scene text, scored by ANLS.
+
+The hub split has **no answers** (the RRC server scores submissions), so hub runs write
+predictions and refuse to score. Local copies with an ``answers`` list of strings (the official
+train JSON's field, and the bundled synthetic split) are scored with ``ansl_em``.
+"""
+
+from __future__ import annotations
+
+from harness.types import Sample
+from tasks import register
+from tasks.base import SHORT_ANSWER, ANLSTask, DatasetSpec
+
+
+@register
+class STVQA(ANLSTask):
+    name = "stvqa"
+    aliases = ("st-vqa", "st_vqa", "scene-text-vqa")
+    description = "ST-VQA scene text; hub test split is unlabeled (RRC server only)"
+    molmo_style = "st_qa"
+    dataset = DatasetSpec(
+        hub_id="lmms-lab/ST-VQA",
+        config=None,
+        split="test",
+        labeled=False,
+        required_columns=("image", "question", "question_id"),
+        label_columns=("answers",),
+        splits={"test": False},
+        notes="test answers are hidden (RRC server); scored only on local copies with answers",
+    )
+
+    def samples_from_row(self, row, index):
+        return [
+            Sample(
+                id=str(row["question_id"]),
+                task=self.name,
+                question=self._text(row, "question", index),
+                image=row.get("image"),
+                references=self._str_list(row, "answers", index),
+                image_id=row.get("file_name", row.get("question_id")),
+            )
+        ]
+
+    def prompt_default(self, sample: Sample) -> str:
+        return f"{sample.question}{SHORT_ANSWER}"

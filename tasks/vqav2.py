@@ -1,0 +1,43 @@
+"""VQAv2 (`lmms-lab/VQAv2`, split `validation`; testdev/test labels are hidden: EvalAI only).
+
+``answers`` is a list of ten ``{answer, answer_confidence, answer_id}`` dicts; the references are
+their ``answer`` strings. Default prompt as lmms-eval renders it.
+"""
+
+from __future__ import annotations
+
+from harness.types import Sample
+from tasks import register
+from tasks.base import DatasetSpec, VQATask
+
+
+@register
+class VQAv2(VQATask):
+    name = "vqav2"
+    aliases = ("coco-vqa", "vqav2-val", "vqav2_val", "vqa2")
+    description = "VQAv2 on COCO images; 10 answers per question"
+    molmo_style = "vqa2"
+    dataset = DatasetSpec(
+        hub_id="lmms-lab/VQAv2",
+        config=None,
+        split="validation",
+        labeled=True,
+        required_columns=("image", "question", "question_id"),
+        label_columns=("answers",),
+        splits={"validation": True, "testdev": False, "test": False},
+        notes="testdev and test labels are hidden (EvalAI)",
+    )
+
+    def samples_from_row(self, row, index):
+        meta = {k: row[k] for k in ("question_type", "answer_type") if isinstance(row.get(k), str)}
+        return [
+            Sample(
+                id=str(row["question_id"]),
+                task=self.name,
+                question=self._text(row, "question", index),
+                image=row.get("image"),
+                references=self._str_list(row, "answers", index),
+                image_id=row.get("image_id"),
+                meta=meta,
+            )
+        ]
