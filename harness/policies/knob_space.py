@@ -1,0 +1,133 @@
+"""Knob spaces: the candidate configurations a policy chooses from (``--knob-space``).
+
+A knob space is a TOML file, by name from ``configs/knob_spaces/<name>.toml`` or by path::
+
+    description = "..."
+    [grid]                      # the cross product of these lists
+    num_blocks = [12, 13, 14, 15, 16]
+    top_k = [2, 4, 6, 8]
+    tier = ["low", "medium", "high"]   # optional; left out = the model's default tier
+    # and/or an explicit list (added to the grid):
+    configs = ["14,6,low", "16,8,high"]
+
+With no ``--knob-space`` the space is the model's own grid: ``min_blocks..n_blocks`` x top_k
+``2, 4, ..., max_top_k`` x every tier. Every configuration is validated against the model
+before it loads; a bad one is a one-line error naming the file and the allowed range.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.knobs import Knobs, parse_tier
+
+KNOB_SPACE_DIR = Path(__file__).resolve().parents[2] / "configs" / "knob_spaces"
+_KEYS = {"description", "grid", "configs"}
+_GRID_KEYS = {"num_blocks", "top_k", "tier"}
+
+
+def available() -> list[str]:
+    """Names of the bundled knob spaces."""
+    return sorted(p.stem for p in KNOB_SPACE_DIR.glob("*.toml"))
+
+
+def knob_space_path(spec: str) -> Path:
+    p = Path(spec)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise HarnessError(f"knob space file '{spec}' does not exist; pass a TOML file or one of: {', '.join(available())}")
+        return p
+    named = KNOB_SPACE_DIR / f"{spec}.toml"
+    if not named.is_file():
+        import difflib
+
+        close = difflib.get_close_matches(spec, available(), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise HarnessError(f"unknown knob space '{spec}'.{hint} Known: {', '.join(available())} (or a path to a .toml file)")
+    return named
+
+
+def parse_knob_space(data: dict, source: str) -> list[Knobs]:
+    """The configurations of a parsed knob-space TOML document (generic checks only)."""
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise HarnessError(f"knob space {source}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_KEYS))}")
+    out: list[Knobs] = []
+    grid = data.get("grid")
+    if grid is not None:
+        if not isinstance(grid, dict):
+            raise HarnessError(f"knob space {source}: [grid] must be a table of lists")
+        bad = set(grid) - _GRID_KEYS
+        if bad:
+            raise HarnessError(f"knob space {source}: unknown [grid] key(s) {', '.join(sorted(bad))}; allowed: num_blocks, top_k, tier")
+        for key in ("num_blocks", "top_k"):
+            vals = grid.get(key)
+            if not isinstance(vals, list) or not vals or not all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+                raise HarnessError(f"knob space {source}: [grid] {key} must be a non-empty list of integers")
+        tiers = grid.get("tier", [None])
+        if not isinstance(tiers, list) or not tiers:
+            raise HarnessError(f"knob space {source}: [grid] tier must be a non-empty list of tier names")
+        tiers = [None if t is None else parse_tier(t) for t in tiers]
+        for nb, tk, t in itertools.product(grid["num_blocks"], grid["top_k"], tiers):
+            k = Knobs(nb, tk, t)
+            k.check_generic()
+            out.append(k)
+    configs = data.get("configs", [])
+    if not isinstance(configs, list):
+        raise HarnessError(f"knob space {source}: configs must be a list of strings like \"14,6,low\"")
+    for c in configs:
+        try:
+            out.append(Knobs.parse(str(c)))
+        except HarnessError as exc:
+            raise HarnessError(f"knob space {source}: {exc}")
+    if not out:
+        raise HarnessError(f"knob space {source} is empty; give a [grid] table or a configs list")
+    return list(dict.fromkeys(out))  # drop duplicates, keep order
+
+
+def default_knob_space(model_info) -> list[Knobs]:
+    """The model's own grid: ``min_blocks..n_blocks`` x top_k ``2,4,..,max_top_k`` x its tiers."""
+    lo = model_info.min_blocks if getattr(model_info, "min_blocks", None) is not None else max(1, model_info.n_blocks - 4)
+    top_ks = list(range(2, model_info.max_top_k + 1, 2)) or [1]
+    tiers = list(getattr(model_info, "tiers", None) or [None])
+    return [Knobs(nb, tk, t) for nb, tk, t in itertools.product(range(lo, model_info.n_blocks + 1), top_ks, tiers)]
+
+
+def load_knob_space(spec: str | None, model_info=None) -> list[Knobs]:
+    """``--knob-space`` -> validated configurations (tier filled with the model's default).
+
+    ``spec``: None (the model's grid), a bundled name, or a TOML path."""
+    if spec is None:
+        if model_info is None:
+            raise HarnessError("no knob space: pass --knob-space NAME|FILE.toml")
+        space = default_knob_space(model_info)
+        source = f"default grid of {getattr(model_info, 'name', 'the model')}"
+    else:
+        path = knob_space_path(str(spec))
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise HarnessError(f"knob space '{path}' is not valid TOML ({exc}); fix the file")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise HarnessError(f"cannot read knob space '{path}': {exc}")
+        source = f"'{path}'"
+        space = parse_knob_space(data, source)
+    if model_info is None:
+        return space
+    return validate_space(space, model_info, source)
+
+
+def validate_space(space: list[Knobs], model_info, source: str = "knob space") -> list[Knobs]:
+    default_tier = getattr(model_info, "default_tier", None)
+    out = []
+    for k in space:
+        try:
+            k.validate(model_info.n_blocks, model_info.max_top_k, getattr(model_info, "min_blocks", None),
+                       getattr(model_info, "tiers", None) or None, model=getattr(model_info, "name", "the model"))
+        except HarnessError as exc:
+            raise HarnessError(f"knob space {source}: config {k}: {exc}")
+        out.append(k.with_tier(default_tier) if k.tier is None and default_tier else k)
+    return list(dict.fromkeys(out))
