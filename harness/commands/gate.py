@@ -1,0 +1,86 @@
+"""``harness gate --baseline FILE RUN_DIRS...`` (or ``--write-baseline FILE RUN_DIRS...``)."""
+
+from __future__ import annotations
+
+import click
+
+from harness.errors import HarnessError
+
+
+@click.command("gate")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--baseline", type=click.Path(dir_okay=False), help="Committed baseline JSON to compare against.")
+@click.option("--write-baseline", "write_to", type=click.Path(dir_okay=False),
+              help="Write the baseline (per-sample scores, latency p50) of RUN_DIRS to this file instead of gating.")
+@click.option("--tolerance", type=float, default=0.02, show_default=True,
+              help="Largest tolerated absolute drop of the main score (mean paired difference).")
+@click.option("--latency-tolerance", type=float, default=1.5, show_default=True,
+              help="Largest tolerated ratio of candidate to baseline p50 total latency.")
+@click.option("--no-latency", is_flag=True, help="Do not gate latency (e.g. on a noisy shared CI machine).")
+@click.option("--require-all", is_flag=True, help="Fail when a baseline configuration has no run among RUN_DIRS.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paired bootstrap.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
+              help="Also write a markdown summary (e.g. $GITHUB_STEP_SUMMARY).")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON instead of the rich table.")
+@click.pass_context
+def command(ctx, run_dirs, baseline, write_to, tolerance, latency_tolerance, no_latency, require_all, seed,
+            markdown_path, as_json):
+    """Compare runs with a committed baseline: paired bootstrap on per-sample scores (regression
+    when the drop exceeds --tolerance and its CI excludes zero) and p50 latency ratio (estimated
+    latency when the device differs from the baseline's). Exit 0 pass, 1 regression, 2 bad input.
+
+    RUN_DIRS are run directories or folders holding them; runs are matched to baseline entries
+    by task and configuration (or policy)."""
+    from harness import gate
+    from harness.rundirs import load_runs
+
+    if bool(baseline) == bool(write_to):
+        raise HarnessError("pass exactly one of --baseline FILE (to gate) or --write-baseline FILE (to write one)")
+    runs = load_runs(run_dirs)
+    if write_to:
+        doc = gate.write_baseline(write_to, runs)
+        click.echo(f"wrote baseline {write_to} ({len(doc['runs'])} configuration(s))")
+        return
+    entries = gate.read_baseline(baseline)
+    lat_tol = None if no_latency else latency_tolerance
+    results = gate.run_gate(runs, entries, tolerance=tolerance, latency_tolerance=lat_tol,
+                            require_all=require_all, seed=seed)
+    ok = gate.verdict(results)
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"pass": ok, "results": [r.to_dict() for r in results]}, indent=2))
+    else:
+        _print_rich(results, ok)
+    if markdown_path:
+        from harness.jsonio import atomic_write_text
+
+        text = gate.to_markdown(results, tolerance=tolerance, latency_tolerance=lat_tol, baseline=baseline)
+        try:
+            atomic_write_text(markdown_path, text)
+        except OSError as exc:
+            raise HarnessError(f"cannot write '{markdown_path}': {exc.strerror or exc}; pass a writable --markdown path")
+    if not ok:
+        ctx.exit(1)
+
+
+def _print_rich(results, ok) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.gate import COLUMNS, cells
+
+    table = Table(title=f"harness gate: {'PASS' if ok else 'FAIL'}", title_justify="left")
+    for col in COLUMNS:
+        table.add_column(col, overflow="fold")
+    for r in results:
+        table.add_row(*cells(r), style="red" if r.failed else None)
+    _console().print(table)
+
+
+def _console():
+    """A rich console; when output is not a terminal (CI logs, pipes) wide enough not to fold."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=200)

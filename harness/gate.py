@@ -1,0 +1,245 @@
+"""The regression gate (``harness gate``): candidate runs against a committed baseline.
+
+Baseline file (``harness gate --write-baseline FILE RUN_DIRS...``), JSON, deterministic::
+
+    {"format": "harness-gate-baseline/1",
+     "runs": [{"task", "metric", "score_name", "model", "config", "knobs", "policy",
+               "fingerprint", "data_source", "device", "dtype", "batch_size", "environment",
+               "n", "score", "latency_p50_ms": {"measured", "estimated"},
+               "failed": [ids], "scores": {id: main score}}]}
+
+Candidate runs are matched to baseline entries by (task, configuration or policy). For each pair:
+
+- **Accuracy**: paired bootstrap (:func:`harness.stats.paired_bootstrap_diff`) of candidate minus
+  baseline main scores over the sample ids both have; a *regression* when the mean drop exceeds
+  ``tolerance`` (absolute) AND the 95% CI of the difference lies below zero. Failed samples count
+  as 0 (a failure is a wrong answer). Ids present on one side only are reported.
+- **Latency**: ratio of the candidate's p50 total latency to the baseline's; a *regression* when
+  it exceeds ``latency_tolerance``. Measured latency is compared when device, dtype and batch size
+  equal the baseline's; otherwise estimated latency is compared, and the row says so.
+
+Different models or item sets (data fingerprints) for a matched pair are bad input (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from harness.errors import HarnessError
+from harness.jsonio import atomic_write_text, read_json
+from harness.pareto import md_table
+from harness.rundirs import RunInfo, check_unique_configs
+from harness.stats import paired_bootstrap_diff
+
+FORMAT = "harness-gate-baseline/1"
+DEFAULT_TOLERANCE = 0.02
+DEFAULT_LATENCY_TOLERANCE = 1.5
+
+
+# -- baseline file ------------------------------------------------------------------------------
+def baseline_entry(run: RunInfo) -> dict:
+    scores, failed = run.sample_scores()
+    if not scores:
+        raise HarnessError(f"run dir '{run.path}' has no scored samples (unlabelled data or all failed); "
+                           "a baseline needs per-sample scores, run a labelled split")
+    return {
+        "task": run.task, "metric": run.metric, "score_name": run.main_score_name(), "model": run.model,
+        "config": run.label, "knobs": run.config.knobs.to_dict() if run.config.knobs else None,
+        "policy": run.config.policy, "fingerprint": run.fingerprint, "data_source": run.data_source,
+        "device": run.device, "dtype": run.dtype, "batch_size": run.batch_size,
+        "environment": run.environment_label, "n": run.n, "score": run.score,
+        "latency_p50_ms": {"measured": run.lat("measured"), "estimated": run.lat("estimated")},
+        "failed": failed, "scores": {k: scores[k] for k in sorted(scores)},
+    }
+
+
+def write_baseline(path: str | Path, runs: Sequence[RunInfo]) -> dict:
+    check_unique_configs(runs, "the baseline")
+    entries = sorted((baseline_entry(r) for r in runs), key=lambda e: (e["task"], e["config"]))
+    doc = {"format": FORMAT, "runs": entries}
+    try:
+        atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    except OSError as exc:
+        raise HarnessError(f"cannot write baseline '{path}': {exc.strerror or exc}; pass a writable path")
+    return doc
+
+
+def read_baseline(path: str | Path) -> list[dict]:
+    doc = read_json(path, what="baseline")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("runs"), list):
+        raise HarnessError(f"'{path}' is not a gate baseline ({FORMAT}); write one with `harness gate --write-baseline {path} RUN_DIRS...`")
+    need = ("task", "config", "model", "fingerprint", "scores", "environment", "latency_p50_ms")
+    for i, e in enumerate(doc["runs"]):
+        missing = [k for k in need if not isinstance(e, dict) or k not in e]
+        if missing:
+            raise HarnessError(f"baseline '{path}': entry {i} lacks {', '.join(missing)}; rewrite it with --write-baseline")
+        if not isinstance(e["scores"], dict):
+            raise HarnessError(f"baseline '{path}': entry {i} ({e['task']} {e['config']}) has malformed scores; rewrite it")
+    return doc["runs"]
+
+
+# -- comparison ---------------------------------------------------------------------------------
+@dataclass
+class GateResult:
+    task: str
+    config: str
+    model: str
+    run_dir: str | None = None
+    n_common: int = 0
+    missing_in_candidate: list[str] = field(default_factory=list)
+    new_in_candidate: list[str] = field(default_factory=list)
+    failed_candidate: int = 0
+    base_score: float | None = None
+    cand_score: float | None = None
+    diff: float | None = None
+    ci: tuple[float, float] | None = None
+    accuracy: str = "ok"  # ok | regression | not run
+    latency_kind: str | None = None  # measured | estimated
+    base_latency: float | None = None
+    cand_latency: float | None = None
+    ratio: float | None = None
+    latency: str = "ok"  # ok | regression | skipped
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.accuracy in ("regression", "not run") or self.latency == "regression"
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["ci"] = list(self.ci) if self.ci else None
+        d["failed"] = self.failed
+        return d
+
+
+def compare(run: RunInfo, base: dict, *, tolerance: float, latency_tolerance: float | None,
+            seed: int = 0) -> GateResult:
+    """One candidate run against its baseline entry."""
+    where = f"{run.task} {run.label}"
+    if run.model != base["model"]:
+        raise HarnessError(f"gate {where}: the model differs from the baseline's ('{run.model}' in '{run.path}' vs "
+                           f"'{base['model']}'); gate runs of the baseline's model or rewrite the baseline")
+    if run.fingerprint != base["fingerprint"]:
+        raise HarnessError(f"gate {where}: the item set differs from the baseline's (fingerprint {run.fingerprint[:12]} "
+                           f"in '{run.path}' vs {base['fingerprint'][:12]}); run the same data, --limit and --seed as the baseline")
+    res = GateResult(task=run.task, config=run.label, model=run.model, run_dir=str(run.path))
+    cand, failed = run.sample_scores()
+    res.failed_candidate = len(failed)
+    bscores = {str(k): float(v) for k, v in base["scores"].items()}
+    common = sorted(set(cand) & set(bscores))
+    res.missing_in_candidate = sorted(set(bscores) - set(cand))
+    res.new_in_candidate = sorted(set(cand) - set(bscores))
+    res.n_common = len(common)
+    if not common:
+        raise HarnessError(f"gate {where}: no sample id in '{run.path}' is in the baseline; "
+                           "run the same data as the baseline or rewrite it")
+    c = [cand[i] for i in common]
+    b = [bscores[i] for i in common]
+    res.cand_score = sum(c) / len(c)
+    res.base_score = sum(b) / len(b)
+    mean, lo, hi = paired_bootstrap_diff(c, b, seed=seed)
+    res.diff, res.ci = mean, (lo, hi)
+    if -mean > tolerance and hi < 0:
+        res.accuracy = "regression"
+    if res.missing_in_candidate:
+        res.notes.append(f"{len(res.missing_in_candidate)} baseline sample(s) missing in the candidate")
+    if res.new_in_candidate:
+        res.notes.append(f"{len(res.new_in_candidate)} candidate sample(s) not in the baseline")
+    if failed:
+        res.notes.append(f"{len(failed)} failed sample(s) in the candidate, scored 0")
+
+    # latency
+    if latency_tolerance is None:
+        res.latency = "skipped"
+        res.notes.append("latency not gated (--no-latency)")
+        return res
+    same_env = run.environment_label == base["environment"]
+    res.latency_kind = "measured" if same_env else "estimated"
+    if not same_env:
+        res.notes.append(f"device differs from the baseline's ({run.environment_label} vs {base['environment']}): "
+                         "estimated latency compared")
+    res.cand_latency = run.lat(res.latency_kind)
+    res.base_latency = (base.get("latency_p50_ms") or {}).get(res.latency_kind)
+    if res.cand_latency is None or res.base_latency is None or not res.base_latency > 0:
+        res.latency = "skipped"
+        side = "candidate" if res.cand_latency is None else "baseline"
+        res.notes.append(f"no {res.latency_kind} latency in the {side}: latency not compared")
+        return res
+    res.ratio = res.cand_latency / res.base_latency
+    if res.ratio > latency_tolerance:
+        res.latency = "regression"
+    return res
+
+
+def run_gate(runs: Sequence[RunInfo], baseline: list[dict], *, tolerance: float = DEFAULT_TOLERANCE,
+             latency_tolerance: float | None = DEFAULT_LATENCY_TOLERANCE, require_all: bool = False,
+             seed: int = 0) -> list[GateResult]:
+    if tolerance < 0 or (isinstance(tolerance, float) and math.isnan(tolerance)):
+        raise HarnessError(f"--tolerance {tolerance} must be >= 0 (an absolute score drop, e.g. 0.02)")
+    if latency_tolerance is not None and not latency_tolerance >= 1.0:
+        raise HarnessError(f"--latency-tolerance {latency_tolerance} must be a ratio >= 1 (e.g. 1.5 = 50% slower)")
+    check_unique_configs(runs, "the gate")
+    index: dict[tuple[str, str], dict] = {}
+    for e in baseline:
+        index[(e["task"], e["config"])] = e
+    results = []
+    matched = set()
+    for r in runs:
+        key = (r.task, r.label)
+        base = index.get(key)
+        if base is None:
+            known = ", ".join(f"{t} {c}" for t, c in sorted(index)) or "none"
+            raise HarnessError(f"gate: run '{r.path}' ({r.task} {r.label}) has no baseline entry (baseline has: {known}); "
+                               "add it with `harness gate --write-baseline`")
+        matched.add(key)
+        results.append(compare(r, base, tolerance=tolerance, latency_tolerance=latency_tolerance, seed=seed))
+    for key in sorted(set(index) - matched):
+        e = index[key]
+        res = GateResult(task=e["task"], config=e["config"], model=e["model"], base_score=e.get("score"),
+                         accuracy="not run" if require_all else "ok", latency="skipped")
+        res.notes.append("in the baseline but not among the runs" + ("" if require_all else " (not gated; --require-all fails it)"))
+        results.append(res)
+    results.sort(key=lambda x: (x.task, x.config))
+    return results
+
+
+# -- reporting ----------------------------------------------------------------------------------
+COLUMNS = ("task", "config", "baseline", "candidate", "diff [95% CI]", "samples", "accuracy", "latency p50 ms", "ratio",
+           "latency", "notes")
+
+
+def _f(v: float | None, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def cells(r: GateResult) -> list[str]:
+    diff = "-" if r.diff is None else f"{r.diff:+.3f} [{r.ci[0]:+.3f}, {r.ci[1]:+.3f}]"
+    samples = "-" if r.accuracy == "not run" else f"{r.n_common} paired"
+    if r.missing_in_candidate or r.new_in_candidate:
+        samples += f", {len(r.missing_in_candidate)} missing, {len(r.new_in_candidate)} new"
+    lat = "-"
+    if r.latency_kind and r.base_latency is not None and r.cand_latency is not None:
+        lat = f"{r.base_latency:.1f} -> {r.cand_latency:.1f} ({r.latency_kind})"
+    return [r.task, r.config, _f(r.base_score), _f(r.cand_score), diff, samples, r.accuracy.upper() if r.accuracy != "ok" else "ok",
+            lat, "-" if r.ratio is None else f"{r.ratio:.2f}x", r.latency.upper() if r.latency == "regression" else r.latency,
+            "; ".join(r.notes)]
+
+
+def verdict(results: Sequence[GateResult]) -> bool:
+    """True when the gate passes."""
+    return not any(r.failed for r in results)
+
+
+def to_markdown(results: Sequence[GateResult], *, tolerance: float, latency_tolerance: float | None, baseline: str) -> str:
+    ok = verdict(results)
+    n_bad = sum(r.failed for r in results)
+    lat = "not gated" if latency_tolerance is None else f"p50 ratio above {latency_tolerance:g}x"
+    lines = [f"## harness gate: {'PASS' if ok else 'FAIL'}", "",
+             f"{len(results)} configuration(s) against `{baseline}`; {n_bad} regression(s). Accuracy regression: paired "
+             f"bootstrap drop above {tolerance:g} with a 95% CI below zero. Latency regression: {lat}.", "",
+             md_table(COLUMNS, [cells(r) for r in results]), ""]
+    return "\n".join(lines)
