@@ -59,6 +59,7 @@ class Task:
     metric: str = ""
     dataset: DatasetSpec
     max_new_tokens: int = 16
+    image_column: str = "image"
     molmo_style: str = ""  # MolmoE style tag, e.g. "vqa2"
     molmo_max_new_tokens: int = 12  # MolmoE's evaluation setting for all eight tasks
     description: str = ""
@@ -112,7 +113,7 @@ class Task:
 
     def can_score(self, samples: list[Sample]) -> bool:
         """True when every sample that loaded has labels (unlabeled splits are never scored)."""
-        usable = [s for s in samples if s.error is None]
+        usable = [s for s in samples if s.error is None] or samples
         return bool(usable) and all(s.labeled for s in usable)
 
     # -- helpers for row parsing --------------------------------------------------------------

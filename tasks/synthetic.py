@@ -39,9 +39,9 @@ BUNDLED_ROWS = {
     "okvqa": 100,
     "vqav2": 100,
     "tallyqa": 40,
-    "stvqa": 80,
-    "docvqa": 80,
-    "coco-caption": 80,
+    "stvqa": 100,
+    "docvqa": 100,
+    "coco-caption": 100,
 }
 
 COLORS = {
@@ -586,6 +586,7 @@ def bundled_path(task) -> Path:
 
 def write_bundled(out_dir: Path | None = None, tasks=None) -> list[Path]:
     """Regenerate the bundled synthetic eval files (seed ``BUNDLED_SEED``)."""
+    import pyarrow.parquet as pq
     from datasets import Dataset
 
     out_dir = Path(out_dir) if out_dir else SAMPLES_DIR
@@ -593,9 +594,11 @@ def write_bundled(out_dir: Path | None = None, tasks=None) -> list[Path]:
     written = []
     for name in tasks or GENERATORS:
         rows = generate_rows(name, "eval", BUNDLED_ROWS[name], BUNDLED_SEED)
-        ds = Dataset.from_list(rows, features=hub_features(name))
+        table = Dataset.from_list(rows, features=hub_features(name)).data.table
+        meta = dict(table.schema.metadata or {})
+        meta[b"harness_synthetic"] = f"tasks.synthetic seed={BUNDLED_SEED} split=eval rows={len(rows)}".encode()
         path = out_dir / f"{name}.parquet"
-        ds.to_parquet(str(path))
+        pq.write_table(table.replace_schema_metadata(meta), path, compression="zstd")
         written.append(path)
     return written
 
