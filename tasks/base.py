@@ -104,8 +104,12 @@ class Task:
         return ""
 
     def metric_item(self, sample: Sample, prediction: str) -> dict:
-        """The design-section-3 item dict for this task's metric."""
-        return {"id": sample.id, "prediction": prediction, "references": sample.references}
+        """The design-section-3 item dict for this task's metric (plus ``group`` when the sample
+        belongs to a sub-score group, e.g. TallyQA simple/complex)."""
+        item = {"id": sample.id, "prediction": prediction, "references": sample.references}
+        if sample.group is not None:
+            item["group"] = sample.group
+        return item
 
     def target(self, sample: Sample) -> str:
         """The ideal short answer in the default style (training target of the reference model)."""

@@ -26,7 +26,7 @@ def coco_image_id(question_id) -> int | str:
 @register
 class COCOCaption(CaptionTask):
     name = "coco-caption"
-    aliases = ("coco-cap", "coco_caption", "coco2017_cap_val", "coco-caption2017")
+    aliases = ("coco-cap",)
     description = "COCO captions (2017 val, 5k images); CIDEr over the corpus"
     molmo_style = "coco_captioning"
     dataset = DatasetSpec(

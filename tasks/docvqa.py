@@ -14,7 +14,7 @@ from tasks.base import ANLSTask, DatasetSpec
 @register
 class DocVQA(ANLSTask):
     name = "docvqa"
-    aliases = ("docvqa-val", "docvqa_val", "doc-vqa")
+    aliases = ("docvqa-val",)
     description = "DocVQA: questions on scanned documents; ANLS"
     molmo_style = "doc_qa"
     dataset = DatasetSpec(

@@ -16,7 +16,7 @@ UNANSWERABLE = "\nWhen the provided information is insufficient, respond with 'U
 @register
 class OKVQA(VQATask):
     name = "okvqa"
-    aliases = ("ok-vqa", "ok_vqa", "ok_vqa_val2014")
+    aliases = ("ok-vqa",)
     description = "OK-VQA: questions that need outside knowledge; 10 answers per question"
     molmo_style = "okvqa"
     dataset = DatasetSpec(

@@ -20,7 +20,7 @@ MC_INSTRUCTION = "\nAnswer with the option's letter from the given choices direc
 @register
 class ScienceQA(MultipleChoiceTask):
     name = "scienceqa"
-    aliases = ("scienceqa-img", "scienceqa_img", "sqa")
+    aliases = ("scienceqa-img",)
     description = "ScienceQA image questions: multiple choice, 2-5 options"
     max_new_tokens = 16
     molmo_style = "science_qa"

@@ -15,7 +15,7 @@ from tasks.base import SHORT_ANSWER, ANLSTask, DatasetSpec
 @register
 class STVQA(ANLSTask):
     name = "stvqa"
-    aliases = ("st-vqa", "st_vqa", "scene-text-vqa")
+    aliases = ("st-vqa",)
     description = "ST-VQA scene text; hub test split is unlabeled (RRC server only)"
     molmo_style = "st_qa"
     dataset = DatasetSpec(

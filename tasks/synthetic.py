@@ -552,6 +552,18 @@ def generate_rows(task, split: str, n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+def generate_samples(task, split: str, n: int, seed: int = 0) -> list:
+    """``generate_rows`` turned into :class:`~harness.types.Sample` objects by the task itself
+    (TallyQA rows give several samples each), e.g. for training: ``task.prompt(s)`` -> ``task.target(s)``."""
+    from tasks import get_task
+
+    task_obj = get_task(_task_name(task))
+    out = []
+    for index, row in enumerate(generate_rows(task_obj.name, split, n, seed)):
+        out.extend(task_obj.samples_from_row(row, index))
+    return out
+
+
 # -- hub features (column types) for writing parquet -------------------------------------------
 def hub_features(task):
     """The ``datasets.Features`` of the task's hub schema (as written to the bundled files)."""

@@ -18,7 +18,7 @@ from tasks.base import CountTask, DatasetSpec
 @register
 class TallyQA(CountTask):
     name = "tallyqa"
-    aliases = ("tally-qa", "tally_qa")
+    aliases = ("tally-qa",)
     description = "TallyQA counting; simple and complex questions scored separately"
     max_new_tokens = 16
     molmo_style = "tally_qa"

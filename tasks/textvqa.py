@@ -14,7 +14,7 @@ from tasks.base import SHORT_ANSWER, DatasetSpec, VQATask
 @register
 class TextVQA(VQATask):
     name = "textvqa"
-    aliases = ("textvqa-val", "textvqa_val", "text-vqa")
+    aliases = ("textvqa-val",)
     description = "TextVQA: read text in natural images; 10 answers per question"
     molmo_style = "text_vqa"
     dataset = DatasetSpec(

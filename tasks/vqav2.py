@@ -14,7 +14,7 @@ from tasks.base import DatasetSpec, VQATask
 @register
 class VQAv2(VQATask):
     name = "vqav2"
-    aliases = ("coco-vqa", "vqav2-val", "vqav2_val", "vqa2")
+    aliases = ("coco-vqa",)
     description = "VQAv2 on COCO images; 10 answers per question"
     molmo_style = "vqa2"
     dataset = DatasetSpec(
