@@ -81,6 +81,7 @@ class RunInfo:
     scores: dict[str, float]
     latency: dict[str, dict[str, dict[str, float | None]] | None]  # measured/estimated -> part -> stat
     device: str
+    device_name: str | None
     dtype: str | None
     batch_size: int | None
     harness_version: str | None
@@ -111,11 +112,13 @@ class RunInfo:
     @property
     def environment(self) -> tuple:
         """What measured latency depends on besides the configuration."""
-        return (self.device, self.dtype, self.batch_size)
+        return (self.device_name or self.device, self.dtype, self.batch_size)
 
     @property
     def environment_label(self) -> str:
-        parts = [self.device]
+        """``cpu float32 batch 1``; the device's own name (e.g. the GPU model) when recorded."""
+        dev = self.device if not self.device_name or self.device_name == self.device else f"{self.device} ({self.device_name})"
+        parts = [dev]
         if self.dtype:
             parts.append(str(self.dtype))
         if self.batch_size is not None:
@@ -164,8 +167,9 @@ class RunInfo:
                 out[sid] = 0.0
                 failed.append(sid)
                 continue
-            scores = rec.get("scores") or {}
-            value = scores.get(name)
+            value = rec.get("score")  # the main sub-score, as the runner writes it
+            if value is None:
+                value = (rec.get("scores") or {}).get(name)
             if value is None:
                 continue
             out[sid] = float(value)
@@ -335,6 +339,7 @@ def load_run(path: str | Path) -> RunInfo:
         latency={"measured": _latency(lat.get("measured"), "measured", spath),
                  "estimated": _latency(lat.get("estimated"), "estimated", spath)},
         device=str(s["device"]),
+        device_name=None if not s.get("device_name") else str(s["device_name"]),
         dtype=None if s.get("dtype") is None else str(s["dtype"]),
         batch_size=None if batch is None else int(_num(batch, "batch_size", spath)),
         harness_version=None if s.get("harness_version") is None else str(s["harness_version"]),

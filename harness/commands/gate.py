@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from harness.errors import HarnessError
@@ -61,7 +63,7 @@ def command(ctx, run_dirs, baseline, write_to, tolerance, latency_tolerance, no_
         except OSError as exc:
             raise HarnessError(f"cannot write '{markdown_path}': {exc.strerror or exc}; pass a writable --markdown path")
     if not ok:
-        ctx.exit(1)
+        sys.exit(1)
 
 
 def _print_rich(results, ok) -> None:

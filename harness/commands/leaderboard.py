@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from harness.errors import HarnessError
@@ -34,7 +36,7 @@ def command(ctx, run_dirs, output, check, stat):
         if reason:
             click.echo(f"leaderboard: {reason}; regenerate it with `harness leaderboard {' '.join(run_dirs)} -o {output}` and commit it",
                        err=True)
-            ctx.exit(1)
+            sys.exit(1)
         click.echo(f"leaderboard: '{output}' is up to date")
         return
     if not output:

@@ -26,7 +26,7 @@ def make_run(root, *, task: str = "vqav2", metric: str = "vqa_score", knobs: str
              policy: dict | str | None = None, scores: Sequence[float | None] = (1.0, 0.0, 1.0, 1.0),
              ids: Sequence[str] | None = None, latency_ms: float | Sequence[float] = 100.0,
              estimated_ms: float | Sequence[float] | None = None, errors: dict[int, str] | None = None,
-             model: str = "reference", device: str = "cpu", dtype: str = "float32", batch_size: int = 1,
+             model: str = "reference", device: str = "cpu", device_name: str | None = None, dtype: str = "float32", batch_size: int = 1,
              fingerprint: str | None = None, created: str = "2026-11-20T10:00:00+00:00",
              harness_version: str = "0.1.0", name: str | None = None, source: str = "bundled") -> Path:
     """Write one run dir under ``root`` and return its path.
@@ -64,8 +64,10 @@ def make_run(root, *, task: str = "vqav2", metric: str = "vqa_score", knobs: str
             "id": sid, "task": task,
             "knobs": k.to_dict() if k else {"num_blocks": 16, "top_k": 8, "tier": "high"},
             "prediction": "" if err else f"answer {i}",
-            "scores": sc, "input_tokens": 120, "vision_tokens": 100, "text_tokens": 20, "output_tokens": 3,
-            "latency_ms": lat, "estimated_latency_ms": elat, "error": err,
+            "config": str(k) if k else "16,8,high", "score": sc.get(sub) if sc else None,
+            "scores": sc or None, "input_tokens": 120, "vision_tokens": 100, "text_tokens": 20, "output_tokens": 3,
+            "measured": None if err else lat, "estimated": None if err else elat, "error": err,
+            "batch_id": i + 1, "batch_size": batch_size,
         })
     with open(run / "samples.jsonl", "w", encoding="utf-8") as fh:
         for line in lines:
@@ -87,13 +89,14 @@ def make_run(root, *, task: str = "vqav2", metric: str = "vqa_score", knobs: str
         "n": n, "n_failed": len(errors), "score": score, "scores": {sub: score} if score is not None else {},
         "score_ci95": [lo, hi] if lo is not None else None,
         "latency_ms": {"measured": lat_block(meas), "estimated": lat_block(est)},
-        "estimator_error": None, "device": device, "dtype": dtype, "batch_size": batch_size,
+        "n_expected": n, "complete": True, "latency_mode": "per-sample" if batch_size == 1 else "per-batch",
+        "estimator_error": {"mape_total": None, "within_10pct": None, "n": 0},
+        "device": device, "device_name": device_name, "dtype": dtype, "batch_size": batch_size,
         "harness_version": harness_version, "created": created,
     }
-    if k is not None:
-        summary["knobs"] = k.to_dict()
-    else:
-        summary["policy"] = policy
+    summary["knobs"] = k.to_dict() if k is not None else None
+    summary["config"] = str(k) if k is not None else None
+    summary["policy"] = policy if k is None else {"name": "fixed", "args": {}}
     (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return run
 

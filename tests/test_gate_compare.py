@@ -1,0 +1,139 @@
+"""Regression gate: pass, accuracy fail, latency fail, missing samples, device differs, bad input."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "data" / "rundirs"))
+from rundir_factory import make_run  # noqa: E402
+
+from harness.cli import main  # noqa: E402
+from harness.gate import read_baseline, run_gate  # noqa: E402
+from harness.rundirs import load_runs  # noqa: E402
+
+IDS = [f"q{i:02d}" for i in range(40)]
+GOOD = [1.0 if i % 4 else 0.0 for i in range(40)]  # 0.75
+
+
+def cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(list(map(str, args)))
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.fixture
+def baseline(tmp_path, capsys):
+    base = tmp_path / "base"
+    make_run(base, knobs="16,8,high", scores=GOOD, ids=IDS, latency_ms=100, estimated_ms=90)
+    make_run(base, knobs="12,2,high", scores=GOOD[::-1], ids=IDS, latency_ms=60, estimated_ms=55)
+    path = tmp_path / "leaderboard" / "baseline.json"
+    code, out, _ = cli(["gate", "--write-baseline", path, base], capsys)
+    assert code == 0 and "2 configuration(s)" in out
+    return path
+
+
+def test_baseline_file(baseline, tmp_path, capsys):
+    entries = read_baseline(baseline)
+    assert [(e["task"], e["config"]) for e in entries] == [("vqav2", "12,2,high"), ("vqav2", "16,8,high")]
+    e = entries[1]
+    assert e["scores"]["q00"] == 0.0 and e["scores"]["q01"] == 1.0 and len(e["scores"]) == 40
+    assert e["latency_p50_ms"] == {"measured": 100.0, "estimated": 90.0}
+    assert e["device"] == "cpu" and e["fingerprint"] and e["model"] == "reference"
+    # deterministic: writing again from the same runs gives the same bytes
+    again = tmp_path / "again.json"
+    cli(["gate", "--write-baseline", again, tmp_path / "base"], capsys)
+    assert again.read_bytes() == baseline.read_bytes()
+
+
+def test_same_runs_pass(baseline, tmp_path, capsys):
+    md = tmp_path / "summary.md"
+    code, out, _ = cli(["gate", "--baseline", baseline, tmp_path / "base", "--markdown", md], capsys)
+    assert code == 0 and "PASS" in out
+    text = md.read_text()
+    assert text.startswith("## harness gate: PASS") and "| vqav2 | 16,8,high |" in text
+
+
+def test_accuracy_regression_fails(baseline, tmp_path, capsys):
+    worse = [0.0 if i % 3 == 0 else s for i, s in enumerate(GOOD)]  # drops to ~0.55 on the same items
+    make_run(tmp_path / "cand", knobs="16,8,high", scores=worse, ids=IDS, latency_ms=100)
+    md = tmp_path / "s.md"
+    code, out, _ = cli(["gate", "--baseline", baseline, tmp_path / "cand", "--markdown", md], capsys)
+    assert code == 1 and "REGRESSION" in out
+    assert md.read_text().startswith("## harness gate: FAIL")
+    (res,) = [r for r in run_gate(load_runs([tmp_path / "cand"]), read_baseline(baseline)) if r.config == "16,8,high"]
+    assert res.diff == pytest.approx(sum(worse) / 40 - 0.75)
+    assert res.ci[1] < 0
+
+
+def test_small_drop_within_tolerance_passes(baseline, tmp_path, capsys):
+    one_worse = list(GOOD)
+    one_worse[1] = 0.0  # -0.025 on 40 items, but the CI includes zero
+    make_run(tmp_path / "cand", knobs="16,8,high", scores=one_worse, ids=IDS, latency_ms=100)
+    (res, _) = sorted(run_gate(load_runs([tmp_path / "cand"]), read_baseline(baseline)), key=lambda r: r.config != "16,8,high")
+    assert res.diff == pytest.approx(-0.025) and res.accuracy == "ok"
+    # even with no tolerance, one changed item in 40 is not significant: the CI reaches zero
+    assert run_gate(load_runs([tmp_path / "cand"]), read_baseline(baseline), tolerance=0.0)[1].accuracy == "ok"
+
+
+def test_latency_regression_and_no_latency(baseline, tmp_path, capsys):
+    make_run(tmp_path / "slow", knobs="16,8,high", scores=GOOD, ids=IDS, latency_ms=160, estimated_ms=90)
+    code, out, _ = cli(["gate", "--baseline", baseline, tmp_path / "slow"], capsys)
+    assert code == 1 and "1.60x" in out
+    code, _, _ = cli(["gate", "--baseline", baseline, tmp_path / "slow", "--latency-tolerance", "2"], capsys)
+    assert code == 0
+    code, _, _ = cli(["gate", "--baseline", baseline, tmp_path / "slow", "--no-latency"], capsys)
+    assert code == 0
+
+
+def test_device_differs_compares_estimated_latency(baseline, tmp_path, capsys):
+    # measured 10x slower on another device, estimate unchanged: passes, and says so
+    make_run(tmp_path / "gpu", knobs="16,8,high", scores=GOOD, ids=IDS, latency_ms=1000, estimated_ms=95,
+             device="cuda", device_name="NVIDIA H100 80GB HBM3", dtype="bfloat16")
+    (res,) = [r for r in run_gate(load_runs([tmp_path / "gpu"]), read_baseline(baseline)) if r.run_dir]
+    assert res.latency_kind == "estimated" and res.ratio == pytest.approx(95 / 90) and res.latency == "ok"
+    assert any("device differs" in n for n in res.notes)
+    # and a slower estimate fails
+    make_run(tmp_path / "gpu2", knobs="16,8,high", scores=GOOD, ids=IDS, latency_ms=10, estimated_ms=200,
+             device="cuda", dtype="bfloat16")
+    code, out, _ = cli(["gate", "--baseline", baseline, tmp_path / "gpu2"], capsys)
+    assert code == 1 and "estimated" in out
+
+
+def test_missing_samples_reported(baseline, tmp_path):
+    make_run(tmp_path / "part", knobs="16,8,high", scores=GOOD[:30] + [1.0], ids=IDS[:30] + ["extra"],
+             fingerprint=json.loads(baseline.read_text())["runs"][1]["fingerprint"])
+    (res, not_run) = sorted(run_gate(load_runs([tmp_path / "part"]), read_baseline(baseline)), key=lambda r: r.run_dir is None)
+    assert res.n_common == 30 and res.missing_in_candidate == IDS[30:] and res.new_in_candidate == ["extra"]
+    assert any("10 baseline sample(s) missing" in n for n in res.notes)
+    assert not_run.config == "12,2,high" and not not_run.failed  # not run: reported, not failed by default
+    results = run_gate(load_runs([tmp_path / "part"]), read_baseline(baseline), require_all=True)
+    assert any(r.accuracy == "not run" and r.failed for r in results)
+
+
+def test_failed_samples_count_as_wrong(baseline, tmp_path):
+    make_run(tmp_path / "err", knobs="16,8,high", scores=GOOD, ids=IDS, errors={i: "backend failed" for i in range(1, 20)})
+    (res,) = [r for r in run_gate(load_runs([tmp_path / "err"]), read_baseline(baseline)) if r.run_dir]
+    assert res.failed_candidate == 19 and res.accuracy == "regression"
+
+
+def test_bad_inputs(baseline, tmp_path, capsys):
+    make_run(tmp_path / "other_items", knobs="16,8,high", scores=GOOD, ids=[f"x{i}" for i in range(40)])
+    code, _, err = cli(["gate", "--baseline", baseline, tmp_path / "other_items"], capsys)
+    assert code == 2 and "item set differs" in err and err.count("\n") == 1
+    make_run(tmp_path / "other_model", knobs="16,8,high", scores=GOOD, ids=IDS, model="hf:x")
+    code, _, err = cli(["gate", "--baseline", baseline, tmp_path / "other_model"], capsys)
+    assert code == 2 and "model differs" in err
+    make_run(tmp_path / "new_cfg", knobs="13,4,high", scores=GOOD, ids=IDS)
+    code, _, err = cli(["gate", "--baseline", baseline, tmp_path / "new_cfg"], capsys)
+    assert code == 2 and "no baseline entry" in err
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"runs": []}')
+    code, _, err = cli(["gate", "--baseline", bad, tmp_path / "base"], capsys)
+    assert code == 2 and "not a gate baseline" in err
+    code, _, err = cli(["gate", tmp_path / "base"], capsys)
+    assert code == 2 and "exactly one of" in err
+    code, _, err = cli(["gate", "--baseline", tmp_path / "nofile.json", tmp_path / "base"], capsys)
+    assert code == 2 and "does not exist" in err
