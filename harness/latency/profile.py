@@ -137,11 +137,28 @@ def _gen_kwargs(backend) -> dict:
     return {}
 
 
+class _NoEos:
+    """Generate to the full output length while profiling: a backend without an ``ignore_eos``
+    option gets its ``eos_token_ids`` emptied for the sweep and restored afterwards."""
+
+    def __init__(self, backend, active: bool):
+        self.backend = backend
+        self.active = active and hasattr(backend, "eos_token_ids")
+
+    def __enter__(self):
+        if self.active:
+            self.saved = self.backend.eos_token_ids
+            self.backend.eos_token_ids = []
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            self.backend.eos_token_ids = self.saved
+
+
 def measure_grid(backend, grid: Grid, repeats: int = 3, seed: int = 0, warmup: int = 1,
                  progress: Callable[[int, int, str], None] | None = None) -> list[Measurement]:
     """Run the sweep; returns one :class:`Measurement` per timed call."""
-    from harness.types import GenRequest
-
     image = make_image(seed)
     kw = _gen_kwargs(backend)
     prompts: dict[tuple[str, int], tuple[str, int]] = {}
@@ -155,7 +172,7 @@ def measure_grid(backend, grid: Grid, repeats: int = 3, seed: int = 0, warmup: i
             for r in range(repeats):
                 jobs.append((b, k, tier, p, out_len, r))
     random.Random(seed).shuffle(jobs)
-    # group warm-up per (knobs, tier) and once globally
+    # warm-up calls once per (knobs, tier), excluded from the results
     warmed: set = set()
     results: list[Measurement] = []
     total = len(jobs)
@@ -166,24 +183,32 @@ def measure_grid(backend, grid: Grid, repeats: int = 3, seed: int = 0, warmup: i
             extra["min_new_tokens"] = n
         return backend.generate([req], n, tier=tier, **extra)[0]
 
-    for i, (b, k, tier, p, out_len, r) in enumerate(jobs):
-        knobs = Knobs(b, k, tier)
-        backend.apply_knobs(knobs)
-        text, _ = prompts[(tier, p)]
-        req = GenRequest(text, image, f"profile-{i}")
-        if (b, k, tier) not in warmed:
-            for _ in range(max(warmup, 0)):
-                gen(req, min(4, max(grid.output)), tier)
-            warmed.add((b, k, tier))
-        out = gen(req, out_len, tier)
-        t = out.timings
-        if t is None:
-            raise HarnessError("the backend returned no timings; profiling needs StepTimings from generate")
-        results.append(Measurement(b, k, TIER_INDEX.get(tier, 0), int(out.vision_tokens), int(out.text_tokens),
-                                   float(t.prefill_ms), [float(x) for x in t.decode_step_ms], r))
-        if progress:
-            progress(i + 1, total, f"{knobs} prompt={p} out={out_len}")
+    with _NoEos(backend, not kw):
+        for i, job in enumerate(jobs):
+            results.append(_measure_one(backend, gen, prompts, image, warmed, warmup, grid, i, job))
+            if progress:
+                b, k, tier, p, out_len, _ = job
+                progress(i + 1, total, f"{Knobs(b, k, tier)} prompt={p} out={out_len}")
     return results
+
+
+def _measure_one(backend, gen, prompts, image, warmed, warmup, grid, i, job) -> Measurement:
+    from harness.types import GenRequest
+
+    b, k, tier, p, out_len, r = job
+    backend.apply_knobs(Knobs(b, k, tier))
+    text, _ = prompts[(tier, p)]
+    req = GenRequest(text, image, f"profile-{i}")
+    if (b, k, tier) not in warmed:
+        for _ in range(max(warmup, 0)):
+            gen(req, min(4, max(grid.output)), tier)
+        warmed.add((b, k, tier))
+    out = gen(req, out_len, tier)
+    t = out.timings
+    if t is None:
+        raise HarnessError("the backend returned no timings; profiling needs StepTimings from generate")
+    return Measurement(b, k, TIER_INDEX.get(tier, 0), int(out.vision_tokens), int(out.text_tokens),
+                       float(t.prefill_ms), [float(x) for x in t.decode_step_ms], r)
 
 
 def split_heldout(measurements: Sequence[Measurement], frac: float = 0.25, seed: int = 0):
