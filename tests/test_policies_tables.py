@@ -156,15 +156,17 @@ def test_pareto_json_uses_the_run_dirs_it_names(sweep, tmp_path):
 
 
 # -- budget -------------------------------------------------------------------------------------
-def test_budget_needs_estimator_and_table_before_loading(sweep):
+def test_budget_needs_estimator_table_and_budget_before_loading(sweep):
     with pytest.raises(HarnessError, match="needs a latency estimator"):
         build("budget", {}, ctx(sweep, estimator=None))
     with pytest.raises(HarnessError, match="needs --accuracy-table"):
         build("budget", {}, ctx(None))
+    with pytest.raises(HarnessError, match="needs a latency budget; pass --latency-budget-ms"):
+        build("budget", {}, ctx(sweep))
     with pytest.raises(HarnessError, match="no results for task 'gqa'"):
-        build("budget", {}, ctx(sweep, tasks=("vqav2", "gqa")))
+        build("budget", {"budget_ms": "9"}, ctx(sweep, tasks=("vqav2", "gqa")))
     with pytest.raises(HarnessError, match="no configuration of accuracy table .* is in the knob space"):
-        build("budget", {}, ctx(sweep, space=[Knobs(13, 2, "low")]))
+        build("budget", {"budget_ms": "9"}, ctx(sweep, space=[Knobs(13, 2, "low")]))
     with pytest.raises(HarnessError, match="margin='1.5' is not a valid"):
         build("budget", {"margin": "1.5"}, ctx(sweep))
     with pytest.raises(HarnessError, match="output_tokens='median' is not one of table, max"):
@@ -172,7 +174,7 @@ def test_budget_needs_estimator_and_table_before_loading(sweep):
 
 
 def test_budget_picks_best_accuracy_that_fits(sweep):
-    p = build("budget", {}, ctx(sweep))
+    p = build("budget", {}, ctx(sweep, latency_budget_ms=1.0))  # per-sample budgets override it
     costs = {str(k): cost(k, 50, OUT_TOKENS[str(k)]) for k in SPACE}
     assert costs["12,2,low"] < costs["14,4,medium"] < costs["16,8,high"]
     big = costs["16,8,high"] + 1
@@ -196,8 +198,8 @@ def test_budget_uses_each_samples_prompt_length(sweep):
 def test_budget_output_tokens_max_is_more_conservative(sweep):
     k = Knobs(16, 8, "high")
     b = (cost(k, 50, 8) + cost(k, 50, 20)) / 2  # fits with the sweep's 8 tokens, not with max_new_tokens=20
-    assert build("budget", {}, ctx(sweep)).choose([inp(0, budget=b)]) == [k]
-    assert build("budget", {"output_tokens": "max"}, ctx(sweep)).choose([inp(0, budget=b)]) != [k]
+    assert build("budget", {"budget_ms": "1"}, ctx(sweep)).choose([inp(0, budget=b)]) == [k]
+    assert build("budget", {"budget_ms": "1", "output_tokens": "max"}, ctx(sweep)).choose([inp(0, budget=b)]) != [k]
 
 
 def test_budget_margin_and_context_budget(sweep):
@@ -207,11 +209,11 @@ def test_budget_margin_and_context_budget(sweep):
     assert build("budget", {"margin": "0.1"}, ctx(sweep, latency_budget_ms=b)).choose([inp(0)]) != [k]
 
 
-def test_budget_without_budget_or_unknown_task_fails_those_samples(sweep):
-    p = build("budget", {}, ctx(sweep))
+def test_budget_unknown_task_fails_those_samples(sweep):
+    p = build("budget", {"budget_ms": "1"}, ctx(sweep))
     est = p.context.estimator
     out = choose_safely(p, [inp(0), inp(1, budget=1e9, task="gqa"), inp(2, budget=1e9)], INFO)
-    assert isinstance(out[0], PolicyFailure) and "--latency-budget-ms" in str(out[0])
+    assert out[0] == Knobs(12, 2, "low")  # 1 ms fits nothing: the cheapest
     assert isinstance(out[1], PolicyFailure) and "task 'gqa'" in str(out[1])
     assert out[2] == Knobs(16, 8, "high")
     assert est.calls == 1  # one estimator call per task per batch

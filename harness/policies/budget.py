@@ -5,11 +5,11 @@ scored for the sample's task, ``--accuracy-table``) is priced with the latency e
 sample's own prompt: its text tokens, the vision tokens of the configuration's tier, and the
 expected output tokens (the mean the sweep measured for that task and configuration, else
 ``max_new_tokens``; ``--policy-arg output_tokens=max`` always uses ``max_new_tokens``). Among the
-configurations whose estimate is within the budget (``--latency-budget-ms``, a per-sample budget,
-or ``--policy-arg budget_ms=...``; ``margin=0.1`` keeps 10% headroom) it takes the best sweep
+configurations whose estimate is within the budget (a per-sample ``PolicyInput.latency_budget_ms``,
+else ``--latency-budget-ms`` or ``--policy-arg budget_ms=...``; ``margin=0.1`` keeps 10% headroom) it takes the best sweep
 accuracy, ties broken by lower estimated latency. When nothing fits, the cheapest configuration.
 
-Missing estimator or accuracy table is a one-line error at build time, before the model loads.
+A missing estimator, accuracy table or budget is a one-line error at build time, before the model loads.
 """
 
 from __future__ import annotations
@@ -77,20 +77,21 @@ class BudgetPolicy(Policy):
                                    f"(it has: {', '.join(sorted(self.candidates))}); sweep that task first")
         if self.budget_ms is None:
             self.budget_ms = ctx.latency_budget_ms
+        if self.budget_ms is None:
+            raise HarnessError("policy 'budget' needs a latency budget; pass --latency-budget-ms MS "
+                               "(or --policy-arg budget_ms=MS)")
         self.table_source = table.source
         self.n_chosen = 0
         self.n_fallback = 0
 
-    def _budget(self, inp) -> float | None:
+    def _budget(self, inp) -> float:
         return inp.latency_budget_ms if inp.latency_budget_ms is not None else self.budget_ms
 
     def choose(self, inputs):
         out: list = [None] * len(inputs)
         by_task: dict[str, list[int]] = defaultdict(list)
         for i, inp in enumerate(inputs):
-            if self._budget(inp) is None:
-                out[i] = PolicyFailure("policy 'budget' has no latency budget for this sample; pass --latency-budget-ms MS")
-            elif inp.task.lower() not in self.candidates:
+            if inp.task.lower() not in self.candidates:
                 out[i] = PolicyFailure(f"policy 'budget': the accuracy table has no results for task '{inp.task}'; "
                                        f"sweep that task first")
             else:
