@@ -1,0 +1,175 @@
+"""Knob grids for ``harness sweep``: parsing, and the plan of run directories.
+
+A grid is either a TOML file (by path, or by name from ``configs/grids/<name>.toml``) in the
+knob-space format of :mod:`harness.policies.knob_space`, plus an optional ``tasks`` list::
+
+    description = "..."
+    tasks = ["vqav2", "scienceqa"]      # optional: used when --task is not given
+    [grid]                              # cross product
+    num_blocks = "12..16"               # a list of integers, or "A..B" (inclusive)
+    top_k = [2, 4, 6, 8]
+    tier = ["low", "medium", "high"]    # optional: left out = the model's default tier
+    configs = ["14,6,low"]              # optional explicit configurations, added to the grid
+
+or an inline text: ``"num_blocks=12..16 top_k=2,4,6,8 tier=low,high"`` (space-separated
+``knob=values``; values are comma lists or ``A..B`` ranges).
+
+Each (task, configuration) runs into ``<output>/<task>/<knobs slug>/`` (e.g.
+``runs/sweep/vqav2/b14-k6-high``), so the output folder of a sweep is resumable as a whole and
+can be passed straight to ``harness pareto`` / ``leaderboard`` / ``gate``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.knobs import Knobs
+
+GRID_DIR = Path(__file__).resolve().parents[1] / "configs" / "grids"
+_GRID_KNOBS = ("num_blocks", "top_k", "tier")
+GRID_FORMAT = 'use "num_blocks=12..16 top_k=2,4,6,8 tier=low,high", a TOML file, or a name from configs/grids'
+
+
+@dataclass
+class Grid:
+    name: str  # file stem, or "inline"
+    source: str  # for messages
+    configs: list[Knobs]  # in grid order, duplicates dropped; tier None = the model's default
+    tasks: list[str]  # from the file's ``tasks`` (may be empty)
+    description: str = ""
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in GRID_DIR.glob("*.toml"))
+
+
+def _expand(value, key: str, source: str) -> list:
+    """``"12..16"`` -> [12, ..., 16]; ``"2,4"`` -> [2, 4]; lists pass through (their strings expanded)."""
+    if isinstance(value, list):
+        out = []
+        for v in value:
+            out += _expand(v, key, source) if isinstance(v, str) and (".." in v or "," in v) else [v]
+        return out
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if not isinstance(value, str):
+        raise HarnessError(f"grid {source}: {key} = {value!r} is not a list, a number or a range like \"12..16\"")
+    out = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        if ".." in part:
+            lo, _, hi = part.partition("..")
+            try:
+                a, b = int(lo), int(hi)
+            except ValueError:
+                raise HarnessError(f"grid {source}: {key} range '{part}' must be two integers like 12..16")
+            if b < a:
+                raise HarnessError(f"grid {source}: {key} range '{part}' is empty (end before start); write it as {b}..{a}")
+            out += list(range(a, b + 1))
+        elif key == "tier":
+            out.append(part)
+        else:
+            try:
+                out.append(int(part))
+            except ValueError:
+                raise HarnessError(f"grid {source}: {key} value '{part}' is not an integer")
+    return out
+
+
+def parse_inline(text: str) -> dict:
+    """``"num_blocks=12..16 top_k=2,4 tier=low,high"`` -> a knob-space document."""
+    grid: dict[str, list] = {}
+    tokens = text.replace(";", " ").split()
+    if not tokens:
+        raise HarnessError(f"the sweep is empty: --grid has no knob values; {GRID_FORMAT}")
+    for tok in tokens:
+        key, sep, value = tok.partition("=")
+        key = {"blocks": "num_blocks", "b": "num_blocks", "k": "top_k", "topk": "top_k", "tiers": "tier"}.get(key.strip(), key.strip())
+        if not sep or key not in _GRID_KNOBS:
+            raise HarnessError(f"--grid token '{tok}' is not knob=values with knob one of {', '.join(_GRID_KNOBS)}; {GRID_FORMAT}")
+        if key in grid:
+            raise HarnessError(f"--grid gives {key} twice; list every value once, e.g. {key}=2,4,6")
+        grid[key] = _expand(value, key, "--grid")
+    return {"grid": grid}
+
+
+def grid_path(spec: str) -> Path:
+    p = Path(spec)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise HarnessError(f"grid file '{spec}' does not exist; pass a TOML file, an inline grid, or one of: {', '.join(available())}")
+        return p
+    named = GRID_DIR / f"{spec}.toml"
+    if not named.is_file():
+        close = difflib.get_close_matches(spec, available(), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise HarnessError(f"unknown grid '{spec}'.{hint} Known: {', '.join(available())}; or {GRID_FORMAT}")
+    return named
+
+
+def load_grid(spec: str) -> Grid:
+    """A grid from ``--grid``: inline text (contains ``=``), a TOML path, or a bundled name."""
+    from harness.policies.knob_space import parse_knob_space
+
+    spec = str(spec).strip()
+    if not spec:
+        raise HarnessError(f"the sweep is empty: --grid is blank; {GRID_FORMAT}")
+    if "=" in spec:
+        doc, name, source = parse_inline(spec), "inline", f"'{spec}'"
+    else:
+        path = grid_path(spec)
+        name, source = path.stem, f"'{path}'"
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise HarnessError(f"grid {source} is not valid TOML ({exc}); fix the file")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise HarnessError(f"cannot read grid {source}: {exc}")
+    tasks = doc.pop("tasks", [])
+    if isinstance(tasks, str):
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise HarnessError(f"grid {source}: tasks must be a list of task names")
+    grid = doc.get("grid")
+    if isinstance(grid, dict):
+        doc["grid"] = {k: (_expand(v, k, source) if k in _GRID_KNOBS else v) for k, v in grid.items()}
+        for k in ("num_blocks", "top_k"):
+            if k in doc["grid"] and not doc["grid"][k]:
+                raise HarnessError(f"the sweep is empty: grid {source} gives no {k} values")
+        if "tier" in doc["grid"] and not doc["grid"]["tier"]:
+            raise HarnessError(f"the sweep is empty: grid {source} gives no tier values (leave tier out for the model's default)")
+    if not doc.get("grid") and not doc.get("configs"):
+        raise HarnessError(f"the sweep is empty: grid {source} has no [grid] table and no configs list; {GRID_FORMAT}")
+    try:
+        configs = parse_knob_space(doc, f"grid {source}" if name != "inline" else "--grid")
+    except HarnessError as exc:
+        msg = str(exc).replace("knob space grid", "grid").replace("knob space --grid", "--grid")
+        raise HarnessError(msg)
+    return Grid(name=name, source=source, configs=configs, tasks=list(tasks), description=str(doc.get("description", "")))
+
+
+def validate_configs(configs: list[Knobs], info, source: str) -> list[Knobs]:
+    """Check every configuration against the model (before weights load); fill default tiers."""
+    from harness.policies.knob_space import validate_space
+
+    return validate_space(configs, info, f"grid {source}" if not source.startswith("grid") else source)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    task: str
+    knobs: Knobs
+    folder: Path
+
+
+def plan(task_names: list[str], configs: list[Knobs], output: str | Path) -> list[PlannedRun]:
+    """One run directory per (task, configuration): ``<output>/<task>/<slug>``."""
+    if not task_names or not configs:
+        raise HarnessError("the sweep is empty: it needs at least one task and one configuration")
+    root = Path(output)
+    return [PlannedRun(t, k, root / t / k.slug) for t in task_names for k in configs]
