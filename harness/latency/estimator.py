@@ -163,7 +163,7 @@ def decode_features(vision, text, blocks, top_k, position) -> np.ndarray:
     return np.stack([np.ones_like(kv), a, moe * k, a * kv, kv], axis=1)
 
 
-def fit_weighted_lstsq(X: np.ndarray, y: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
+def fit_weighted_lstsq(X: np.ndarray, y: np.ndarray, ridge: float = 1e-10) -> np.ndarray:
     """Least squares minimising relative error (rows weighted by 1/y), columns scaled to unit RMS
     and a tiny ridge for conditioning. Returns coefficients for the unscaled columns."""
     X = np.asarray(X, dtype=float)
