@@ -6,14 +6,21 @@ Baseline file (``harness gate --write-baseline FILE RUN_DIRS...``), JSON, determ
      "runs": [{"task", "metric", "score_name", "model", "config", "knobs", "policy",
                "fingerprint", "data_source", "device", "dtype", "batch_size", "environment",
                "n", "score", "latency_p50_ms": {"measured", "estimated"},
-               "failed": [ids], "scores": {id: main score}}]}
+               "failed": [ids], "scores": {id: main score},
+               "predictions": {id: short sha256 of the prediction text}}]}
 
 Candidate runs are matched to baseline entries by (task, configuration or policy). For each pair:
 
 - **Accuracy**: paired bootstrap (:func:`harness.stats.paired_bootstrap_diff`) of candidate minus
   baseline main scores over the sample ids both have; a *regression* when the mean drop exceeds
   ``tolerance`` (absolute) AND the 95% CI of the difference lies below zero. Failed samples count
-  as 0 (a failure is a wrong answer). Ids present on one side only are reported.
+  as 0 (a failure is a wrong answer). Ids present on one side only are reported. A significant
+  rise is reported as ``improved``; with ``two_sided`` it fails as ``changed`` (for the harness's
+  own CI, where any significant change of a fixed model's score means the harness changed).
+- **Predictions**: the share of common samples whose prediction text differs from the baseline's
+  (hashes stored in the baseline); with ``max_changed`` set, a larger share fails. On a
+  deterministic device (CPU, float32) a break such as an ignored knob changes predictions even
+  when the score happens not to move.
 - **Latency**: ratio of the candidate's p50 total latency to the baseline's; a *regression* when
   it exceeds ``latency_tolerance``. Measured latency is compared when device, dtype and batch size
   equal the baseline's; otherwise estimated latency is compared, and the row says so.
@@ -23,6 +30,7 @@ Different models or item sets (data fingerprints) for a matched pair are bad inp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -41,19 +49,38 @@ DEFAULT_LATENCY_TOLERANCE = 1.5
 
 
 # -- baseline file ------------------------------------------------------------------------------
+def prediction_hash(prediction) -> str | None:
+    if prediction is None:
+        return None
+    return hashlib.sha256(str(prediction).encode("utf-8")).hexdigest()[:12]
+
+
+def prediction_hashes(run: RunInfo) -> dict[str, str | None]:
+    return {str(r["id"]): prediction_hash(r.get("prediction")) for r in run.sample_records()}
+
+
+def _score_name(run: RunInfo) -> str | None:
+    try:
+        return run.main_score_name()
+    except HarnessError:
+        return None
+
+
 def baseline_entry(run: RunInfo) -> dict:
     scores, failed = run.sample_scores()
+    preds = prediction_hashes(run)
     if not scores:
         raise HarnessError(f"run dir '{run.path}' has no scored samples (unlabelled data or all failed); "
                            "a baseline needs per-sample scores, run a labelled split")
     return {
-        "task": run.task, "metric": run.metric, "score_name": run.main_score_name(), "model": run.model,
+        "task": run.task, "metric": run.metric, "score_name": _score_name(run), "model": run.model,
         "config": run.label, "knobs": run.config.knobs.to_dict() if run.config.knobs else None,
         "policy": run.config.policy, "fingerprint": run.fingerprint, "data_source": run.data_source,
         "device": run.device, "dtype": run.dtype, "batch_size": run.batch_size,
         "environment": run.environment_label, "n": run.n, "score": run.score,
         "latency_p50_ms": {"measured": run.lat("measured"), "estimated": run.lat("estimated")},
         "failed": failed, "scores": {k: scores[k] for k in sorted(scores)},
+        "predictions": {k: preds[k] for k in sorted(preds)},
     }
 
 
@@ -97,7 +124,9 @@ class GateResult:
     cand_score: float | None = None
     diff: float | None = None
     ci: tuple[float, float] | None = None
-    accuracy: str = "ok"  # ok | regression | not run
+    accuracy: str = "ok"  # ok | improved | regression | changed (two-sided) | not run
+    n_changed_predictions: int | None = None  # common samples whose prediction text differs
+    predictions: str = "ok"  # ok | changed (above max_changed) | skipped
     latency_kind: str | None = None  # measured | estimated
     base_latency: float | None = None
     cand_latency: float | None = None
@@ -107,7 +136,8 @@ class GateResult:
 
     @property
     def failed(self) -> bool:
-        return self.accuracy in ("regression", "not run") or self.latency == "regression"
+        return (self.accuracy in ("regression", "changed", "not run") or self.latency == "regression"
+                or self.predictions == "changed")
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -117,7 +147,7 @@ class GateResult:
 
 
 def compare(run: RunInfo, base: dict, *, tolerance: float, latency_tolerance: float | None,
-            seed: int = 0) -> GateResult:
+            seed: int = 0, two_sided: bool = False, max_changed: float | None = None) -> GateResult:
     """One candidate run against its baseline entry."""
     where = f"{run.task} {run.label}"
     if run.model != base["model"]:
@@ -145,6 +175,19 @@ def compare(run: RunInfo, base: dict, *, tolerance: float, latency_tolerance: fl
     res.diff, res.ci = mean, (lo, hi)
     if -mean > tolerance and hi < 0:
         res.accuracy = "regression"
+    elif mean > tolerance and lo > 0:
+        res.accuracy = "changed" if two_sided else "improved"
+    base_preds = base.get("predictions")
+    if isinstance(base_preds, dict):
+        cand_preds = prediction_hashes(run)
+        both = [i for i in common if i in cand_preds and str(i) in base_preds]
+        res.n_changed_predictions = sum(1 for i in both if cand_preds[i] != base_preds[str(i)])
+        if res.n_changed_predictions:
+            res.notes.append(f"{res.n_changed_predictions} of {len(both)} prediction(s) differ from the baseline's")
+        if max_changed is not None and both and res.n_changed_predictions / len(both) > max_changed:
+            res.predictions = "changed"
+    else:
+        res.predictions = "skipped"
     if res.missing_in_candidate:
         res.notes.append(f"{len(res.missing_in_candidate)} baseline sample(s) missing in the candidate")
     if res.new_in_candidate:
@@ -177,7 +220,9 @@ def compare(run: RunInfo, base: dict, *, tolerance: float, latency_tolerance: fl
 
 def run_gate(runs: Sequence[RunInfo], baseline: list[dict], *, tolerance: float = DEFAULT_TOLERANCE,
              latency_tolerance: float | None = DEFAULT_LATENCY_TOLERANCE, require_all: bool = False,
-             seed: int = 0) -> list[GateResult]:
+             seed: int = 0, two_sided: bool = False, max_changed: float | None = None) -> list[GateResult]:
+    if max_changed is not None and not 0.0 <= max_changed <= 1.0:
+        raise HarnessError(f"--max-changed {max_changed} must be a share between 0 and 1 (e.g. 0.05)")
     if tolerance < 0 or (isinstance(tolerance, float) and math.isnan(tolerance)):
         raise HarnessError(f"--tolerance {tolerance} must be >= 0 (an absolute score drop, e.g. 0.02)")
     if latency_tolerance is not None and not latency_tolerance >= 1.0:
@@ -196,11 +241,12 @@ def run_gate(runs: Sequence[RunInfo], baseline: list[dict], *, tolerance: float 
             raise HarnessError(f"gate: run '{r.path}' ({r.task} {r.label}) has no baseline entry (baseline has: {known}); "
                                "add it with `harness gate --write-baseline`")
         matched.add(key)
-        results.append(compare(r, base, tolerance=tolerance, latency_tolerance=latency_tolerance, seed=seed))
+        results.append(compare(r, base, tolerance=tolerance, latency_tolerance=latency_tolerance, seed=seed,
+                               two_sided=two_sided, max_changed=max_changed))
     for key in sorted(set(index) - matched):
         e = index[key]
         res = GateResult(task=e["task"], config=e["config"], model=e["model"], base_score=e.get("score"),
-                         accuracy="not run" if require_all else "ok", latency="skipped")
+                         accuracy="not run" if require_all else "ok", latency="skipped", predictions="skipped")
         res.notes.append("in the baseline but not among the runs" + ("" if require_all else " (not gated; --require-all fails it)"))
         results.append(res)
     results.sort(key=lambda x: (x.task, x.config))
@@ -208,8 +254,8 @@ def run_gate(runs: Sequence[RunInfo], baseline: list[dict], *, tolerance: float 
 
 
 # -- reporting ----------------------------------------------------------------------------------
-COLUMNS = ("task", "config", "baseline", "candidate", "diff [95% CI]", "samples", "accuracy", "latency p50 ms", "ratio",
-           "latency", "notes")
+COLUMNS = ("task", "config", "baseline", "candidate", "diff [95% CI]", "samples", "accuracy", "predictions changed",
+           "latency p50 ms", "ratio", "latency", "notes")
 
 
 def _f(v: float | None, spec: str = ".3f") -> str:
@@ -224,7 +270,11 @@ def cells(r: GateResult) -> list[str]:
     lat = "-"
     if r.latency_kind and r.base_latency is not None and r.cand_latency is not None:
         lat = f"{r.base_latency:.1f} -> {r.cand_latency:.1f} ({r.latency_kind})"
-    return [r.task, r.config, _f(r.base_score), _f(r.cand_score), diff, samples, r.accuracy.upper() if r.accuracy != "ok" else "ok",
+    acc = r.accuracy.upper() if r.accuracy in ("regression", "changed", "not run") else r.accuracy
+    pred = "-" if r.n_changed_predictions is None else f"{r.n_changed_predictions}/{r.n_common}"
+    if r.predictions == "changed":
+        pred += " CHANGED"
+    return [r.task, r.config, _f(r.base_score), _f(r.cand_score), diff, samples, acc, pred,
             lat, "-" if r.ratio is None else f"{r.ratio:.2f}x", r.latency.upper() if r.latency == "regression" else r.latency,
             "; ".join(r.notes)]
 
@@ -234,12 +284,16 @@ def verdict(results: Sequence[GateResult]) -> bool:
     return not any(r.failed for r in results)
 
 
-def to_markdown(results: Sequence[GateResult], *, tolerance: float, latency_tolerance: float | None, baseline: str) -> str:
+def to_markdown(results: Sequence[GateResult], *, tolerance: float, latency_tolerance: float | None, baseline: str,
+                two_sided: bool = False, max_changed: float | None = None) -> str:
     ok = verdict(results)
     n_bad = sum(r.failed for r in results)
     lat = "not gated" if latency_tolerance is None else f"p50 ratio above {latency_tolerance:g}x"
+    acc = (f"a paired bootstrap change (either way) above {tolerance:g} with a 95% CI excluding zero" if two_sided
+           else f"a paired bootstrap drop above {tolerance:g} with a 95% CI below zero")
+    pred = "not gated" if max_changed is None else f"more than {max_changed:.0%} of predictions differ"
     lines = [f"## harness gate: {'PASS' if ok else 'FAIL'}", "",
-             f"{len(results)} configuration(s) against `{baseline}`; {n_bad} regression(s). Accuracy regression: paired "
-             f"bootstrap drop above {tolerance:g} with a 95% CI below zero. Latency regression: {lat}.", "",
+             f"{len(results)} configuration(s) against `{baseline}`; {n_bad} failing. Accuracy fails on {acc}; "
+             f"predictions: {pred}; latency fails on a {lat}.", "",
              md_table(COLUMNS, [cells(r) for r in results]), ""]
     return "\n".join(lines)

@@ -158,7 +158,7 @@ class RunInfo:
         """Per-sample main scores by id, and the ids of failed samples (scored 0: a failure is a
         wrong answer). Unlabelled samples (no scores, no error) are left out."""
         records = self.sample_records()
-        name = self.main_score_name(records)
+        name = None
         out: dict[str, float] = {}
         failed: list[str] = []
         for rec in records:
@@ -168,8 +168,9 @@ class RunInfo:
                 failed.append(sid)
                 continue
             value = rec.get("score")  # the main sub-score, as the runner writes it
-            if value is None:
-                value = (rec.get("scores") or {}).get(name)
+            if value is None and rec.get("scores"):
+                name = name or self.main_score_name(records)
+                value = rec["scores"].get(name)
             if value is None:
                 continue
             out[sid] = float(value)

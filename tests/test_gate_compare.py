@@ -137,3 +137,31 @@ def test_bad_inputs(baseline, tmp_path, capsys):
     assert code == 2 and "exactly one of" in err
     code, _, err = cli(["gate", "--baseline", tmp_path / "nofile.json", tmp_path / "base"], capsys)
     assert code == 2 and "does not exist" in err
+
+
+def test_improvement_passes_unless_two_sided(baseline, tmp_path):
+    better = [1.0 if i % 3 else s for i, s in enumerate(GOOD)]
+    make_run(tmp_path / "better", knobs="16,8,high", scores=better, ids=IDS, latency_ms=100)
+    base = read_baseline(baseline)
+    (res,) = [r for r in run_gate(load_runs([tmp_path / "better"]), base) if r.run_dir]
+    assert res.accuracy == "improved" and not res.failed
+    (res,) = [r for r in run_gate(load_runs([tmp_path / "better"]), base, two_sided=True) if r.run_dir]
+    assert res.accuracy == "changed" and res.failed
+
+
+def test_changed_predictions(baseline, tmp_path):
+    run = make_run(tmp_path / "c", knobs="16,8,high", scores=GOOD, ids=IDS, latency_ms=100)
+    lines = (run / "samples.jsonl").read_text().splitlines()
+    import json as _json
+
+    recs = [_json.loads(x) for x in lines]
+    for r in recs[:4]:
+        r["prediction"] = "something else"
+    (run / "samples.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in recs))
+    base = read_baseline(baseline)
+    (res,) = [r for r in run_gate(load_runs([run]), base) if r.run_dir]
+    assert res.n_changed_predictions == 4 and res.predictions == "ok" and not res.failed
+    (res,) = [r for r in run_gate(load_runs([run]), base, max_changed=0.05) if r.run_dir]
+    assert res.predictions == "changed" and res.failed  # 4/40 = 10% > 5%
+    (res,) = [r for r in run_gate(load_runs([run]), base, max_changed=0.1) if r.run_dir]
+    assert not res.failed

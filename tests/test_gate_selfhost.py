@@ -52,3 +52,36 @@ def test_break_turns_gate_red(tmp_path, capsys):
     assert text.startswith("## harness gate: FAIL")
     bad_rows = [ln for ln in text.splitlines() if "REGRESSION" in ln]
     assert len(bad_rows) == 3 and all("12,2,low" in ln for ln in bad_rows)
+
+
+# -- the same with the real runner and records, on the fake backend ----------------------------------
+from fakes import FakeBackend, fake_data  # noqa: E402  (tests/ is on sys.path: conftest)
+
+from harness.knobs import Knobs  # noqa: E402
+
+
+class TopKIgnored(FakeBackend):
+    """A deliberately broken backend: every configuration runs with the model's full top_k."""
+
+    def apply_knobs(self, knobs):
+        k = super().apply_knobs(knobs)
+        self.knobs = Knobs(k.num_blocks, self.info.max_top_k, k.tier)
+        return k
+
+
+def test_ignored_top_k_turns_gate_red_with_real_records(run_fake, tmp_path, capsys):
+    def sweep(root, backend_cls):
+        for knobs in ("8,4", "6,2"):
+            run_fake(knobs=knobs, data=fake_data(24), backend=backend_cls(), out=root / knobs.replace(",", "-"))
+
+    sweep(tmp_path / "good", FakeBackend)
+    baseline = tmp_path / "baseline.json"
+    assert gate(["gate", "--write-baseline", baseline, tmp_path / "good"]) == 0
+    strict = ["--two-sided", "--max-changed", "0.05", "--require-all", "--no-latency"]
+    sweep(tmp_path / "rerun", FakeBackend)
+    assert gate(["gate", "--baseline", baseline, tmp_path / "rerun", *strict]) == 0
+    sweep(tmp_path / "broken", TopKIgnored)
+    md = tmp_path / "gate.md"
+    assert gate(["gate", "--baseline", baseline, tmp_path / "broken", *strict, "--markdown", md]) == 1
+    failing = [ln for ln in md.read_text().splitlines() if "CHANGED" in ln]
+    assert len(failing) == 1 and "6,2" in failing[0]  # the full config 8,4 is unaffected by the break

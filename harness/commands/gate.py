@@ -20,13 +20,17 @@ from harness.errors import HarnessError
               help="Largest tolerated ratio of candidate to baseline p50 total latency.")
 @click.option("--no-latency", is_flag=True, help="Do not gate latency (e.g. on a noisy shared CI machine).")
 @click.option("--require-all", is_flag=True, help="Fail when a baseline configuration has no run among RUN_DIRS.")
+@click.option("--two-sided", is_flag=True,
+              help="Also fail on a significant score rise (any change of a fixed model's score: for the harness's own CI).")
+@click.option("--max-changed", type=float, default=None,
+              help="Fail when more than this share (0..1) of predictions differ from the baseline's (deterministic devices).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paired bootstrap.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
               help="Also write a markdown summary (e.g. $GITHUB_STEP_SUMMARY).")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON instead of the rich table.")
 @click.pass_context
-def command(ctx, run_dirs, baseline, write_to, tolerance, latency_tolerance, no_latency, require_all, seed,
-            markdown_path, as_json):
+def command(ctx, run_dirs, baseline, write_to, tolerance, latency_tolerance, no_latency, require_all, two_sided,
+            max_changed, seed, markdown_path, as_json):
     """Compare runs with a committed baseline: paired bootstrap on per-sample scores (regression
     when the drop exceeds --tolerance and its CI excludes zero) and p50 latency ratio (estimated
     latency when the device differs from the baseline's). Exit 0 pass, 1 regression, 2 bad input.
@@ -46,7 +50,7 @@ def command(ctx, run_dirs, baseline, write_to, tolerance, latency_tolerance, no_
     entries = gate.read_baseline(baseline)
     lat_tol = None if no_latency else latency_tolerance
     results = gate.run_gate(runs, entries, tolerance=tolerance, latency_tolerance=lat_tol,
-                            require_all=require_all, seed=seed)
+                            require_all=require_all, seed=seed, two_sided=two_sided, max_changed=max_changed)
     ok = gate.verdict(results)
     if as_json:
         import json
@@ -57,7 +61,8 @@ def command(ctx, run_dirs, baseline, write_to, tolerance, latency_tolerance, no_
     if markdown_path:
         from harness.jsonio import atomic_write_text
 
-        text = gate.to_markdown(results, tolerance=tolerance, latency_tolerance=lat_tol, baseline=baseline)
+        text = gate.to_markdown(results, tolerance=tolerance, latency_tolerance=lat_tol, baseline=baseline,
+                                two_sided=two_sided, max_changed=max_changed)
         try:
             atomic_write_text(markdown_path, text)
         except OSError as exc:
