@@ -76,6 +76,9 @@ class ParetoRow:
     def to_dict(self) -> dict:
         r = self.run
         return {
+            "task": r.task,
+            "metric": r.metric,
+            "fingerprint": r.fingerprint,
             "config": r.label,
             "knobs": r.config.knobs.to_dict() if r.config.knobs else None,
             "policy": r.config.policy,

@@ -100,3 +100,23 @@ def test_bad_input(tmp_path, capsys):
     (run / "summary.json").write_text("[1, 2]")
     code, _, err = cli(["leaderboard", tmp_path], capsys)
     assert code == 2 and "not a JSON object" in err
+
+
+def test_portable_ignores_machine_and_time(tmp_path):
+    make_run(tmp_path / "a", knobs="16,8,high", scores=[1, 1, 0], latency_ms=200, estimated_ms=150,
+             created="2026-11-20T10:00:00+00:00")
+    make_run(tmp_path / "a", knobs="12,2,high", scores=[1, 0, 0], latency_ms=100, estimated_ms=90,
+             created="2026-11-20T10:00:00+00:00")
+    # the same runs again on another machine, another day, with other measured latency
+    make_run(tmp_path / "b", knobs="16,8,high", scores=[1, 1, 0], latency_ms=20, estimated_ms=150, device="cuda",
+             device_name="NVIDIA H100 80GB HBM3", created="2026-11-25T10:00:00+00:00")
+    make_run(tmp_path / "b", knobs="12,2,high", scores=[1, 0, 0], latency_ms=13, estimated_ms=90, device="cuda",
+             created="2026-11-25T10:00:00+00:00")
+    a = render(load_runs([tmp_path / "a"]), portable=True)
+    b = render(load_runs([tmp_path / "b"]), portable=True)
+    assert a == b
+    both = render(load_runs([tmp_path]), portable=True)
+    assert both == a  # one row per configuration: the newer run wins and shows the same numbers
+    assert "2026-" not in a and "cpu" not in a and "200.0" not in a
+    assert "- estimated: 12,2,high (0.333, 90.0 ms) -> 16,8,high (0.667, 150.0 ms)" in a
+    assert render(load_runs([tmp_path / "a"])) != render(load_runs([tmp_path / "b"]))

@@ -17,8 +17,11 @@ from harness.errors import HarnessError
               help="Write nothing; exit 1 when --output differs from what would be generated (for CI).")
 @click.option("--stat", type=click.Choice(["p50", "mean"]), default="p50", show_default=True,
               help="Latency statistic shown and used for the frontier.")
+@click.option("--portable", is_flag=True,
+              help="Leave out measured latency, devices and dates (frontier on estimated latency): the page then "
+                   "depends only on code, model and data, so CI can regenerate it from fresh runs and --check it.")
 @click.pass_context
-def command(ctx, run_dirs, output, check, stat):
+def command(ctx, run_dirs, output, check, stat, portable):
     """Deterministic leaderboard markdown: an overview across tasks, then per task a table of
     model, configuration or policy, score with CI, latency, device, date and harness version, and
     the Pareto frontier. The same runs always give byte-identical output.
@@ -28,14 +31,15 @@ def command(ctx, run_dirs, output, check, stat):
     from harness.jsonio import atomic_write_text
     from harness.rundirs import load_runs
 
-    text = leaderboard.render(load_runs(run_dirs), stat=stat)
+    text = leaderboard.render(load_runs(run_dirs), stat=stat, portable=portable)
     if check:
         if not output:
             raise HarnessError("--check needs --output FILE: the committed leaderboard to compare with")
         reason = leaderboard.check(output, text)
         if reason:
-            click.echo(f"leaderboard: {reason}; regenerate it with `harness leaderboard {' '.join(run_dirs)} -o {output}` and commit it",
-                       err=True)
+            flags = " --portable" if portable else ""
+            click.echo(f"leaderboard: {reason}; regenerate it with `harness leaderboard {' '.join(run_dirs)} -o {output}{flags}` "
+                       "and commit it", err=True)
             sys.exit(1)
         click.echo(f"leaderboard: '{output}' is up to date")
         return
