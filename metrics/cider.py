@@ -71,7 +71,7 @@ def ptb_tokenize(sentences: list[str]) -> list[str]:
     fd, tmp = tempfile.mkstemp(prefix="harness-ptb-", suffix=".txt")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode("utf-8"))
+            fh.write(text.encode("utf-8", "replace"))  # lone surrogates -> "?"
         cmd = [java, "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase", tmp]
         try:
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)

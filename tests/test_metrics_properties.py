@@ -16,6 +16,7 @@ from metrics.vqa import vqa_accuracy, vqa_accuracy_molmo
 SPECIAL = st.sampled_from(list(".,;:/-()[]{}!?'\"_+=<>@`\\ \t\n\u3000\u00a0") + ["1,0", "..", "a ", "the ", "one", "dont", "İ", "ß", "ﬁ"])
 TEXT = st.one_of(
     st.text(max_size=40),
+    st.text(st.characters(exclude_categories=()), max_size=10),  # lone surrogates included
     st.lists(st.one_of(SPECIAL, st.text(max_size=4)), max_size=12).map("".join),
 )
 FAST = settings(max_examples=60, deadline=None)

@@ -166,6 +166,14 @@ def test_unwritable_output(tmp_path, capsys):
     assert code == 2 and "--output" in err and err.count("\n") == 1
 
 
+def test_lone_surrogates_do_not_crash(tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "\\ud800", "prediction": "\\udfff x", "references": ["x"]}\n', encoding="utf-8")
+    code, out, err = run(["score", "--metric", "em", str(src)], capsys)
+    assert code == 0, err
+    assert json.loads(out.splitlines()[0])["id"] == "\ud800"
+
+
 def test_metrics_table(capsys):
     code, out, _ = run(["metrics"], capsys)
     assert code == 0

@@ -25,9 +25,9 @@ def command(explain: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Metrics (harness score --metric NAME; harness metrics --explain NAME)")
+    table = Table(title="Metrics (first sub-score = main; details: harness metrics --explain NAME)")
     table.add_column("metric", style="bold", no_wrap=True)
-    table.add_column("sub-scores (first = main)", no_wrap=True)
+    table.add_column("sub-scores", no_wrap=True)
     table.add_column("level", no_wrap=True)
     table.add_column("definition")
     for metric in list_metrics():

@@ -10,6 +10,7 @@ of stdout. Every input problem is a one-line error naming the file and line (exi
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -27,6 +28,17 @@ def read_items(path: str, metric) -> list[dict]:
             raise HarnessError(f"{path}:{lineno}: {problem}")
         items.append(obj)
     return items
+
+
+def dump(obj: dict) -> str:
+    """One JSON line; text that cannot be UTF-8 encoded (lone surrogates from ``\\ud800``
+    escapes in the input) is written as JSON escapes instead of failing."""
+    line = dumps_line(obj)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(obj, ensure_ascii=True, default=str)
+    return line
 
 
 def score_file(metric_name: str, path: str) -> tuple[object, list[dict], object]:
@@ -50,7 +62,7 @@ def command(metric_name: str, file: str, output: str | None) -> None:
     The aggregate {"metric", "n", "scores"} is always the last line of stdout.
     """
     metric, items, result = score_file(metric_name, file)
-    lines = [dumps_line({"id": item["id"], **scores}) for item, scores in zip(items, result.per_item)]
+    lines = [dump({"id": item["id"], **scores}) for item, scores in zip(items, result.per_item)]
     aggregate = {"metric": metric.name, "n": len(items), "scores": {k: float(v) for k, v in result.aggregate.items()}}
     if output is not None:
         try:
@@ -59,5 +71,5 @@ def command(metric_name: str, file: str, output: str | None) -> None:
             raise HarnessError(f"cannot write --output '{output}': {exc.strerror or exc}; choose a writable file path")
     else:
         sys.stdout.write("".join(line + "\n" for line in lines))
-    sys.stdout.write(dumps_line(aggregate) + "\n")
+    sys.stdout.write(dump(aggregate) + "\n")
     sys.stdout.flush()
