@@ -397,23 +397,34 @@ def _okvqa(rng, i, seed, split):
     yield {"question_id": str(qid), "image": img, "question": q, "answers": _human_answers(rng, ans, alts), "question_type": "other", "answer_type": "other"}
 
 
+TALLY_SHAPES = ("circle", "square", "triangle")
+TALLY_COLORS = ("red", "blue", "green", "yellow")
+
+
 def _tallyqa(rng, i, seed, split):
-    scene = _objects_scene(rng, 0, 8, 6, 8, 12, distinct=False, shapes=("circle", "square", "triangle"), colors=("red", "blue", "green", "yellow"))
+    # two shapes in play with independent counts, so per-shape answers spread over 0..6
+    shape_a, shape_b = rng.sample(TALLY_SHAPES, 2)
+    n_a = rng.randint(0, 6)
+    n_b = rng.randint(0, min(6, 8 - n_a))
+    colors = rng.sample(TALLY_COLORS, 2)
+    kinds = [shape_a] * n_a + [shape_b] * n_b
+    pos = _place_in_grid(rng, len(kinds), 6, 8, 12)
+    objs = tuple((kinds[j], rng.choice(colors), *pos[j]) for j in range(len(kinds)))
+    scene = (rng.randrange(len(BACKGROUNDS)), objs)
     yield scene
     bg, objs = scene
     image = _render_objects(BACKGROUNDS[bg], objs)
-    candidates = [("How many objects are there?", len(objs), True), ("How many shapes are in the picture?", len(objs), True)]
-    for s in ("circle", "square", "triangle"):
-        candidates.append((f"How many {PLURAL[s]} are there?", sum(o[0] == s for o in objs), True))
-        for c in ("red", "blue", "green", "yellow"):
-            candidates.append((f"How many {c} {PLURAL[s]} are there?", sum(o[0] == s and o[1] == c for o in objs), False))
-    for c in ("red", "blue", "green", "yellow"):
-        candidates.append((f"How many {c} objects are there?", sum(o[1] == c for o in objs), False))
-    simple = [c for c in candidates if c[2]]
-    complex_ = [c for c in candidates if not c[2]]
-    # favour questions about things that are present, so counts are not mostly zero
-    complex_present = [c for c in complex_ if c[1] > 0] or complex_
-    picks = rng.sample(simple, 2) + [rng.choice(complex_present if rng.random() < 0.8 else complex_)]
+    total = len(objs)
+    simple = [(rng.choice(("How many objects are there?", "How many shapes are in the picture?")), total)]
+    for s in (shape_a, shape_b):
+        simple.append((f"How many {PLURAL[s]} are there?", sum(o[0] == s for o in objs)))
+    complex_ = []
+    for s in (shape_a, shape_b):
+        for c in colors:
+            complex_.append((f"How many {c} {PLURAL[s]} are there?", sum(o[0] == s and o[1] == c for o in objs)))
+    for c in colors:
+        complex_.append((f"How many {c} objects are there?", sum(o[1] == c for o in objs)))
+    picks = [(q, a, True) for q, a in rng.sample(simple, 2)] + [(*rng.choice(complex_), False)]
     yield {"image": image, "qa": [{"question": q, "answer": int(a), "is_simple": bool(s)} for q, a, s in picks]}
 
 

@@ -10,11 +10,12 @@ import click
 
 def task_rows() -> list[dict]:
     """One dict per registered task (built-ins, entry points and --include-path modules)."""
-    from tasks import registry
+    from tasks import get_task, registry
     from tasks.data import bundled_count
 
     rows = []
-    for name, task in registry.items():
+    for name in registry.names():
+        task = get_task(name)  # instantiates Task classes registered through entry points
         spec = task.dataset
         n_bundled = bundled_count(task)
         sources = ["hub", "path"] + (["bundled"] if n_bundled is not None else [])
@@ -64,7 +65,7 @@ def command(include_paths, as_json):
     table.add_column("task (aliases)", no_wrap=True)
     table.add_column("metric", no_wrap=True)
     table.add_column("hub dataset (config) / split", overflow="fold", ratio=3)
-    table.add_column("sources", overflow="fold", ratio=1, min_width=9)
+    table.add_column("sources", no_wrap=True)
     table.add_column("bundled", no_wrap=True)
     for r in rows:
         name = Text(r["task"], style="bold")
@@ -74,5 +75,5 @@ def command(include_paths, as_json):
         if not r["labeled"]:
             dataset.append(" (unlabeled: not scored)", style="yellow")
         bundled = Text(f"{r['bundled_samples']} synthetic", style="magenta") if r["bundled_synthetic"] else Text("-")
-        table.add_row(name, Text(r["metric"]), dataset, Text(", ".join(r["sources"])), bundled)
+        table.add_row(name, Text(r["metric"]), dataset, Text("\n".join(r["sources"])), bundled)
     Console().print(table)
