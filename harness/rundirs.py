@@ -222,6 +222,21 @@ def find_run_dirs(paths: Iterable[str | Path], what: str = "run directories") ->
     return sorted(found, key=lambda q: str(q))
 
 
+def find_unfinished(paths: Iterable[str | Path]) -> list[Path]:
+    """Folders below ``paths`` that hold a started run (``run.json`` or ``samples.jsonl``) but no
+    ``summary.json``: reports skip them, commands say so."""
+    out: set[Path] = set()
+    for raw in paths:
+        p = Path(raw)
+        if not p.is_dir():
+            continue
+        for marker in ("run.json", SAMPLES):
+            for f in ([p / marker] if (p / marker).is_file() else []) + sorted(p.rglob(marker)):
+                if not (f.parent / SUMMARY).is_file():
+                    out.add(f.parent)
+    return sorted(out, key=str)
+
+
 def _num(value: Any, key: str, path: Path, *, allow_none: bool = False) -> float | None:
     if value is None and allow_none:
         return None
@@ -248,6 +263,7 @@ def _policy_label(policy: Any) -> str:
         args = policy.get("args") or {}
         if not name:
             raise TypeError
+        args = {k: v for k, v in args.items() if v is not None} if isinstance(args, dict) else {}
         if args:
             inner = ",".join(f"{k}={args[k]}" for k in sorted(args))
             return f"{name}({inner})"
@@ -350,9 +366,16 @@ def load_run(path: str | Path) -> RunInfo:
     )
 
 
-def load_runs(paths: Iterable[str | Path], what: str = "run directories") -> list[RunInfo]:
+def load_runs(paths: Iterable[str | Path], what: str = "run directories", warn=None) -> list[RunInfo]:
     """:func:`find_run_dirs` then :func:`load_run` on each, sorted by (task, config, path)."""
+    paths = list(paths)
     runs = [load_run(p) for p in find_run_dirs(paths, what)]
+    if warn is not None:
+        left = find_unfinished(paths)
+        if left:
+            more = f" +{len(left) - 3} more" if len(left) > 3 else ""
+            warn(f"skipped {len(left)} unfinished run dir(s) without {SUMMARY}: {', '.join(map(str, left[:3]))}{more} "
+                 "(re-run them to finish)")
     runs.sort(key=lambda r: (r.task, r.model, r.config.sort_key(), str(r.path)))
     return runs
 

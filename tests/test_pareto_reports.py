@@ -164,3 +164,10 @@ def test_policy_runs_are_rows(tmp_path):
     labels = [r.label for r in table.rows]
     assert labels == ["14,6", "policy:budget(latency_budget_ms=90)"]
     assert table.rows[0].dominated_by["measured"] == "policy:budget(latency_budget_ms=90)"
+
+
+def test_unfinished_runs_are_skipped_with_a_warning(hand_runs, capsys):
+    (hand_runs / "vqav2" / "b13-k4-high" / "summary.json").unlink()
+    code, out, err = cli(["pareto", hand_runs], capsys)
+    assert code == 0 and "skipped 1 unfinished run dir" in err and "b13-k4-high" in err
+    assert "13,4,high" not in out

@@ -42,7 +42,7 @@ def command(ctx, run_dirs, baseline, write_to, tolerance, latency_tolerance, no_
 
     if bool(baseline) == bool(write_to):
         raise HarnessError("pass exactly one of --baseline FILE (to gate) or --write-baseline FILE (to write one)")
-    runs = load_runs(run_dirs)
+    runs = load_runs(run_dirs, warn=_warn)
     if write_to:
         doc = gate.write_baseline(write_to, runs)
         click.echo(f"wrote baseline {write_to} ({len(doc['runs'])} configuration(s))")
@@ -91,3 +91,7 @@ def _console():
 
     console = Console()
     return console if console.is_terminal else Console(width=200)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)

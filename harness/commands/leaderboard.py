@@ -31,7 +31,7 @@ def command(ctx, run_dirs, output, check, stat, portable):
     from harness.jsonio import atomic_write_text
     from harness.rundirs import load_runs
 
-    text = leaderboard.render(load_runs(run_dirs), stat=stat, portable=portable)
+    text = leaderboard.render(load_runs(run_dirs, warn=_warn), stat=stat, portable=portable)
     if check:
         if not output:
             raise HarnessError("--check needs --output FILE: the committed leaderboard to compare with")
@@ -51,3 +51,7 @@ def command(ctx, run_dirs, output, check, stat, portable):
     except OSError as exc:
         raise HarnessError(f"cannot write '{output}': {exc.strerror or exc}; pass a writable --output path")
     click.echo(f"wrote {output}")
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)

@@ -26,7 +26,7 @@ def command(run_dirs, out_dir, stat, part, no_plot, as_json):
     from harness import pareto
     from harness.rundirs import load_runs
 
-    runs = load_runs(run_dirs)
+    runs = load_runs(run_dirs, warn=_warn)
     tables = pareto.build_tables(runs, part=part, stat=stat)
     if as_json:
         click.echo(pareto.to_json(tables), nl=False)
@@ -70,3 +70,7 @@ def _console():
 
     console = Console()
     return console if console.is_terminal else Console(width=200)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
