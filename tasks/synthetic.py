@@ -443,7 +443,7 @@ def _docvqa(rng, i, seed, split):
             values.append(f"${rng.randint(10, 99)}")
         else:
             values.append(str(rng.randint(1, 99)))
-    size = rng.randint(15, 17)
+    size = rng.randint(17, 19)
     scene = (title, tuple(fields), tuple(values), size, rng.randint(6, 14), rng.randrange(len(BACKGROUNDS)))
     yield scene
     title, fields, values, size, left, bg = scene
