@@ -1,7 +1,7 @@
 """``cider_score``: CIDEr-D exactly as pycocoevalcap computes it, after its PTB tokenizer.
 
 Tokenisation runs the Stanford PTBTokenizer jar shipped inside pycocoevalcap (one JVM for the
-whole corpus) with pycocoevalcap's options (``-preserveLines -lowerCase``), then drops
+references and one for the predictions, as pycocoevalcap's evaluation tokenises them) with pycocoevalcap's options (``-preserveLines -lowerCase``), then drops
 pycocoevalcap's punctuation tokens; scoring uses pycocoevalcap's ``CiderScorer`` (n=4,
 sigma=6). Differences from calling ``pycocoevalcap.tokenizer.ptbtokenizer.PTBTokenizer``
 directly are robustness only: the temporary file goes to the system temp dir (not the package
@@ -53,45 +53,66 @@ def _jar_path() -> tuple[Path, tuple[str, ...]]:
     return jar, tuple(ptbtokenizer.PUNCTUATIONS)
 
 
-def ptb_tokenize(sentences: list[str]) -> list[str]:
-    """Tokenise captions as pycocoevalcap's PTBTokenizer does (one JVM call for all of them)."""
-    if not sentences:
-        return []
+def _java() -> str:
     java = shutil.which("java")
     if java is None:
         raise HarnessError(
             f"cider_score needs Java for the PTB tokenizer but 'java' is not on PATH; install it "
             f"(apt-get install {JAVA_PACKAGE})"
         )
+    return java
+
+
+def ptb_tokenize_groups(groups: list[list[str]]) -> list[list[str]]:
+    """Tokenise each group of captions as one pycocoevalcap ``PTBTokenizer.tokenize`` call would
+    (one JVM per group, all groups at once). pycocoevalcap's evaluation tokenises the references
+    and the predictions in two separate calls; :func:`cider_scores` does the same."""
+    work = [(i, g) for i, g in enumerate(groups) if g]
+    results: list[list[str]] = [[] for _ in groups]
+    if not work:
+        return results
+    java = _java()
     jar, punctuations = _jar_path()
     if not jar.is_file():
         raise HarnessError(f"pycocoevalcap's tokenizer jar is missing at {jar}; reinstall pycocoevalcap")
     punct = frozenset(punctuations)
-    text = "\n".join(s.translate(_LINE_BREAKS) for s in sentences)
-    fd, tmp = tempfile.mkstemp(prefix="harness-ptb-", suffix=".txt")
+    tmp_dir = tempfile.mkdtemp(prefix="harness-ptb-")
+    procs = []
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode("utf-8", "replace"))  # lone surrogates -> "?"
-        cmd = [java, "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase", tmp]
-        try:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
-        except OSError as exc:
-            raise HarnessError(f"cannot run Java for the PTB tokenizer ({exc}); install {JAVA_PACKAGE}")
+        for i, sentences in work:
+            path = os.path.join(tmp_dir, f"captions{i}.txt")
+            text = "\n".join(s.translate(_LINE_BREAKS) for s in sentences)
+            with open(path, "wb") as fh:
+                fh.write(text.encode("utf-8", "replace"))  # lone surrogates -> "?"
+            cmd = [java, "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase", path]
+            try:
+                procs.append((i, len(sentences), subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)))
+            except OSError as exc:
+                raise HarnessError(f"cannot run Java for the PTB tokenizer ({exc}); install {JAVA_PACKAGE}")
+        outputs = []
+        for i, n, proc in procs:
+            out, err = proc.communicate()
+            outputs.append((i, n, proc.returncode, out, err))
     finally:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-    if proc.returncode != 0:
-        last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
-        raise HarnessError(f"the PTB tokenizer (Java) failed with exit code {proc.returncode}: {last}; check the Java install ({JAVA_PACKAGE})")
-    lines = proc.stdout.decode("utf-8", "replace").split("\n")
-    if len(lines) < len(sentences):
-        lines += [""] * (len(sentences) - len(lines))
-    out = []
-    for line in lines[: len(sentences)]:
-        out.append(" ".join(w for w in line.rstrip().split(" ") if w not in punct))
-    return out
+        for _, _, proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    for i, n, code, out, err in outputs:
+        if code != 0:
+            last = (err.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
+            raise HarnessError(f"the PTB tokenizer (Java) failed with exit code {code}: {last}; check the Java install ({JAVA_PACKAGE})")
+        lines = out.decode("utf-8", "replace").split("\n")
+        lines += [""] * max(0, n - len(lines))
+        # -lowerCase already lower-cases; .lower() again guards against the rare token the
+        # 3.4.1 jar leaves capitalised (a no-op otherwise)
+        results[i] = [" ".join(w for w in line.rstrip().split(" ") if w not in punct).lower() for line in lines[:n]]
+    return results
+
+
+def ptb_tokenize(sentences: list[str]) -> list[str]:
+    """Tokenise captions as one pycocoevalcap ``PTBTokenizer.tokenize`` call (one JVM)."""
+    return ptb_tokenize_groups([sentences])[0]
 
 
 def cider_scores(predictions: list[str], references: list[list[str]]) -> tuple[float, list[float]]:
@@ -101,11 +122,8 @@ def cider_scores(predictions: list[str], references: list[list[str]]) -> tuple[f
     n = len(predictions)
     if n == 0:
         return 0.0, []
-    flat = list(predictions)
-    for refs in references:
-        flat.extend(refs)
-    tokens = ptb_tokenize(flat)
-    tok_preds, pos = tokens[:n], n
+    tok_flat_refs, tok_preds = ptb_tokenize_groups([[r for refs in references for r in refs], list(predictions)])
+    tokens, pos = tok_flat_refs, 0
     tok_refs = []
     for refs in references:
         tok_refs.append(tokens[pos : pos + len(refs)])
