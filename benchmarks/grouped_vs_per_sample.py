@@ -188,40 +188,10 @@ def device_name(backend) -> str:
     return f"CPU ({platform.processor() or platform.machine()})"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="random:molmoe-1b")
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--dtype", default="bfloat16")
-    ap.add_argument("--tiny", action="store_true", help="CPU fp32 smoke run with a tiny LLaVA+OLMoE (harness.backends.tiny)")
-    ap.add_argument("--n", type=int, default=512)
-    ap.add_argument("--per-sample-subset", type=int, default=64)
-    ap.add_argument("--batch-sizes", default="8,32,64")
-    ap.add_argument("--agreement-batch", type=int, default=32)
-    ap.add_argument("--knob-space", default=None, help="NAME or FILE.toml (default: bench-low for 16-block models)")
-    ap.add_argument("--max-new-tokens", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tag", default=None, help="suffix of the result files (default: the device kind)")
-    ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
-    args = ap.parse_args(argv)
-    if args.tiny:
-        args.device, args.dtype = "cpu", "float32"
-        args.n = min(args.n, 48) if args.n == 512 else args.n
-        args.per_sample_subset = min(args.per_sample_subset, 16)
-        if args.batch_sizes == "8,32,64":
-            args.batch_sizes = "4,8,16"
-        if args.agreement_batch == 32:
-            args.agreement_batch = 8
-        args.max_new_tokens = min(args.max_new_tokens, 8)
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    if args.agreement_batch not in batch_sizes:
-        batch_sizes.append(args.agreement_batch)
-
+def benchmark(backend, args, batch_sizes: list[int]) -> dict:
+    """Run both modes on a loaded backend; returns the result document (no files written)."""
     from harness.policies import PolicyContext, build
 
-    t_load = time.perf_counter()
-    backend = load_backend(args)
-    load_s = time.perf_counter() - t_load
     info = backend.info
     if args.knob_space is None and info.n_blocks == 16 and not args.tiny:
         args.knob_space = "bench-low"
@@ -253,9 +223,10 @@ def main(argv=None) -> int:
     subset = samples[: args.per_sample_subset]
     ps_s, ps_texts, ps_tok = per_sample(backend, subset, knobs_of, args.max_new_tokens)
     ps_tput = len(subset) / ps_s
+    switches = sum(1 for a, b in zip(subset, subset[1:]) if knobs_of[a.id] != knobs_of[b.id]) + 1
     rows = [{"mode": "per-sample (batch 1, knobs applied per sample)", "batch_size": 1, "samples": len(subset),
              "seconds": ps_s, "samples_per_s": ps_tput, "speedup": 1.0, "batches": len(subset),
-             "config_switches": len(subset), "output_tokens": ps_tok, "extrapolated_seconds_for_n": args.n / ps_tput}]
+             "config_switches": switches, "output_tokens": ps_tok, "extrapolated_seconds_for_n": args.n / ps_tput}]
     texts_at = {}
     for b in batch_sizes:
         dt, texts, n_tok, n_batches, n_groups, timing = grouped(backend, task, policy, samples, b, args.max_new_tokens, args.seed)
@@ -274,7 +245,6 @@ def main(argv=None) -> int:
                    "configs_used": n_configs},
         "prompt_tokens": {"min": lengths[0], "p50": lengths[len(lengths) // 2], "max": lengths[-1],
                           "mean": sum(lengths) / len(lengths)},
-        "load_seconds": load_s,
         "rows": rows,
         "agreement_batch1_vs_batch": {"batch_size": args.agreement_batch, **agree},
         "notes": [
@@ -285,6 +255,47 @@ def main(argv=None) -> int:
         ],
         "versions": _versions(),
     }
+    return result
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, list[int]]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="random:molmoe-1b")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--tiny", action="store_true", help="CPU fp32 smoke run with a tiny LLaVA+OLMoE (harness.backends.tiny)")
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--per-sample-subset", type=int, default=64)
+    ap.add_argument("--batch-sizes", default="8,32,64")
+    ap.add_argument("--agreement-batch", type=int, default=32)
+    ap.add_argument("--knob-space", default=None, help="NAME or FILE.toml (default: bench-low for 16-block models)")
+    ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default=None, help="suffix of the result files (default: the device kind)")
+    ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args(argv)
+    if args.tiny:
+        args.device, args.dtype = "cpu", "float32"
+        args.n = min(args.n, 48) if args.n == 512 else args.n
+        args.per_sample_subset = min(args.per_sample_subset, 16)
+        if args.batch_sizes == "8,32,64":
+            args.batch_sizes = "4,8,16"
+        if args.agreement_batch == 32:
+            args.agreement_batch = 8
+        args.max_new_tokens = min(args.max_new_tokens, 8)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    if args.agreement_batch not in batch_sizes:
+        batch_sizes.append(args.agreement_batch)
+    return args, batch_sizes
+
+
+def main(argv=None) -> int:
+    args, batch_sizes = parse_args(argv)
+    t_load = time.perf_counter()
+    backend = load_backend(args)
+    load_s = time.perf_counter() - t_load
+    result = benchmark(backend, args, batch_sizes)
+    result["load_seconds"] = load_s
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tag = args.tag or ("cpu-tiny" if args.tiny else _slug(result["device_name"]))
@@ -313,10 +324,16 @@ def _slug(text: str) -> str:
 
 
 def _versions() -> dict:
-    import torch
-    import transformers
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+    out = {}
+    for pkg in ("torch", "transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    out["python"] = platform.python_version()
+    return out
 
 
 def to_markdown(r: dict) -> str:
@@ -325,7 +342,7 @@ def to_markdown(r: dict) -> str:
              f"median {r['prompt_tokens']['p50']}, max {r['prompt_tokens']['max']}; policy `random` over "
              f"{len(r['policy']['knob_space'])} configurations ({r['policy']['configs_used']} used); greedy, "
              f"max {r['max_new_tokens']} new tokens.", "",
-             "| mode | samples timed | seconds | samples/s | speed-up vs per-sample | batches | configs |",
+             "| mode | samples timed | seconds | samples/s | speed-up vs per-sample | batches | config switches |",
              "|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         lines.append(f"| {row['mode']} | {row['samples']} | {row['seconds']:.2f} | {row['samples_per_s']:.2f} | "
