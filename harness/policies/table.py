@@ -4,9 +4,10 @@ Accepted inputs:
 
 - a run directory (``summary.json`` + ``samples.jsonl``, design section 4), or a folder holding
   run directories at any depth (e.g. a ``harness sweep`` output folder);
-- the JSON written by ``harness pareto``: any JSON whose objects carry ``knobs`` and ``score``
-  (plus ``task``, or nested under a ``task``-named key), e.g. ``{"rows": [{"task": ..., "model":
-  ..., "knobs": "14,6,high", "score": 0.71, ...}]}``; such rows have no per-sample results.
+- the JSON written by ``harness pareto`` (``{"tasks": [{"task": ..., "rows": [{"knobs": ...,
+  "score": ..., "run_dir": ...}]}]}``), or any JSON whose objects carry ``knobs`` and ``score`` and
+  a ``task`` (their own or an enclosing object's). A row whose ``run_dir`` still exists is read
+  from that run directory (per-sample results, output tokens); others have aggregate scores only.
 
 Runs of a policy (no fixed ``knobs``) are skipped: they do not describe one configuration.
 One row per (task, model, configuration); when a sweep folder holds the same configuration more
@@ -200,11 +201,10 @@ def _rows_from_json(obj, source: str, task: str | None = None) -> Iterable[Table
                                fingerprint=obj.get("fingerprint"), source=source,
                                mean_output_tokens=_dig(obj, "mean_output_tokens", "output_tokens.mean", "tokens.output_mean"))
             return
-        for key, value in obj.items():
-            sub_task = obj.get("task") if isinstance(obj.get("task"), str) else task
+        sub_task = obj.get("task") if isinstance(obj.get("task"), str) else task
+        for value in obj.values():
             if isinstance(value, (list, dict)):
-                # {"scienceqa": [rows]} style: the key names the task
-                yield from _rows_from_json(value, source, sub_task if sub_task else (key if isinstance(value, list) else task))
+                yield from _rows_from_json(value, source, sub_task)
 
 
 def _dedupe(rows: list[TableRow]) -> list[TableRow]:
