@@ -152,3 +152,25 @@ def test_oracle_policy_end_to_end(tmp_path, sweep):
         ok = {c: ms for c, (a, ms) in per[sid].items() if a >= 1.0}
         pool = ok or {c: ms for c, (_, ms) in per[sid].items()}
         assert pool[ln["config"]] == pytest.approx(min(pool.values()))
+
+
+def test_pareto_json_of_the_sweep_is_an_accuracy_table(tmp_path, sweep):
+    from harness.pareto import build_tables, to_json
+    from harness.policies.table import load_accuracy_table
+    from harness.rundirs import load_runs
+
+    doc = json.loads(to_json(build_tables(load_runs([sweep]))))
+    p = tmp_path / "pareto.json"
+    p.write_text(json.dumps(doc))
+    t = load_accuracy_table(p)
+    assert sorted(r.knobs for r in t.rows) == sorted(SPACE) and t.has_samples()
+    for task in doc["tasks"]:  # run dirs gone: aggregate rows only, same scores
+        for row in task["rows"]:
+            row["run_dir"] = str(tmp_path / "moved")
+    p.write_text(json.dumps(doc))
+    t2 = load_accuracy_table(p)
+    assert not t2.has_samples()
+    assert sorted((r.task, r.knobs, r.score) for r in t2.rows) == sorted((r.task, r.knobs, r.score) for r in t.rows)
+    summary, lines, _ = run(tmp_path, "from-pareto", policy="budget", knob_space=SPACE, estimator=TrueEstimator(),
+                            accuracy_table=str(p), latency_budget_ms=1e6)
+    assert summary["n_failed"] == 0 and len({ln["config"] for ln in lines.values()}) == 1
