@@ -54,7 +54,7 @@ class Metric:
         for key in ("id",) + tuple(self.required):
             if key not in item:
                 return f"missing field '{key}' (required by metric {self.name}: id, {', '.join(self.required)})"
-        if isinstance(item["id"], (dict, list)):
+        if item["id"] is None or isinstance(item["id"], (dict, list)):
             return f"field 'id' must be a string or number, got {_type_name(item['id'])}"
         if not isinstance(item["prediction"], str):
             return f"field 'prediction' must be a string, got {_type_name(item['prediction'])}"

@@ -94,6 +94,7 @@ BAD_CASES = [
     ("missing_prediction", [{"id": 1, "references": ["a"]}], "vqa_score", ":1: missing field 'prediction'"),
     ("missing_references", [GOOD[0], GOOD[1], {"id": 1, "prediction": "a"}], "ansl_em", ":3: missing field 'references'"),
     ("missing_id", [{"prediction": "a", "references": ["a"]}], "em", ":1: missing field 'id'"),
+    ("id_type", [{"id": None, "prediction": "a", "references": ["a"]}], "em", ":1: field 'id' must be a string or number, got null"),
     ("prediction_type", [{"id": 1, "prediction": None, "references": ["a"]}], "em", ":1: field 'prediction' must be a string, got null"),
     ("references_type", [{"id": 1, "prediction": "a", "references": "a"}], "ansl_em", ":1: field 'references' must be a list"),
     ("references_items", [{"id": 1, "prediction": "a", "references": ["a", 3]}], "ansl_em", ":1: field 'references' must be a list"),
