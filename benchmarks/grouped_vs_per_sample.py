@@ -6,8 +6,9 @@ knobs for every sample, samples that chose the same configuration form a group, 
 ordered by prompt length and run in batches (left padding), and the loaded model switches
 configurations between groups without reloading.
 
-Setup: N synthetic samples with MolmoE-like prompt lengths (about 100-700 text + vision tokens:
-half carry an image run at the ``low`` tier, half are text-only with longer questions), a
+Setup: N synthetic samples with MolmoE-like prompt lengths (uniform in 100-700 text + vision
+tokens, calibrated on the backend's tokenizer; about half carry an image, which at the ``low``
+tier costs 432 vision tokens on random:molmoe-1b, the rest are text-only), a
 ``random`` policy over a knob space of 6-12 configurations, greedy decoding of up to
 ``--max-new-tokens`` tokens. Reported:
 
@@ -69,21 +70,30 @@ class BenchTask:
         return {"id": sample.id, "prediction": prediction, "references": list(sample.references or [])}
 
 
-def make_samples(n: int, seed: int, text_words: tuple[int, int], image_words: tuple[int, int],
-                 image_share: float = 0.5, images: bool = True) -> list[Sample]:
-    """Synthetic samples: questions of random length, half with a random-noise image."""
+def make_samples(backend, n: int, seed: int, tokens: tuple[int, int], tier: str | None,
+                 image_share: float = 0.5) -> list[Sample]:
+    """Synthetic samples whose prompt (text + vision tokens at ``tier``) is uniform in ``tokens``.
+
+    Calibrated on the backend's own tokenizer: a question of ``w`` words costs about
+    ``overhead + w * per_word`` text tokens. A sample carries a random-noise image (336x336, one
+    crop's worth) when the draw says so and the image's vision tokens leave room for a question."""
     from PIL import Image
 
     rng = random.Random(seed)
+    probe = " ".join(rng.choice(WORDS) for _ in range(100))
+    t100, _ = backend.count_tokens(GenRequest(probe), tier)
+    t0, _ = backend.count_tokens(GenRequest("?"), tier)
+    per_word = max((t100 - t0) / 100.0, 1e-3)
+    image = Image.frombytes("RGB", (336, 336), rng.randbytes(336 * 336 * 3))
+    _, vision = backend.count_tokens(GenRequest("?", image), tier)
     out = []
     for i in range(n):
-        with_image = images and rng.random() < image_share
-        lo, hi = image_words if with_image else text_words
-        q = " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))) + "?"
-        img = None
-        if with_image:
-            w, h = rng.choice([(336, 336), (640, 480), (480, 640), (800, 600)])
-            img = Image.frombytes("RGB", (w, h), rng.randbytes(w * h * 3))
+        target = rng.randint(*tokens)
+        with_image = rng.random() < image_share and target - vision >= t0 + 5 * per_word
+        text_target = target - (vision if with_image else 0)
+        words = max(1, round((text_target - t0) / per_word))
+        q = " ".join(rng.choice(WORDS) for _ in range(words)) + "?"
+        img = Image.frombytes("RGB", (336, 336), rng.randbytes(336 * 336 * 3)) if with_image else None
         out.append(Sample(id=f"b{i:04d}", task="bench", question=q, image=img, references=["x"]))
     return out
 
@@ -200,10 +210,9 @@ def benchmark(backend, args, batch_sizes: list[int]) -> dict:
                         max_new_tokens=args.max_new_tokens)
     policy = build("random", {"seed": str(args.seed)}, ctx)
 
-    if args.tiny:  # the tiny model's context is short: keep prompts small
-        samples = make_samples(args.n, args.seed, text_words=(10, 60), image_words=(5, 30))
-    else:  # MolmoE-like: low tier = 432 vision tokens + a short question; text-only up to ~700 tokens
-        samples = make_samples(args.n, args.seed, text_words=(90, 650), image_words=(10, 220))
+    tier = space[0].tier
+    lo, hi = (int(x) for x in args.prompt_tokens.split(","))
+    samples = make_samples(backend, args.n, args.seed, (lo, hi), tier)
     task = BenchTask()
     chosen = policy.choose([_pinput(backend, s, info) for s in samples])
     knobs_of = {s.id: k for s, k in zip(samples, chosen)}
@@ -270,6 +279,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[int]]:
     ap.add_argument("--agreement-batch", type=int, default=32)
     ap.add_argument("--knob-space", default=None, help="NAME or FILE.toml (default: bench-low for 16-block models)")
     ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--prompt-tokens", default="100,700", help="LO,HI: prompt length (text + vision tokens) range")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default=None, help="suffix of the result files (default: the device kind)")
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
@@ -283,6 +293,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[int]]:
         if args.agreement_batch == 32:
             args.agreement_batch = 8
         args.max_new_tokens = min(args.max_new_tokens, 8)
+        if args.prompt_tokens == "100,700":
+            args.prompt_tokens = "20,200"  # the tiny model's context is short
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.agreement_batch not in batch_sizes:
         batch_sizes.append(args.agreement_batch)

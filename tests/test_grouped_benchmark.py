@@ -37,6 +37,7 @@ def test_benchmark_on_fake_backend():
     assert set(rows) == {1, 4, 8}
     assert rows[1]["samples"] == 6 and rows[4]["samples"] == 30
     assert 4 <= r["policy"]["configs_used"] <= 8
+    assert 95 <= r["prompt_tokens"]["min"] and r["prompt_tokens"]["max"] <= 705  # calibrated to 100..700
     # grouped: one batch per ceil(group / batch size), one switch per configuration
     assert rows[8]["config_switches"] == r["policy"]["configs_used"]
     assert rows[4]["batches"] >= rows[8]["batches"] >= r["policy"]["configs_used"]
