@@ -78,6 +78,7 @@ VQA_PUNCT: tuple[str, ...] = (
 )
 _PUNCT_SET = frozenset(VQA_PUNCT)
 _DELETE_ALL = str.maketrans({p: None for p in VQA_PUNCT})
+_ANY_PUNCT = re.compile("[" + re.escape("".join(VQA_PUNCT)) + "]")
 
 _COMMA_DIGITS = re.compile(r"(\d)(,)(\d)")
 # A period not followed by a digit. (The official pattern starts with "(?!<=\d)", a mistyped
@@ -89,15 +90,13 @@ _PERIOD_COUNT = 32
 
 def vqa_process_punctuation(text: str) -> str:
     """Step 2 and 3 of the official processing (``processPunctuation``)."""
-    present = _PUNCT_SET.intersection(text)
-    if present:
+    if _ANY_PUNCT.search(text):
         if _COMMA_DIGITS.search(text):
             text = text.translate(_DELETE_ALL)
         else:
-            table = {}
-            for p in present:
-                table[p] = None if (p + " " in text or " " + p in text) else " "
-            text = text.translate(str.maketrans(table))
+            original = text  # the official conditions are read on the unmodified answer
+            for p in _PUNCT_SET.intersection(text):
+                text = text.replace(p, "" if (p + " " in original or " " + p in original) else " ")
     if "." in text:
         text = _PERIOD.sub("", text, count=_PERIOD_COUNT)
     return text

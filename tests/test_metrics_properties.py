@@ -103,3 +103,24 @@ def test_mc_bare_letters(n, data):
     assert extract_choice(LETTERS[i], choices)[0] == i
     assert extract_choice(f"({LETTERS[i]})", choices)[0] == i
     assert extract_choice(LETTERS[i].lower(), choices)[0] == i
+
+
+def _punctuation_step_by_step(text: str) -> str:
+    """The official rule spelled out literally: one character at a time, conditions on the input."""
+    import re
+
+    from metrics.normalize import VQA_PUNCT
+
+    out = text
+    for p in VQA_PUNCT:
+        if (p + " " in text or " " + p in text) or re.search(r"(\d)(,)(\d)", text) is not None:
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    return re.sub(r"(?!<=\d)(\.)(?!\d)", "", out, count=32)
+
+
+@FAST
+@given(TEXT)
+def test_punctuation_fast_path_equals_literal_rule(text):
+    assert vqa_process_punctuation(text) == _punctuation_step_by_step(text)
