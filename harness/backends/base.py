@@ -11,7 +11,7 @@ import torch
 
 from harness.decode import Decoder, PreparedBatch
 from harness.errors import HarnessError
-from harness.knobs import Knobs, select_blocks
+from harness.knobs import Knobs, parse_importance, select_blocks
 from harness.latency.measure import Timer
 from harness.types import GenOutput, GenRequest, StepTimings
 
@@ -83,7 +83,7 @@ class Backend:
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.dtype = dtype
-        self.importance = dict(importance) if importance else None
+        self.importance = parse_importance(importance, info.n_blocks) if importance is not None else None
         self.compile = compile
         self.experts_impl = experts_impl
         self.eos_token_ids = [int(e) for e in eos_token_ids if e is not None]
