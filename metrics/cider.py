@@ -1,12 +1,14 @@
 """``cider_score``: CIDEr-D exactly as pycocoevalcap computes it, after its PTB tokenizer.
 
-Tokenisation runs the Stanford PTBTokenizer jar shipped inside pycocoevalcap (one JVM for the
-references and one for the predictions, as pycocoevalcap's evaluation tokenises them) with pycocoevalcap's options (``-preserveLines -lowerCase``), then drops
-pycocoevalcap's punctuation tokens; scoring uses pycocoevalcap's ``CiderScorer`` (n=4,
-sigma=6). Differences from calling ``pycocoevalcap.tokenizer.ptbtokenizer.PTBTokenizer``
-directly are robustness only: the temporary file goes to the system temp dir (not the package
-folder), line separators inside captions (which would shift every later caption onto the wrong
-image) become spaces, and a missing or failing Java is a one-line error.
+Tokenisation runs the Stanford PTBTokenizer jar shipped inside pycocoevalcap with its options
+(``-preserveLines -lowerCase``): one JVM for the references and one for the predictions, run
+concurrently, as pycocoevalcap's evaluation tokenises them in two calls. pycocoevalcap's
+punctuation tokens are then dropped and its ``CiderScorer`` (n=4, sigma=6) scores the corpus.
+Differences from calling ``pycocoevalcap.tokenizer.ptbtokenizer.PTBTokenizer`` directly are
+robustness only: the temporary files go to the system temp dir (not the package folder), line
+separators inside captions (which would shift every later caption onto the wrong image) become
+spaces, tokens are lower-cased once more (the jar very rarely leaves one capitalised), and a
+missing or failing Java is a one-line error.
 """
 
 from __future__ import annotations
