@@ -259,7 +259,8 @@ def plot(table: ParetoTable, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     kinds = [k for k in KINDS if any(r.pareto.get(k) is not None for r in table.rows)] or ["measured"]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 5), squeeze=False)
+    big = len(table.rows) > 20
+    fig, axes = plt.subplots(1, len(kinds), figsize=((9 if big else 6.5) * len(kinds), 6.5 if big else 5), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         pts = [(r, r.run.lat(kind, table.part, table.stat)) for r in table.rows]
         pts = [(r, x) for r, x in pts if x is not None and r.score is not None]
@@ -267,9 +268,12 @@ def plot(table: ParetoTable, path: str | Path) -> Path:
             opt = r.pareto.get(kind)
             ci = r.run.score_ci95
             yerr = [[r.score - ci[0]], [ci[1] - r.score]] if ci else None
-            ax.errorbar([x], [r.score], yerr=yerr, fmt="o", ms=6, capsize=2, lw=0.8,
-                        color="tab:blue" if opt else "0.55", mfc="tab:blue" if opt else "white")
-            ax.annotate(r.label, (x, r.score), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.errorbar([x], [r.score], yerr=yerr, fmt="o", ms=6 if opt else 5, capsize=2, lw=0.8,
+                        color="tab:blue" if opt else "0.6", mfc="tab:blue" if opt else "white",
+                        alpha=1.0 if opt else 0.8, zorder=3 if opt else 2)
+            ax.annotate(r.label, (x, r.score), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7 if opt else 5.5, color="black" if opt else "0.45",
+                        fontweight="bold" if opt else "normal", zorder=4 if opt else 2)
         front = sorted(((x, r.score) for r, x in pts if r.pareto.get(kind)), key=lambda t: (t[0], t[1]))
         if front:
             xs, ys = zip(*front)
@@ -279,6 +283,7 @@ def plot(table: ParetoTable, path: str | Path) -> Path:
         ax.set_ylabel(f"score ({table.metric})")
         ax.set_title(f"{table.task}: {table.model} ({kind}, {table.environment})", fontsize=9)
         ax.grid(True, alpha=0.3)
+        ax.margins(x=0.08, y=0.06)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

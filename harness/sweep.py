@@ -173,3 +173,36 @@ def plan(task_names: list[str], configs: list[Knobs], output: str | Path) -> lis
         raise HarnessError("the sweep is empty: it needs at least one task and one configuration")
     root = Path(output)
     return [PlannedRun(t, k, root / t / k.slug) for t in task_names for k in configs]
+
+
+def run_status(folder: Path, run_config: dict, n_expected: int) -> tuple[bool, int]:
+    """``(finished, samples done)`` of a planned run directory, read-only (a dry run writes nothing).
+
+    A folder holding a run with another configuration is a one-line error, as in ``harness run``."""
+    import json
+
+    from harness.jsonio import read_json
+    from harness.records import RUN_FILE, SAMPLES_FILE, SUMMARY_FILE, config_differences
+
+    run_path = folder / RUN_FILE
+    if not run_path.is_file():
+        return False, 0
+    old = read_json(run_path, "run file")
+    old_cfg = old.get("run_config") if isinstance(old, dict) else None
+    if not isinstance(old_cfg, dict):
+        raise HarnessError(f"'{run_path}' is not a harness run file; pass another --output or delete that folder")
+    diffs = config_differences(old_cfg, json.loads(json.dumps(run_config, default=str)))
+    if diffs:
+        raise HarnessError(f"'{folder}' holds a run with a different configuration ({'; '.join(diffs[:3])}"
+                           f"{'; ...' if len(diffs) > 3 else ''}); pass another --output or delete that folder")
+    ids = set()
+    samples = folder / SAMPLES_FILE
+    if samples.is_file():
+        for line in samples.read_bytes().split(b"\n"):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and "id" in obj:
+                ids.add(str(obj["id"]))
+    return len(ids) >= n_expected and (folder / SUMMARY_FILE).is_file(), len(ids)

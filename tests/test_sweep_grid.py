@@ -138,3 +138,27 @@ def test_sweep_bad_input(tmp_path, capsys, fake_model):
     assert code == 2 and "sweep is empty" in err and err.count("\n") == 1
     code, _, err = cli(["sweep", "--grid", "num_blocks=8 top_k=2", "--output", tmp_path], capsys)
     assert code == 2 and "no task given" in err
+
+
+def test_sweep_options_from_config_file(tmp_path, capsys, fake_model):
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text(f'[sweep]\ngrid = "num_blocks=8 top_k=2,4"\ntask = ["vqav2"]\nlimit = 2\nestimator = "none"\n'
+                   f'device = "cpu"\noutput = "{tmp_path / "from-config"}"\n')
+    code, out, err = cli(["sweep", "--config", cfg, "--dry-run", "--limit", "3"], capsys)
+    assert code == 0, err
+    assert "1 task(s) x 2 configuration(s)" in out and "0/3" in out  # the flag wins over the file
+    cfg.write_text('[sweep]\ngird = "num_blocks=8"\n')
+    code, _, err = cli(["sweep", "--config", cfg], capsys)
+    assert code == 2 and "unknown key(s) gird" in err
+
+
+def test_dry_run_writes_nothing_and_other_config_is_refused(tmp_path, capsys, fake_model):
+    out = tmp_path / "s"
+    assert cli(sweep_args(out, "--dry-run"), capsys)[0] == 0
+    assert not out.exists()
+    assert cli(sweep_args(out), capsys)[0] == 0
+    # the same folder with another --limit: refused before the model loads, naming the difference
+    args = sweep_args(out)
+    args[args.index("--limit") + 1] = "2"
+    code, _, err = cli(args, capsys)
+    assert code == 2 and "different configuration" in err and fake_model == ["reference"]

@@ -102,18 +102,20 @@ def command(grid_spec, tasks, model, data, limit, batch_size, importance, estima
                               batch_size=batch_size, style=style,
                               max_new_tokens=max_new_tokens or task_max_new_tokens(t, style), device=dev, dtype=dt,
                               seed=seed, estimator=estimator, latency_budget_ms=None, extra=extra)
-        record = RunRecord.open(item.folder, cfg)
-        finished = len(record.finished) >= len(loaded[t.name].samples) and record.summary_path.is_file()
-        (done if finished else pending).append((item, record))
+        finished, n_done = sweep.run_status(item.folder, cfg, len(loaded[t.name].samples))
+        (done if finished else pending).append((item, cfg, n_done))
     total = len(done) + len(pending)
     if not quiet or dry_run:
         click.echo(f"sweep {grid.name}: {len(task_objs)} task(s) x {len(configs)} configuration(s) = {total} run(s); "
                    f"{len(done)} done, {len(pending)} to run -> {output}", err=not dry_run)
     if dry_run:
-        for item, record in done + pending:
-            state = "done" if (item, record) in done else f"{len(record.finished)}/{len(loaded[item.task].samples)}"
+        for item, _, n_done in sorted(done + pending, key=lambda p: str(p[0].folder)):
+            n = len(loaded[item.task].samples)
+            state = "done" if n_done >= n and (item.folder / "summary.json").is_file() else f"{n_done}/{n}"
             click.echo(f"  {item.task:<12} {str(item.knobs):<16} {state:<8} {item.folder}")
         return
+    # open the unfinished run directories before any weights load (checks they are writable)
+    pending = [(item, RunRecord.open(item.folder, cfg)) for item, cfg, _ in pending]
 
     if pending:
         est, est_note = prepare_estimator(estimator, info, dev, quiet)
@@ -143,8 +145,9 @@ def command(grid_spec, tasks, model, data, limit, batch_size, importance, estima
 
         from harness.jsonio import read_json
 
-        summaries = [read_json(item.folder / "summary.json", "run summary") for item, _ in sorted(
-            done + pending, key=lambda p: (p[0].task, p[0].knobs.num_blocks, p[0].knobs.top_k, str(p[0].knobs)))]
+        items = [p[0] for p in done + pending]
+        summaries = [read_json(item.folder / "summary.json", "run summary") for item in sorted(
+            items, key=lambda i: (i.task, i.knobs.num_blocks, i.knobs.top_k, str(i.knobs)))]
         console = Console(stderr=True)
         if not console.is_terminal:
             console.width = max(console.width, 120)
