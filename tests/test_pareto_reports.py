@@ -171,3 +171,19 @@ def test_unfinished_runs_are_skipped_with_a_warning(hand_runs, capsys):
     code, out, err = cli(["pareto", hand_runs], capsys)
     assert code == 0 and "skipped 1 unfinished run dir" in err and "b13-k4-high" in err
     assert "13,4,high" not in out
+
+
+def test_fixture_factory_matches_the_runner_records(run_fake, tmp_path):
+    """The hand-built fixtures use the runner's own key names (guards against drift)."""
+    real_summary, real_lines, _ = run_fake(knobs="8,4", out=tmp_path / "real")
+    fake = make_run(tmp_path / "fixture", knobs="8,4,medium")
+    fake_summary = json.loads((fake / "summary.json").read_text())
+    fake_line = json.loads((fake / "samples.jsonl").read_text().splitlines()[0])
+    assert set(fake_summary) <= set(real_summary), set(fake_summary) - set(real_summary)
+    assert set(fake_line) <= set(real_lines[0]), set(fake_line) - set(real_lines[0])
+    assert set(fake_summary["latency_ms"]["measured"]["total"]) <= set(real_summary["latency_ms"]["measured"]["total"])
+    real = load_runs([tmp_path / "real"])[0]
+    assert real.label == "8,4,medium" and real.score == real_summary["score"]
+    assert real.lat("measured") == real_summary["latency_ms"]["measured"]["total"]["p50"]
+    scores, failed = real.sample_scores()
+    assert len(scores) == real_summary["n"] and failed == []
