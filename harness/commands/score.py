@@ -22,8 +22,9 @@ from harness.jsonio import atomic_write_text, dumps_line, iter_jsonl
 def read_items(path: str, metric) -> list[dict]:
     """All items of ``path``, each checked by ``metric``; bad input names the file and line."""
     items = []
+    check = getattr(metric, "check_item", None)  # plugins that are not Metric subclasses may lack it
     for lineno, obj in iter_jsonl(path):
-        problem = metric.check_item(obj)
+        problem = check(obj) if check is not None else None
         if problem:
             raise HarnessError(f"{path}:{lineno}: {problem}")
         items.append(obj)
