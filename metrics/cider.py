@@ -105,6 +105,11 @@ def ptb_tokenize_groups(groups: list[list[str]]) -> list[list[str]]:
             last = (err.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
             raise HarnessError(f"the PTB tokenizer (Java) failed with exit code {code}: {last}; check the Java install ({JAVA_PACKAGE})")
         lines = out.decode("utf-8", "replace").split("\n")
+        if any(lines[n:]):
+            raise HarnessError(
+                f"the PTB tokenizer returned {len(lines)} lines for {n} captions; a caption holds a "
+                f"line separator it splits on: remove control characters from the captions"
+            )
         lines += [""] * max(0, n - len(lines))
         # -lowerCase already lower-cases; .lower() again guards against the rare token the
         # 3.4.1 jar leaves capitalised (a no-op otherwise)
