@@ -7,10 +7,9 @@ from pathlib import Path
 
 import click
 
+from harness.commands.run import DTYPES
 from harness.config import config_option
 from harness.errors import HarnessError
-
-DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 
 
 @click.command("sweep", context_settings={"help_option_names": ["-h", "--help"]})
