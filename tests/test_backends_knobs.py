@@ -1,5 +1,6 @@
 """Verification of knob application on tiny real-transformers models (random weights, fp32, CPU):
-OLMoE, Qwen3-MoE, Mixtral and LLaVA+OLMoE (the MolmoE stand-in has its own file)."""
+OLMoE, Qwen3-MoE, Mixtral, LLaVA+OLMoE, and the MolmoE adapter on a stand-in with MolmoE's module
+layout (``harness.backends.molmoe_standin``)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,42 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.backends import tiny
+from harness.backends import molmoe_standin, tiny
 from harness.knobs import Knobs, select_blocks
 from harness.types import GenRequest
 
 torch.set_num_threads(1)  # tiny models: threads only add contention on a shared 2-core machine
 N_NEW = 5
-FAMILIES = tiny.FAMILIES
+FAMILIES = tiny.FAMILIES + ("molmoe_standin",)
+VLMS = ("llava_olmoe", "molmoe_standin")
 _MODELS: dict = {}
+
+
+def _build(family: str, seed: int = 0, n_layers: int = 6, top_k: int = 4):
+    if family == "molmoe_standin":
+        return molmoe_standin.build(seed, n_layers, top_k)
+    return tiny.build(family, seed, n_layers, top_k)
 
 
 def _model(family: str):
     """A private copy of the family's tiny model (built once per session: building is the slow part)."""
     if family not in _MODELS:
-        _MODELS[family] = tiny.build(family)
+        _MODELS[family] = _build(family)
     return copy.deepcopy(_MODELS[family])
+
+
+def _backend(family: str, model, importance=None):
+    if family == "molmoe_standin":
+        return molmoe_standin.backend(model, importance)
+    return tiny.backend(family, model=model, importance=importance)
+
+
+def _layers_prefix(family: str) -> str:
+    return {"llava_olmoe": "model.language_model.layers.", "molmoe_standin": "model.transformer.blocks."}.get(family, "model.layers.")
+
+
+def _router(family: str, block):
+    return block.mlp if family == "molmoe_standin" else block.mlp.gate
 
 
 def _image(seed: int) -> Image.Image:
@@ -34,7 +56,7 @@ def _image(seed: int) -> Image.Image:
 
 def _requests(family: str) -> list[GenRequest]:
     prompts = ["what is this?", "hi", "count the red ones"]
-    vlm = family == "llava_olmoe"
+    vlm = family in VLMS
     return [GenRequest(p, image=_image(i) if vlm else None, sample_id=str(i)) for i, p in enumerate(prompts)]
 
 
@@ -66,9 +88,7 @@ def _reference_greedy(model, backend, request, n_new=N_NEW):
     """Independent reference: the plain transformers forward over the whole sequence each step, no cache."""
     batch, _, _ = backend._prepare([request], backend.resolve_tier(None))
     ids = batch.input_ids
-    kw = {}
-    if "pixel_values" in batch.extras:
-        kw["pixel_values"] = batch.extras["pixel_values"]
+    kw = dict(batch.extras)
     toks, logits = [], []
     with torch.no_grad():
         for _ in range(n_new):
@@ -82,10 +102,10 @@ def _reference_greedy(model, backend, request, n_new=N_NEW):
 
 def _truncated_model(family, model, active, top_k):
     """A fresh model built with only the kept layers' weights (in order) and top_k after layer 0."""
-    tk = tiny.build(family, seed=123, n_layers=len(active), top_k=model.config.get_text_config().num_experts_per_tok)
+    tk = _build(family, seed=123, n_layers=len(active))
     src = model.state_dict()
     dst = {}
-    prefix = "model.language_model.layers." if family == "llava_olmoe" else "model.layers."
+    prefix = _layers_prefix(family)
     for key in tk.state_dict():
         if key.startswith(prefix):
             j, rest = key[len(prefix):].split(".", 1)
@@ -93,17 +113,19 @@ def _truncated_model(family, model, active, top_k):
         else:
             dst[key] = src[key]
     tk.load_state_dict(dst)
-    layers = tk.model.language_model.layers if family == "llava_olmoe" else tk.model.layers
-    for j, layer in enumerate(layers):
-        if j > 0:
-            layer.mlp.gate.top_k = top_k
+    for key in list(dst):
+        if key.startswith(prefix) and key.endswith("gate.weight"):
+            j = int(key[len(prefix):].split(".", 1)[0])
+            block = tk.get_submodule(prefix.rstrip(".") + f".{j}")
+            if j > 0:
+                _router(family, block).top_k = top_k
     return tk
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_full_knobs_equal_unmodified_model(family):
     model = _model(family)
-    b = tiny.backend(family, model=model)
+    b = _backend(family, model=model)
     b.apply_knobs(Knobs(b.info.n_blocks, b.info.default_top_k))
     req = _requests(family)[0]
     toks, logits = _run(b, [req])
@@ -116,7 +138,7 @@ def test_full_knobs_equal_unmodified_model(family):
 @pytest.mark.parametrize("importance", [None, {1: 0.1, 2: 0.9, 3: 0.5, 4: 0.8, 5: 0.2}])
 def test_skipped_config_equals_model_built_with_kept_layers(family, importance):
     model = _model(family)
-    b = tiny.backend(family, model=copy.deepcopy(model), importance=importance)
+    b = _backend(family, model=copy.deepcopy(model), importance=importance)
     b.apply_knobs("4,2")
     active = select_blocks(4, 6, importance)
     assert b.active_blocks == active
@@ -133,7 +155,7 @@ def test_skipped_config_equals_model_built_with_kept_layers(family, importance):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_skipped_blocks_never_run_and_routers_use_top_k(family):
-    b = tiny.backend(family, model=_model(family), importance=[0.0, 0.3, 0.9, 0.1, 0.8, 0.7])
+    b = _backend(family, _model(family), importance=[0.0, 0.3, 0.9, 0.1, 0.8, 0.7])
     b.apply_knobs("4,3")
     active = set(b.active_blocks)
     assert active == {0, 2, 4, 5}
@@ -165,7 +187,7 @@ def test_skipped_blocks_never_run_and_routers_use_top_k(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_left_padded_batch_equals_per_sample(family):
-    b = tiny.backend(family, model=_model(family))
+    b = _backend(family, model=_model(family))
     b.apply_knobs("5,3")
     reqs = _requests(family)
     batched, _ = _run(b, reqs)
@@ -176,7 +198,7 @@ def test_left_padded_batch_equals_per_sample(family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_switching_configs_equals_fresh_loads(family):
     base = _model(family)
-    b = tiny.backend(family, model=copy.deepcopy(base), importance=[0, 5, 1, 4, 2, 3])
+    b = _backend(family, model=copy.deepcopy(base), importance=[0, 5, 1, 4, 2, 3])
     reqs = _requests(family)[:2]
     seq = ["6,4", "3,1", "6,4", "3,1"]
     got = {}
@@ -187,7 +209,7 @@ def test_switching_configs_equals_fresh_loads(family):
             assert toks == got[k][0] and torch.equal(logits, got[k][1])
         got[k] = (toks, logits)
     for k in set(seq):
-        fresh = tiny.backend(family, model=copy.deepcopy(base), importance=[0, 5, 1, 4, 2, 3])
+        fresh = _backend(family, model=copy.deepcopy(base), importance=[0, 5, 1, 4, 2, 3])
         fresh.apply_knobs(k)
         toks, logits = _run(fresh, reqs)
         assert toks == got[k][0] and torch.equal(logits, got[k][1])
@@ -195,7 +217,7 @@ def test_switching_configs_equals_fresh_loads(family):
 
 
 def test_token_counts_include_vision_tokens_per_tier():
-    b = tiny.backend("llava_olmoe", model=_model("llava_olmoe"))
+    b = _backend("llava_olmoe", _model("llava_olmoe"))
     req = _requests("llava_olmoe")[0]
     # CLIP with 'full' feature selection keeps CLS: (side / 8)^2 + 1
     assert b.info.vision_tokens == {"low": 5, "medium": 10, "high": 17}

@@ -1,0 +1,192 @@
+"""``molmoe:<id-or-path>`` backend: allenai/MolmoE-1B-0924 through ``trust_remote_code``.
+
+Facts of the remote code this adapter relies on (its layout, read from the published
+``modeling_molmoe.py``):
+- blocks at ``model.model.transformer.blocks`` (``block_group_size`` 1), each with ``mlp.top_k``;
+- ``Molmo.forward`` takes ``past_key_values`` as a list with one ``(k, v)`` per *executed* block,
+  asserts ``len(past_key_values) == config.n_layers`` (``model.model.config``), and indexes it by
+  loop position. The knob switch therefore replaces the blocks list with the kept blocks and sets
+  ``n_layers`` to the active count; the cache built during a call has exactly that many entries;
+- images enter as ``images``/``image_masks``/``image_input_idx`` from the Molmo processor's
+  ``process(text=..., images=[...], images_kwargs={"max_crops": N})``; ``max_crops`` is the tier.
+- its ``generate()`` does not work on transformers 5 (no GenerationMixin, ``cache_position``
+  KeyError, mask shape error after the first step); the harness decode loop calls ``forward``
+  with ``last_logits_only=True`` and an explicit attention mask and position ids instead.
+
+What is verified here: the adapter (knob switch, list cache, left-padded batching with shifted
+``image_input_idx``, ``n_layers`` bookkeeping, tier -> ``max_crops``) against a stand-in with the
+same module layout and calling convention (``harness.backends.molmoe_standin``), with the same
+tests as the transformers families. Not verified offline: loading the real checkpoint, its
+processor's keyword handling for ``max_crops``, and its numerics; the ``compile``/static-cache path
+is not available for MolmoE (its list cache grows by concatenation) and is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from harness.backends.base import Backend, ModelInfo
+from harness.backends.layouts import MOLMOE, KnobSwitch
+from harness.backends.modelconfig import ModelSettings
+from harness.decode import PreparedBatch
+from harness.errors import HarnessError
+from harness.types import GenRequest
+
+BLOCKS_PATH = "model.transformer.blocks"
+
+
+def read_config_json(path: str, name: str) -> dict:
+    p = Path(path)
+    if p.is_dir():
+        f = p / "config.json"
+    else:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            f = Path(hf_hub_download(path, "config.json", local_files_only=True))
+        except Exception:
+            raise HarnessError(f"{name}: no local config for '{path}'; MolmoE needs a downloaded model directory "
+                               "(e.g. molmoe:/models/MolmoE-1B-0924) since the hub is not reachable")
+    try:
+        return json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HarnessError(f"{name}: cannot read '{f}' ({exc}); the model directory needs a valid config.json")
+
+
+def info_from_dict(cfg: dict, name: str, settings: ModelSettings) -> ModelInfo:
+    try:
+        n, k = int(cfg.get("num_hidden_layers", cfg.get("n_layers"))), int(cfg["moe_top_k"])
+    except (KeyError, TypeError, ValueError):
+        raise HarnessError(f"{name}: config has no num_hidden_layers/moe_top_k; is this a MolmoE checkpoint?")
+    return ModelInfo(name=name, family="molmoe", n_blocks=n, default_top_k=k, max_top_k=k,
+                     tiers=tuple(settings.tiers), default_tier=settings.default_tier,
+                     notes="tiers = processor max_crops")
+
+
+def describe(path: str, name: str, settings: ModelSettings) -> ModelInfo:
+    return info_from_dict(read_config_json(path, name), name, settings)
+
+
+class ListCache:
+    """The MolmoE cache: a list with one (k, v) per executed block, replaced after every forward."""
+
+    def __init__(self):
+        self.kv = None
+
+
+class MolmoeStepModel:
+    def __init__(self, model):
+        self.model = model
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+
+    def make_cache(self, batch_size, max_len, static):
+        if static:
+            raise HarnessError("compile/static cache is not available for molmoe: its per-block list cache grows by concatenation; run without --compile")
+        return ListCache()
+
+    def _forward(self, cache, **kw):
+        out = self.model(use_cache=True, last_logits_only=True, past_key_values=cache.kv, **kw)
+        cache.kv = list(out.past_key_values)
+        return out.logits[:, -1]
+
+    def prefill(self, batch: PreparedBatch, attention_mask, position_ids, cache, timer):
+        extras = {k: v for k, v in batch.extras.items() if v is not None}
+        with timer.region("lm_prefill"):  # vision runs inside Molmo.forward: included here
+            return self._forward(cache, input_ids=batch.input_ids, attention_mask=attention_mask,
+                                 position_ids=position_ids, **extras)
+
+    def step(self, tokens, attention_mask, position_ids, cache):
+        return self._forward(cache, input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids)
+
+
+def _as_tensor(x, dtype=None):
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    return t.to(dtype) if dtype is not None else t
+
+
+class MolmoeBackend(Backend):
+    def __init__(self, model, processor, info: ModelInfo, settings: ModelSettings, device, dtype,
+                 importance=None, compile=False, experts_impl="eager"):
+        if compile:
+            raise HarnessError("compile is not available for molmoe: its per-block list cache grows by concatenation; run without --compile")
+        inner = model.model
+        if getattr(inner.config, "block_group_size", 1) != 1:
+            raise HarnessError(f"{info.name}: block_group_size != 1 is not supported (blocks must be at {BLOCKS_PATH})")
+        self.model, self.processor, self.settings = model, processor, settings
+        switch = KnobSwitch(model, BLOCKS_PATH, MOLMOE, None,
+                            on_apply=lambda active: setattr(inner.config, "n_layers", len(active)))
+        tok = processor.tokenizer
+        eos = getattr(tok, "eos_token_id", None)
+        pad = getattr(tok, "pad_token_id", None)
+        super().__init__(info, switch, MolmoeStepModel(model), tok, device, dtype, importance, compile,
+                         experts_impl, [eos] if eos is not None else [], pad if pad is not None else 0)
+
+    def _process(self, request: GenRequest, tier):
+        text = self.settings.prompt_template.format(prompt=request.prompt)
+        if request.image is None:
+            out = self.processor.process(text=text)
+        else:
+            spec = self.settings.tier(tier)
+            kw = {"images_kwargs": {"max_crops": int(spec.max_crops)}} if spec and spec.max_crops else {}
+            out = self.processor.process(text=text, images=[request.image], **kw)
+        ids = _as_tensor(out["input_ids"], torch.long).reshape(-1)
+        n_vision = 0
+        if out.get("image_input_idx") is not None:
+            n_vision = int((_as_tensor(out["image_input_idx"]) >= 0).sum())
+        return ids, out, n_vision
+
+    def count_tokens(self, request: GenRequest, tier=None) -> tuple[int, int]:
+        ids, _, nv = self._process(request, self.resolve_tier(tier))
+        return int(ids.numel()) - nv, nv
+
+    def _prepare(self, requests, tier):
+        items = [self._process(r, tier) for r in requests]
+        width = max(int(ids.numel()) for ids, _, _ in items)
+        bsz = len(items)
+        input_ids = torch.zeros((bsz, width), dtype=torch.long)
+        mask = torch.zeros((bsz, width), dtype=torch.long)
+        with_img = [o for _, o, _ in items if o.get("images") is not None]
+        extras = {}
+        if with_img:
+            n_crops = max(_as_tensor(o["images"]).shape[0] for o in with_img)
+            ref = _as_tensor(with_img[0]["images"])
+            n_tok = _as_tensor(with_img[0]["image_input_idx"]).shape[-1]
+            images = torch.zeros((bsz, n_crops) + tuple(ref.shape[1:]), dtype=self.dtype)
+            masks = torch.full((bsz, n_crops, ref.shape[1]), -1.0, dtype=self.dtype)
+            idx = torch.full((bsz, n_crops, n_tok), -1, dtype=torch.long)
+        for i, (ids, out, _) in enumerate(items):
+            pad = width - int(ids.numel())
+            input_ids[i, pad:] = ids
+            mask[i, pad:] = 1
+            if with_img and out.get("images") is not None:
+                im = _as_tensor(out["images"])
+                images[i, : im.shape[0]] = im.to(self.dtype)
+                if out.get("image_masks") is not None:
+                    masks[i, : im.shape[0]] = _as_tensor(out["image_masks"]).to(self.dtype)
+                ii = _as_tensor(out["image_input_idx"], torch.long)
+                idx[i, : ii.shape[0]] = torch.where(ii >= 0, ii + pad, ii)
+        if with_img:
+            extras = {"images": images.to(self.device), "image_masks": masks.to(self.device), "image_input_idx": idx.to(self.device)}
+        n_text = [int(ids.numel()) - nv for ids, _, nv in items]
+        return PreparedBatch(input_ids.to(self.device), mask.to(self.device), extras), n_text, [nv for _, _, nv in items]
+
+
+def load(path: str, info: ModelInfo, settings: ModelSettings, device="cpu", dtype=torch.float32, importance=None,
+         experts_impl="grouped_mm", compile=False) -> MolmoeBackend:
+    if compile:
+        raise HarnessError("compile is not available for molmoe: its per-block list cache grows by concatenation; run without --compile")
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, dtype=dtype)
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
+    except Exception as exc:
+        raise HarnessError(f"{info.name}: cannot load MolmoE from '{path}' ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+                           "pass a downloaded allenai/MolmoE-1B-0924 directory")
+    model = model.to(device).eval()
+    # MolmoE's experts are its remote code's own loop: transformers' experts implementations do not apply
+    return MolmoeBackend(model, processor, info, settings, device, dtype, importance, compile, "remote-code")
