@@ -288,12 +288,12 @@ def to_markdown(results: Sequence[GateResult], *, tolerance: float, latency_tole
                 two_sided: bool = False, max_changed: float | None = None) -> str:
     ok = verdict(results)
     n_bad = sum(r.failed for r in results)
-    lat = "not gated" if latency_tolerance is None else f"p50 ratio above {latency_tolerance:g}x"
+    lat = "not gated" if latency_tolerance is None else f"fails on a p50 ratio above {latency_tolerance:g}x"
     acc = (f"a paired bootstrap change (either way) above {tolerance:g} with a 95% CI excluding zero" if two_sided
            else f"a paired bootstrap drop above {tolerance:g} with a 95% CI below zero")
     pred = "not gated" if max_changed is None else f"more than {max_changed:.0%} of predictions differ"
     lines = [f"## harness gate: {'PASS' if ok else 'FAIL'}", "",
              f"{len(results)} configuration(s) against `{baseline}`; {n_bad} failing. Accuracy fails on {acc}; "
-             f"predictions: {pred}; latency fails on a {lat}.", "",
+             f"predictions: {pred}; latency: {lat}.", "",
              md_table(COLUMNS, [cells(r) for r in results]), ""]
     return "\n".join(lines)
