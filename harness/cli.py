@@ -66,7 +66,7 @@ def cli():
 
 def main(argv=None):
     try:
-        cli.main(args=argv, prog_name="harness", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="harness", standalone_mode=False)
     except HarnessError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -83,7 +83,7 @@ def main(argv=None):
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
-    sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":
