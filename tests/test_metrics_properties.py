@@ -124,3 +124,14 @@ def _punctuation_step_by_step(text: str) -> str:
 @given(TEXT)
 def test_punctuation_fast_path_equals_literal_rule(text):
     assert vqa_process_punctuation(text) == _punctuation_step_by_step(text)
+
+
+@FAST
+@given(st.sampled_from(["yes", "no", "2", "two", "Yes.", "the dog", "dog"]),
+       st.lists(st.sampled_from(["yes", "no", "2", "two", "dog", "a dog", "cat"]), min_size=1, max_size=12))
+def test_vqa_closed_form_equals_explicit_leave_one_out(pred, refs):
+    p = vqa_normalize(pred)
+    normed = [vqa_normalize(r) for r in refs]
+    subsets = [normed[:i] + normed[i + 1:] for i in range(len(normed))]
+    explicit = sum(min(1.0, sum(a == p for a in s) / 3) for s in subsets) / len(subsets)
+    assert abs(vqa_accuracy(pred, refs) - explicit) < 1e-12
