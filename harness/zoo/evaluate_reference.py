@@ -1,0 +1,307 @@
+"""Evaluate the reference model on the bundled samples across knob configurations.
+
+Writes ``leaderboard/reference-model.md`` (accuracy per task and config, the ScienceQA
+accuracy-latency grid and its Pareto front) and a JSON of every number. Prompts, targets and
+metrics come from the tasks and metrics packages; inputs are built by the backend's
+:func:`harness.backends.prompt.build_input_ids` and pixels by :mod:`harness.backends.imaging`.
+
+Two engines, same inputs:
+- ``backend`` (default): the harness ``hf:`` backend (``harness.backends.load``), its decode loop
+  and latency measurement; batch size 1 for latency figures.
+- ``own``: a small batched greedy loop without a KV cache (right-padded, causal, so padding never
+  reaches a real token); fast on a GPU for an accuracy-only grid, and used when no backend exists.
+
+    python -m harness.zoo.evaluate_reference --output leaderboard/reference-model.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from harness.knobs import Knobs
+from harness.zoo import reference_model as rm
+from harness.zoo.train_reference import TASKS
+
+MAIN_CONFIGS = ("16,8,high", "16,8,low", "12,8,high", "16,2,high", "14,6,medium", "12,2,low")
+
+
+@dataclass
+class TaskResult:
+    task: str
+    knobs: str
+    n: int
+    scores: dict
+    predictions: list[dict] = field(default_factory=list)
+    latency_ms: float | None = None  # mean per-sample total (batch 1), when measured
+
+
+def load_task_samples(name: str, limit: int | None = None):
+    from tasks import get_task
+    from tasks.data import load_samples
+
+    task = get_task(name)
+    data = load_samples(task, "bundled", limit=limit)
+    return task, [s for s in data.samples if s.error is None]
+
+
+class OwnEngine:
+    """Batched greedy decoding with plain forwards (no cache); knobs applied as the harness does."""
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu", batch: int = 64):
+        from transformers import AutoTokenizer, LlavaForConditionalGeneration
+
+        self.device = torch.device(device)
+        self.model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.sizes = rm.tier_sizes()
+        self.batch = batch
+        self.knobs = Knobs(rm.N_BLOCKS, rm.DEFAULT_TOP_K, "high")
+
+    def apply_knobs(self, knobs: Knobs) -> None:
+        self.knobs = knobs
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], images: list, max_new_tokens: int, tier: str) -> list[str]:
+        from harness.backends.imaging import preprocess_batch
+
+        size = self.sizes[tier]
+        out: list[str] = []
+        active = list(range(self.knobs.num_blocks))
+        eos = self.tokenizer.eos_token_id
+        for s in range(0, len(prompts), self.batch):
+            ps, ims = prompts[s : s + self.batch], images[s : s + self.batch]
+            seqs = [rm.prompt_ids(self.tokenizer, p, rm.vision_tokens(size)) for p in ps]
+            lens = torch.tensor([len(q) for q in seqs])
+            ids = torch.full((len(seqs), int(lens.max()) + max_new_tokens), self.tokenizer.pad_token_id, dtype=torch.long)
+            for i, q in enumerate(seqs):
+                ids[i, : len(q)] = torch.tensor(q)
+            ids, lens = ids.to(self.device), lens.to(self.device)
+            pixels = preprocess_batch(ims, size).to(self.device)
+            done = torch.zeros(len(seqs), dtype=torch.bool, device=self.device)
+            gen = [[] for _ in seqs]
+            feats = rm.image_features(self.model, pixels)
+            with rm.knobs_applied(self.model, active, self.knobs.top_k):
+                for step in range(max_new_tokens):
+                    width = int(lens.max())
+                    embeds = rm.embed_inputs(self.model, ids[:, :width], features=feats)
+                    hidden = self.model.model.language_model(inputs_embeds=embeds).last_hidden_state
+                    last = hidden[torch.arange(len(seqs), device=self.device), lens - 1]
+                    nxt = self.model.lm_head(last).argmax(-1)
+                    for i in range(len(seqs)):
+                        if not done[i]:
+                            if int(nxt[i]) == eos:
+                                done[i] = True
+                            else:
+                                gen[i].append(int(nxt[i]))
+                    ids[torch.arange(len(seqs), device=self.device), lens] = torch.where(done, torch.full_like(nxt, self.tokenizer.pad_token_id), nxt)
+                    lens = lens + (~done).long()
+                    if bool(done.all()):
+                        break
+            out.extend(self.tokenizer.decode(g, skip_special_tokens=True) for g in gen)
+        return out
+
+
+class BackendEngine:
+    """The harness ``hf:`` backend: the same decode loop and timing as ``harness run``."""
+
+    def __init__(self, spec: str = "reference", device: str = "cpu"):
+        from harness.backends import load
+
+        self.backend = load(spec, device=device, dtype=torch.float32)
+        self.last_latency_ms: list[float] = []
+
+    def apply_knobs(self, knobs: Knobs) -> None:
+        self.backend.apply_knobs(knobs)
+
+    def generate(self, prompts: list[str], images: list, max_new_tokens: int, tier: str, batch: int = 1) -> list[str]:
+        from harness.types import GenRequest
+
+        texts, self.last_latency_ms = [], []
+        reqs = [GenRequest(prompt=p, image=im) for p, im in zip(prompts, images)]
+        for s in range(0, len(reqs), batch):
+            outs = self.backend.generate(reqs[s : s + batch], max_new_tokens, tier)
+            texts.extend(o.text for o in outs)
+            if batch == 1:
+                self.last_latency_ms.append(outs[0].timings.total_ms)
+        return texts
+
+
+def evaluate_task(engine, task, samples, knobs: Knobs, **gen_kwargs) -> TaskResult:
+    from metrics import get_metric
+
+    engine.apply_knobs(knobs)
+    prompts = [task.prompt(s) for s in samples]
+    texts = engine.generate(prompts, [s.image for s in samples], task.max_new_tokens, knobs.tier, **gen_kwargs)
+    preds = [task.postprocess(t) for t in texts]
+    items = [task.metric_item(s, p) for s, p in zip(samples, preds)]
+    result = get_metric(task.metric).score(items)
+    lat = getattr(engine, "last_latency_ms", None)
+    return TaskResult(task.name, str(knobs), len(samples), dict(result.aggregate),
+                      [{"id": s.id, "prediction": p} for s, p in zip(samples, preds)],
+                      sum(lat) / len(lat) if lat else None)
+
+
+def quick_eval(model_dir, device: str, n_rows: int, configs=MAIN_CONFIGS) -> dict:
+    """Exact match of the post-processed answer against ``task.target`` (and the task's own metric
+    when the metrics package has it) on the first ``n_rows`` eval-split rows of every task: the
+    rows the bundled samples are made of. A quick knob-response check right after training."""
+    from tasks import get_task
+    from tasks.synthetic import generate_rows
+
+    engine = OwnEngine(model_dir, device, batch=128)
+    table = {}
+    for name in TASKS:
+        task = get_task(name)
+        samples = [s for i, row in enumerate(generate_rows(name, "eval", n_rows, 0)) for s in task.samples_from_row(row, i)]
+        for c in configs:
+            knobs = Knobs.parse(c)
+            engine.apply_knobs(knobs)
+            texts = engine.generate([task.prompt(s) for s in samples], [s.image for s in samples], task.max_new_tokens, knobs.tier)
+            preds = [task.postprocess(t) for t in texts]
+            em = sum(p.strip().lower() == task.target(s).strip().lower() for p, s in zip(preds, samples)) / len(samples)
+            entry = {"em_target": round(em, 3)}
+            try:
+                r = evaluate_task(engine, task, samples, knobs)
+                entry[task.metric] = round(main_score(r, task.metric), 3)
+            except Exception as exc:  # metric not available in this checkout
+                entry["metric_error"] = f"{type(exc).__name__}: {exc}"[:80]
+            table.setdefault(name, {})[c] = entry
+            print(f"{name:13s} {c:12s} {entry}", flush=True)
+        print(f"  e.g. {samples[0].id}: {preds[0]!r} (target {task.target(samples[0])!r})", flush=True)
+    Path(model_dir, "quick_eval.json").write_text(json.dumps(table, indent=1), encoding="utf-8")
+    return table
+
+
+def main_score(result: TaskResult, metric_name: str) -> float:
+    from metrics import get_metric
+
+    return float(result.scores[get_metric(metric_name).subscores[0]])
+
+
+def pareto(points: list[tuple[str, float, float]]) -> list[str]:
+    """Configs not dominated in (higher accuracy, lower latency)."""
+    front = []
+    for name, acc, lat in points:
+        if not any((a >= acc and l <= lat) and (a > acc or l < lat) for _, a, l in points):
+            front.append(name)
+    return front
+
+
+def grid_configs() -> list[Knobs]:
+    return [Knobs(b, k, t) for t in ("low", "medium", "high") for b in range(12, 17) for k in (2, 4, 6, 8)]
+
+
+def write_markdown(path: Path, table: dict, grid: list[dict], meta: dict) -> None:
+    from tasks import get_task
+
+    configs = list(next(iter(table.values())).keys()) if table else []
+    lines = [
+        "# Reference model on the bundled synthetic samples",
+        "",
+        f"Model: `reference` (harness/zoo/reference: LLaVA-style, CLIP-style vision tower + OLMoE 16 blocks x 64 experts, "
+        f"top-8; trained on the synthetic training splits). Data: bundled synthetic samples (`--data bundled`), "
+        f"not the real benchmarks: these numbers say nothing about MolmoE-1B. Engine: {meta['engine']}; device: {meta['device']}.",
+        "",
+        "## Main score per task and config (knobs = num_blocks,top_k,tier)",
+        "",
+        "| task | metric | n | " + " | ".join(configs) + " |",
+        "|---|---|---|" + "---|" * len(configs),
+    ]
+    for name, row in table.items():
+        t = get_task(name)
+        n = next(iter(row.values()))["n"]
+        lines.append(f"| {name} | {t.metric} | {n} | " + " | ".join(f"{row[c]['score']:.3f}" for c in configs) + " |")
+    if grid:
+        front = {g["knobs"] for g in grid if g["pareto"]}
+        lines += [
+            "",
+            f"## ScienceQA: accuracy and measured CPU latency over the knob grid ({meta.get('latency_mode', '')})",
+            "",
+            f"{len(front)} Pareto-optimal configurations (higher accuracy, lower latency) marked with *.",
+            "",
+            "| knobs | mc | mean total ms/sample | pareto |",
+            "|---|---|---|---|",
+        ]
+        for g in sorted(grid, key=lambda g: g["latency_ms"]):
+            lines.append(f"| {g['knobs']} | {g['score']:.3f} | {g['latency_ms']:.1f} | {'*' if g['pareto'] else ''} |")
+    lines += ["", f"Generated by `{meta['command']}` on {meta['created']}.", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def run(args) -> dict:
+    from tasks import get_task
+
+    if args.engine == "own":
+        engine = OwnEngine(args.model_dir, args.device, batch=args.batch)
+    else:
+        engine = BackendEngine(args.spec, args.device)
+    configs = [Knobs.parse(c) for c in args.configs.split(";")] if args.configs else [Knobs.parse(c) for c in MAIN_CONFIGS]
+    tasks = args.tasks.split(",") if args.tasks else list(TASKS)
+    table: dict[str, dict] = {}
+    raw = []
+    for name in tasks:
+        task, samples = load_task_samples(name, args.limit)
+        table[task.name] = {}
+        for k in configs:
+            t0 = time.time()
+            r = evaluate_task(engine, task, samples, k, **({"batch": args.batch} if args.engine == "backend" else {}))
+            table[task.name][str(k)] = {"score": main_score(r, task.metric), "scores": r.scores, "n": r.n}
+            raw.append(r.__dict__)
+            print(f"{task.name:14s} {str(k):12s} {main_score(r, task.metric):.3f}  ({time.time() - t0:.1f}s)", flush=True)
+    grid = []
+    if args.grid:
+        task, samples = load_task_samples("scienceqa", args.grid_limit)
+        for k in grid_configs():
+            r = evaluate_task(engine, task, samples, k, **({"batch": 1} if args.engine == "backend" else {}))
+            grid.append({"knobs": str(k), "score": main_score(r, task.metric), "latency_ms": r.latency_ms or float("nan"), "n": r.n})
+            print(f"grid {str(k):12s} mc={grid[-1]['score']:.3f} lat={grid[-1]['latency_ms']:.1f}ms", flush=True)
+        front = set(pareto([(g["knobs"], g["score"], g["latency_ms"]) for g in grid]))
+        for g in grid:
+            g["pareto"] = g["knobs"] in front
+    meta = {
+        "engine": "harness hf: backend, fp32" if args.engine == "backend" else "own batched greedy loop, fp32",
+        "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)",
+        "latency_mode": "batch size 1, perf_counter_ns, prefill + decode",
+        "command": "python -m harness.zoo.evaluate_reference " + " ".join(args.argv),
+        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    out = {"meta": meta, "table": table, "grid": grid, "raw": raw}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str), encoding="utf-8")
+    if args.output:
+        write_markdown(Path(args.output), table, grid, meta)
+    return out
+
+
+def parse_args(argv=None):
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description="Evaluate the reference model on the bundled samples")
+    p.add_argument("--model-dir", default=str(rm.REFERENCE_DIR))
+    p.add_argument("--spec", default="reference", help="backend spec for --engine backend")
+    p.add_argument("--engine", choices=("backend", "own"), default="backend")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--configs", default="", help="';'-separated knobs, e.g. '16,8,high;12,2,low'")
+    p.add_argument("--tasks", default="", help="comma-separated task names (default: all eight)")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--grid", action="store_true", help="also run the ScienceQA grid 12..16 x {2,4,6,8} x tiers")
+    p.add_argument("--grid-limit", type=int, default=None)
+    p.add_argument("--output", default="", help="markdown file to write (e.g. leaderboard/reference-model.md)")
+    p.add_argument("--json", default="", help="JSON file with every number and prediction")
+    args = p.parse_args(argv)
+    args.argv = argv
+    return args
+
+
+if __name__ == "__main__":
+    run(parse_args())

@@ -1,0 +1,351 @@
+"""Train the bundled reference MoE VLM on the synthetic training splits of all eight tasks.
+
+Seeded and self-contained (torch, transformers, tokenizers, PIL, numpy and this repo only), so it
+runs on a bare GPU box with ``PYTHONPATH=.``::
+
+    python -m harness.zoo.train_reference --device cuda --time-budget 330 --output OUT/reference
+    python -m harness.zoo.train_reference --device cpu --steps 3 --batch 4 --corpus-rows 20 --output /tmp/ref  # smoke
+
+Knob-aware training, so reduced configurations degrade gracefully instead of collapsing: every
+optimizer step samples one configuration, applied exactly as the harness applies knobs (skipped
+blocks removed from the executed layer list, ``mlp.gate.top_k`` set on every kept block after
+block 0): with probability ``--p-full`` the full ``16,8``; else ``num_blocks`` uniform in 12..16
+(the prefix ``0..num_blocks-1``, which is what the harness runs without an importance file) and
+``top_k`` uniform in 2..8. The tier (64/128/192 px) is drawn per micro-batch. The loss is on the
+answer tokens (and EOS) only, plus OLMoE's load-balancing loss on the router logits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.zoo import reference_model as rm
+
+TASKS = ("scienceqa", "textvqa", "okvqa", "vqav2", "tallyqa", "stvqa", "docvqa", "coco-caption")
+
+
+@dataclass
+class Example:
+    task: str
+    image: object  # PIL image
+    prompt: str
+    target: str
+
+
+# -- data --------------------------------------------------------------------------------------
+def _task_examples(args: tuple[str, int, int]) -> list[Example]:
+    """Examples of one task from ``generate_rows(task, "train", n, seed)`` (runs in a worker)."""
+    name, n_rows, seed = args
+    from tasks import get_task
+    from tasks.synthetic import generate_rows
+
+    task = get_task(name)
+    out = []
+    for i, row in enumerate(generate_rows(name, "train", n_rows, seed)):
+        for s in task.samples_from_row(row, i):
+            if s.error is None and s.image is not None:
+                out.append(Example(task.name, s.image.convert("RGB"), task.prompt(s), task.target(s)))
+    return out
+
+
+def _standin_examples(args: tuple[str, int, int]) -> list[Example]:
+    """A tiny stand-in data source (coloured squares) for smoke tests without ``tasks``."""
+    from PIL import Image, ImageDraw
+
+    name, n_rows, seed = args
+    rng = random.Random(f"{name}-{seed}")
+    colours = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 60, 220), "yellow": (230, 210, 20)}
+    out = []
+    for _ in range(n_rows):
+        c = rng.choice(list(colours))
+        n = rng.randint(1, 4)
+        img = Image.new("RGB", (192, 192), "white")
+        d = ImageDraw.Draw(img)
+        for j in range(n):
+            x = 10 + 45 * j
+            d.rectangle([x, 80, x + 30, 110], fill=colours[c])
+        q = "How many squares are there?\nAnswer with a single number." if name == "tallyqa" else "What colour are the squares?\nAnswer the question using a single word or phrase."
+        out.append(Example(name, img, q, str(n) if name == "tallyqa" else c))
+    return out
+
+
+def load_examples(rows_per_task: int, seed: int, workers: int, standin: bool = False, chunk: int = 100) -> list[Example]:
+    """Rows of every task's training split, generated in parallel chunks with distinct seeds."""
+    fn = _standin_examples if standin else _task_examples
+    jobs = []
+    for t_i, name in enumerate(TASKS):
+        for c in range(math.ceil(rows_per_task / chunk)):
+            n = min(chunk, rows_per_task - c * chunk)
+            jobs.append((name, n, seed * 1_000_003 + t_i * 10_007 + c))
+    if workers <= 1:
+        parts = [fn(j) for j in jobs]
+    else:
+        with mp.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(fn, jobs, chunksize=1)
+    return [e for p in parts for e in p]
+
+
+class StreamingBatches(torch.utils.data.IterableDataset):
+    """An endless, seeded stream of training batches generated on the fly in each loader worker.
+
+    Worker ``w`` generates chunk ``c`` of every task with seed ``(seed, w, c)``, so no two workers
+    or chunks repeat rows and the stream is reproducible for a given worker count. Each batch has
+    one tier (image side), drawn uniformly; its items come from a shuffled buffer of all tasks.
+    """
+
+    def __init__(self, tokenizer, batch: int, sizes: list[int], seed: int, chunk_rows: int = 24, standin: bool = False):
+        self.tokenizer, self.batch, self.sizes, self.seed = tokenizer, batch, sizes, seed
+        self.chunk_rows, self.standin = chunk_rows, standin
+
+    def _chunk(self, worker: int, c: int) -> list[Example]:
+        fn = _standin_examples if self.standin else _task_examples
+        out = []
+        for t_i, name in enumerate(TASKS):
+            rows = max(1, self.chunk_rows // 3) if name == "tallyqa" else self.chunk_rows  # 3 questions a row
+            out += fn((name, rows, 7_919 + self.seed * 1_000_003 + worker * 100_003 + c * 97 + t_i))
+        return out
+
+    def __iter__(self):
+        from harness.backends.imaging import preprocess
+
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        rng = np.random.default_rng([self.seed, worker])
+        buf: list[Example] = []
+        c = 0
+        while True:
+            while len(buf) < 4 * self.batch:
+                buf += self._chunk(worker, c)
+                c += 1
+            order = rng.permutation(len(buf))
+            take, keep = order[: self.batch], order[self.batch :]
+            items = [buf[i] for i in take]
+            buf = [buf[i] for i in keep]
+            size = int(self.sizes[rng.integers(len(self.sizes))])
+            batch = []
+            for ex in items:
+                prompt = rm.prompt_ids(self.tokenizer, ex.prompt, rm.vision_tokens(size))
+                answer = rm.target_ids(self.tokenizer, ex.target)
+                batch.append((preprocess(ex.image, size), torch.tensor(prompt + answer), torch.tensor([-100] * len(prompt) + answer)))
+            yield collate(batch, self.tokenizer.pad_token_id)
+
+
+def collate(items, pad_id: int):
+    pixels = torch.stack([p for p, _, _ in items])
+    n = max(len(i) for _, i, _ in items)
+    ids = torch.full((len(items), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(items), n), dtype=torch.long)
+    for r, (_, i, l) in enumerate(items):
+        ids[r, : len(i)] = i
+        labels[r, : len(l)] = l
+        mask[r, : len(i)] = 1
+    return pixels, ids, labels, mask
+
+
+# -- training ----------------------------------------------------------------------------------
+def sample_knobs(rng: random.Random, p_full: float, min_blocks: int, min_top_k: int) -> tuple[int, int]:
+    if rng.random() < p_full:
+        return rm.N_BLOCKS, rm.DEFAULT_TOP_K
+    return rng.randint(min_blocks, rm.N_BLOCKS), rng.randint(min_top_k, rm.DEFAULT_TOP_K)
+
+
+def router_balance_loss(router_logits: list[torch.Tensor], top_k: int, mask: torch.Tensor) -> torch.Tensor:
+    """Switch-style load balancing over the kept blocks (OLMoE's auxiliary loss)."""
+    from transformers.models.olmoe.modeling_olmoe import load_balancing_loss_func
+
+    return load_balancing_loss_func(tuple(router_logits), rm.N_EXPERTS, top_k, mask)
+
+
+def pick_experts_implementation(model, batch, device, candidates=("grouped_mm", "batched_mm", "eager")) -> str:
+    """The fastest experts implementation that runs forward+backward on this device."""
+    best, best_t = None, float("inf")
+    for impl in candidates:
+        model.config.text_config._experts_implementation = impl
+        try:
+            for _ in range(3):
+                t0 = time.perf_counter()
+                loss = step_loss(model, batch, device, list(range(rm.N_BLOCKS)), rm.DEFAULT_TOP_K, 0.0)
+                loss.backward()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                dt = time.perf_counter() - t0
+        except Exception as exc:  # an implementation this torch/device lacks
+            print(f"experts_implementation={impl}: unusable ({type(exc).__name__}: {str(exc)[:120]})", flush=True)
+            continue
+        finally:
+            model.zero_grad(set_to_none=True)
+        print(f"experts_implementation={impl}: {dt * 1000:.1f} ms/step", flush=True)
+        if dt < best_t:
+            best, best_t = impl, dt
+    if best is None:
+        raise RuntimeError("no experts implementation works on this device")
+    model.config.text_config._experts_implementation = best
+    return best
+
+
+def step_loss(model, batch, device, active: list[int], top_k: int, aux_coef: float) -> torch.Tensor:
+    pixels, ids, labels, mask = (t.to(device, non_blocking=True) for t in batch)
+    gate_logits: list[torch.Tensor] = []
+    hooks = []
+    if aux_coef > 0:
+        for i in active:
+            hooks.append(rm.language_layers(model)[i].mlp.gate.register_forward_hook(lambda m, a, out: gate_logits.append(out[0])))
+    try:
+        with rm.knobs_applied(model, active, top_k):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                embeds = rm.embed_inputs(model, ids, pixels)
+                hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+                sel = labels[:, 1:] != -100
+                logits = model.lm_head(hidden[:, :-1][sel]).float()
+            loss = torch.nn.functional.cross_entropy(logits, labels[:, 1:][sel])
+            if aux_coef > 0 and gate_logits:
+                loss = loss + aux_coef * router_balance_loss([g.float() for g in gate_logits], top_k, mask)
+    finally:
+        for h in hooks:
+            h.remove()
+    return loss
+
+
+def train(args) -> dict:
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    device = torch.device(args.device)
+    t_start = time.time()
+
+    examples = load_examples(args.corpus_rows, args.seed + 1, args.workers, standin=args.standin)
+    counts = {t: sum(e.task == t for e in examples) for t in TASKS}
+    print(f"tokenizer corpus: {len(examples)} examples {counts} in {time.time() - t_start:.1f}s", flush=True)
+    corpus = [e.prompt for e in examples] + [" " + e.target for e in examples]
+    tokenizer = rm.build_tokenizer(corpus, vocab_size=args.vocab)
+    del examples
+    model = rm.build_model(tokenizer).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}", flush=True)
+
+    sizes = [rm.tier_sizes()[t] for t in ("low", "medium", "high")]
+    stream = StreamingBatches(tokenizer, args.batch, sizes, args.seed, standin=args.standin)
+    loader = torch.utils.data.DataLoader(
+        stream, batch_size=None, num_workers=args.loader_workers, pin_memory=device.type == "cuda",
+        persistent_workers=args.loader_workers > 0, prefetch_factor=6 if args.loader_workers > 0 else None,
+    )
+    it = iter(loader)
+    if device.type == "cuda":
+        impl = pick_experts_implementation(model, next(it), device)
+    else:
+        impl = model.config.text_config._experts_implementation = args.cpu_experts
+    print(f"experts implementation: {impl}", flush=True)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+    total = {"steps": args.steps or 10**9}
+
+    def lr_at(step: int) -> float:
+        if step < args.warmup:
+            return (step + 1) / args.warmup
+        frac = min(1.0, (step - args.warmup) / max(1, total["steps"] - args.warmup))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    rng = random.Random(args.seed)
+    model.train()
+    t_train = time.time()
+    history = []
+    step = 0
+    ema = None
+    while step < total["steps"]:
+        batch = next(it)
+        nb, k = sample_knobs(rng, args.p_full, args.min_blocks, args.min_top_k)
+        loss = step_loss(model, batch, device, list(range(nb)), k, args.aux)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        if args.time_budget and step == 50:
+            per = (time.time() - t_train) / step
+            total["steps"] = max(step + 1, int(args.time_budget / per))
+            print(f"{per * 1000:.1f} ms/step -> {total['steps']} steps in {args.time_budget}s", flush=True)
+        if step % args.log_every == 0 or step == total["steps"]:
+            history.append({"step": step, "loss_ema": round(ema, 4), "lr": sched.get_last_lr()[0], "t": round(time.time() - t_train, 1)})
+            print(json.dumps(history[-1]), flush=True)
+        if args.checkpoint_every and step % args.checkpoint_every == 0 and step < total["steps"]:
+            save_model(model, tokenizer, max(sizes), Path(args.output))
+            print(f"checkpoint at step {step}", flush=True)
+    train_s = time.time() - t_train
+
+    out = Path(args.output)
+    model.eval()
+    save_model(model, tokenizer, max(sizes), out)
+    info = {
+        "steps": step, "batch": args.batch, "train_seconds": round(train_s, 1), "total_seconds": round(time.time() - t_start, 1),
+        "examples_seen": step * args.batch, "tokenizer_corpus_per_task": counts, "params": n_params, "experts_implementation": impl,
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "seed": args.seed,
+        "args": vars(args), "loss_history": history,
+    }
+    (out / "training.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    print(f"saved to {out} after {step} steps ({train_s:.0f}s training)", flush=True)
+    return info
+
+
+def save_model(model, tokenizer, image_size: int, out: Path) -> None:
+    """fp16 safetensors + config, tokenizer and image processor, all ``from_pretrained``-loadable."""
+    import copy
+
+    out.mkdir(parents=True, exist_ok=True)
+    half = copy.deepcopy(model).to("cpu").to(torch.float16)
+    half.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    rm.image_processor(image_size).save_pretrained(out)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--output", required=True, help="model directory to write")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", type=int, default=0, help="optimizer steps (0: as many as --time-budget allows)")
+    p.add_argument("--time-budget", type=float, default=0.0, help="seconds of training; sets the step count after 50 steps")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--corpus-rows", type=int, default=1500, help="rows per task for training the tokenizer")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="data generation processes")
+    p.add_argument("--loader-workers", type=int, default=min(14, max(0, (os.cpu_count() or 2) - 2)), help="processes generating training batches")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--wd", type=float, default=0.01)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--aux", type=float, default=0.01, help="router load-balancing loss weight")
+    p.add_argument("--p-full", type=float, default=0.35, help="probability of training a step at 16,8")
+    p.add_argument("--min-blocks", type=int, default=12)
+    p.add_argument("--min-top-k", type=int, default=2)
+    p.add_argument("--vocab", type=int, default=2048)
+    p.add_argument("--cpu-experts", default="grouped_mm")
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="save the model every N steps (0: only at the end)")
+    p.add_argument("--eval-rows", type=int, default=0, help="after training, score N eval-split rows per task at a few configs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--standin", action="store_true", help="use the built-in stand-in data (smoke tests only)")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    _args = parse_args()
+    train(_args)
+    if _args.eval_rows:
+        from harness.zoo.evaluate_reference import quick_eval
+
+        quick_eval(_args.output, _args.device, _args.eval_rows)
