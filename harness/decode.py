@@ -79,9 +79,12 @@ def prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
 class Decoder:
     """Greedy decoding for one :class:`StepModel`; ``compile`` = static cache + compiled step."""
 
-    def __init__(self, model: StepModel, compile: bool = False):
+    def __init__(self, model: StepModel, compile: bool = False, static_cache: bool | None = None):
         self.model = model
         self.compile = compile
+        self.static_cache = compile if static_cache is None else bool(static_cache)
+        if compile and not self.static_cache:
+            raise ValueError("compile=True needs the static cache")
         self._step: Callable = model.step
         if compile:
             import torch._dynamo
@@ -98,7 +101,7 @@ class Decoder:
         bsz, prompt_len = batch.input_ids.shape
         max_new_tokens = max(1, int(max_new_tokens))
         total = prompt_len + max_new_tokens
-        static = self.compile
+        static = self.static_cache
         width = -(-total // STATIC_BUCKET) * STATIC_BUCKET if static else total
         mask = torch.zeros((bsz, width), dtype=torch.long, device=device)
         mask[:, :prompt_len] = batch.attention_mask

@@ -288,5 +288,7 @@ def load_hf(path: str, info: ModelInfo, settings: ModelSettings, device="cpu", d
     else:
         cls = AutoModelForCausalLM
     model = cls.from_pretrained(path, dtype=dtype).to(device).eval()
-    impl = set_experts_impl(model, experts_impl)
+    # LLaVA does not dispatch experts implementations itself: set it on its language model
+    target = model.model.language_model if getattr(config, "model_type", None) in VLM_TYPES else model
+    impl = set_experts_impl(target, experts_impl)
     return HFBackend(model, tokenizer, info, settings, device, dtype, importance, compile, impl, read_preprocessor(path))

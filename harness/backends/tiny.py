@@ -75,3 +75,28 @@ def backend(family: str, model=None, seed: int = 0, importance=None, compile: bo
     st = settings(family)
     info: ModelInfo = info_from_config(model.config, f"tiny-{family}", st)
     return HFBackend(model, ByteTokenizer(VOCAB), info, st, "cpu", torch.float32, importance, compile, "eager")
+
+
+def hf_byte_tokenizer():
+    """A Hugging Face fast tokenizer over bytes (GPT-2 byte alphabet, no merges; pad 0, bos 1, eos 2),
+    so a tiny model directory can be saved and loaded through ``hf:<path>`` offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2}
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def save_model_dir(family: str, path, seed: int = 0, weights: bool = True) -> None:
+    """Write a tiny model directory (config, tokenizer and, unless ``weights=False``, weights)."""
+    model = build(family, seed)
+    if weights:
+        model.save_pretrained(path)
+    else:
+        model.config.save_pretrained(path)
+    hf_byte_tokenizer().save_pretrained(path)
