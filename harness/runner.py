@@ -652,3 +652,84 @@ def run_loaded_task(*, backend, task, metric, data, out_dir, knobs=None, policy=
                    fixed_knobs=fixed if pcfg.get("name") == "fixed" else None, estimator=estimator,
                    estimator_note=estimator_note, batch_size=batch_size, style=style, max_new_tokens=mnt,
                    latency_budget_ms=latency_budget_ms, seed=seed, reporter=reporter)
+
+
+# -- run set-up helpers (shared by `harness run`, `harness sweep`, `harness profile`, benchmarks) -----
+def warn(message: str, quiet: bool = False) -> None:
+    """Warnings always reach stderr (even with --quiet): they explain missing numbers."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def resolve_device(device: str) -> str:
+    dev = (device or "auto").strip().lower()
+    if dev == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if dev.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise HarnessError(f"--device {device} requested but CUDA is not available here; use --device cpu or auto")
+    elif dev not in ("cpu", "mps"):
+        raise HarnessError(f"unknown --device '{device}'; use auto, cpu or cuda[:N]")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    d = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
+    if d == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    return d
+
+
+def prepare_estimator(spec: str | None, info, device: str, quiet: bool):
+    """-> (estimator or None or PendingFit, note). Bad specs raise; a plugin that fails on a probe
+    call is dropped with a note (the run continues without estimates)."""
+    from harness.latency.estimator import load_estimator, probe
+
+    if spec is not None and spec.strip().lower() in ("none", "off", "no"):
+        return None, "estimator disabled (--estimator none)"
+    est = load_estimator(spec, info, device)
+    if type(est).__name__ == "PendingFit":
+        return est, None
+    why = probe(est)
+    if why:
+        note = f"{why}; the run continues without estimates"
+        warn(note, quiet)
+        return None, note
+    return est, None
+
+
+def ensure_fitted(est, backend, info, device: str, seed: int, quiet: bool):
+    """A PendingFit becomes a quick fit on the loaded model, saved for the next runs."""
+    from harness.latency.estimator import writable_fit_path
+    from harness.latency.profile import quick_fit
+
+    if est is None or type(est).__name__ != "PendingFit":
+        return est, None
+    path = writable_fit_path(info, device)
+    warn(f"no latency estimator fit for {info.name} on this device; fitting a quick one now "
+         f"(run `harness profile --model {info.name}` for a full one)", quiet)
+    t0 = time.perf_counter()
+    try:
+        fitted = quick_fit(backend, info, device, seed=seed)
+    except HarnessError:
+        raise
+    except Exception as exc:
+        note = f"the quick estimator fit failed ({type(exc).__name__}: {exc}); the run continues without estimates"
+        warn(note, quiet)
+        return None, note
+    try:
+        fitted.save(path)
+        saved = f"saved to {path}"
+    except OSError as exc:
+        saved = f"not saved ({exc.strerror or exc})"
+    note = f"estimator: quick fit for {info.name} on {device} made on first use in {time.perf_counter() - t0:.1f}s, {saved}"
+    warn(note, quiet)
+    est.fitted = fitted
+    return fitted, note
+
+
