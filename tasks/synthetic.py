@@ -133,13 +133,29 @@ def _text_size(text: str, size: int) -> tuple[int, int, int, int]:
     return _font(size).getbbox(text, stroke_width=1)
 
 
-def _draw_sign(draw, text: str, x: int, y: int, size: int, rgb) -> None:
+@lru_cache(maxsize=4096)
+def _text_mask(text: str, size: int) -> tuple[Image.Image, int, int]:
+    """Bold text rendered once into an 'L' mask (cached: the vocabularies are small), with the
+    offset of the mask's corner from the text origin."""
+    x0, y0, x1, y1 = _text_size(text, size)
+    mask = Image.new("L", (x1 - x0, y1 - y0), 0)
+    ImageDraw.Draw(mask).text((-x0, -y0), text, font=_font(size), fill=255, stroke_width=1, stroke_fill=255)
+    return mask, x0, y0
+
+
+def _draw_text(img: Image.Image, xy, text: str, size: int, ink) -> None:
+    """Same pixels as ``ImageDraw.text(xy, text, stroke_width=1)`` in one colour, from the cache."""
+    mask, dx, dy = _text_mask(text, size)
+    img.paste(ink, (xy[0] + dx, xy[1] + dy), mask)
+
+
+def _draw_sign(img: Image.Image, text: str, x: int, y: int, size: int, rgb) -> None:
     """A filled rectangle with bold text; ``(x, y)`` is the top-left corner."""
     x0, y0, x1, y1 = _text_size(text, size)
     pad = max(3, size // 5)
-    draw.rectangle((x, y, x + (x1 - x0) + 2 * pad, y + (y1 - y0) + 2 * pad), fill=rgb)
+    img.paste(rgb, (x, y, x + (x1 - x0) + 2 * pad + 1, y + (y1 - y0) + 2 * pad + 1))
     ink = (20, 20, 20) if sum(rgb) > 600 else (255, 255, 255)
-    draw.text((x + pad - x0, y + pad - y0), text, font=_font(size), fill=ink, stroke_width=1, stroke_fill=ink)
+    _draw_text(img, (x + pad - x0, y + pad - y0), text, size, ink)
 
 
 def _sign_extent(text: str, size: int) -> tuple[int, int]:
@@ -304,7 +320,7 @@ def _render_signs(scene) -> Image.Image:
     for shape, cx, cy, r in clutter:
         draw_shape(draw, shape, cx, cy, r, (170, 170, 170))
     for text, color, size, x, y in signs:
-        _draw_sign(draw, text, x, y, size, SIGN_COLORS[color])
+        _draw_sign(img, text, x, y, size, SIGN_COLORS[color])
     return img
 
 
@@ -362,9 +378,7 @@ def _okvqa(rng, i, seed, split):
         detail = (poly, rng.choice(tuple(COLORS)), *_place_in_grid(rng, 1, 2, 12, 20)[0])
     else:
         word = rng.choice(tuple(ANTONYMS))
-        size = rng.randint(22, 30)
-        w, h = _sign_extent(word.upper(), size)
-        detail = (word, size, rng.randint(2, SIZE - w - 2), rng.randint(2, SIZE - h - 2))
+        detail = (word, 26, rng.choice((16, 32, 48, 64, 80)), rng.choice((32, 64, 96, 128)))
     distractors = tuple((rng.randint(0, SIZE - 1), rng.randint(0, SIZE - 1), rng.randint(4, 8)) for _ in range(rng.randint(0, 3)))
     scene = (kind, bg, detail, distractors)
     yield scene
@@ -384,7 +398,7 @@ def _okvqa(rng, i, seed, split):
         ans, alts = str(k), [NUMBER_WORDS[k], str(k + 1), poly]
     else:
         word, size, x, y = detail
-        _draw_sign(draw, word.upper(), x, y, size, (250, 250, 250) if bg else (230, 230, 230))
+        _draw_sign(img, word.upper(), x, y, size, (250, 250, 250) if bg else (230, 230, 230))
         q = rng.choice(("What is the opposite of the word shown?", "What word means the opposite of this?"))
         ans, alts = ANTONYMS[word], [word, "not " + word]
     qid = 10 * (_id_base(seed, split) + i) + 5
@@ -442,10 +456,10 @@ def _docvqa(rng, i, seed, split):
     yield scene
     title, fields, values, size, left, bg = scene
     img, draw = _canvas(BACKGROUNDS[bg])
-    draw.text((left, 12), title, font=_font(20), fill=(15, 15, 15), stroke_width=1, stroke_fill=(15, 15, 15))
+    _draw_text(img, (left, 12), title, 20, (15, 15, 15))
     draw.line((left, 40, SIZE - left, 40), fill=(90, 90, 90), width=1)
     for k, (f, v) in enumerate(zip(fields, values)):
-        draw.text((left, 52 + 32 * k), f"{f}: {v}", font=_font(size), fill=(20, 20, 20), stroke_width=1, stroke_fill=(20, 20, 20))
+        _draw_text(img, (left, 52 + 32 * k), f"{f}: {v}", size, (20, 20, 20))
     which = rng.randrange(len(fields) + 1)
     if which == len(fields):
         question, answers = rng.choice(DOC_QUESTIONS["title"]), [title.lower(), title]
