@@ -86,12 +86,22 @@ class Decoder:
         if compile and not self.static_cache:
             raise ValueError("compile=True needs the static cache")
         self._step: Callable = model.step
+        self._static_caches: dict = {}  # (batch, width) -> reusable static cache (stable addresses for CUDA graphs)
         if compile:
             import torch._dynamo
 
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
             mode = "reduce-overhead" if torch.device(model.device).type == "cuda" else "default"
             self._step = torch.compile(model.step, mode=mode, dynamic=False)
+
+    def _cache(self, bsz: int, width: int):
+        cache = self._static_caches.get((bsz, width))
+        if cache is not None and hasattr(cache, "reset"):
+            cache.reset()
+            return cache
+        cache = self.model.make_cache(bsz, width, True)
+        self._static_caches[(bsz, width)] = cache
+        return cache
 
     def run(self, batch: PreparedBatch, max_new_tokens: int, eos_token_ids, pad_token_id: int,
             timer: Timer | None = None) -> DecodeResult:
@@ -106,9 +116,8 @@ class Decoder:
         mask = torch.zeros((bsz, width), dtype=torch.long, device=device)
         mask[:, :prompt_len] = batch.attention_mask
         eos = torch.tensor(sorted({int(e) for e in (eos_token_ids or [])}) or [-1], device=device)
-        cache = model.make_cache(bsz, width, static)
-
         with torch.inference_mode():
+            cache = self._cache(bsz, width) if static else model.make_cache(bsz, width, False)
             positions = prompt_positions(batch.attention_mask)
             prefill_mask = mask if static else mask[:, :prompt_len]
             start = timer.mark()

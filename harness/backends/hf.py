@@ -150,19 +150,23 @@ class LlavaVision:
 
 
 class HFStepModel:
-    def __init__(self, model, vision: LlavaVision | None = None):
-        self.model = model
+    """Prefill/step over a transformers base LM (``lm``), its ``lm_head`` and input embedding,
+    with an optional vision part (``features``/``project``/``image_token_id``)."""
+
+    def __init__(self, lm, lm_head, embed, vision=None):
         self.vision = vision
-        if vision is not None:
-            self.lm = model.model.language_model
-        else:
-            self.lm = model.model
-        self.text_config = self.lm.config
-        self.lm_head = model.lm_head
-        self.embed = model.get_input_embeddings()
-        self.call = _LMCall(self.lm)
-        p = next(model.parameters())
+        self.lm = lm
+        self.text_config = lm.config
+        self.lm_head = lm_head
+        self.embed = embed
+        self.call = _LMCall(lm)
+        p = next(lm.parameters())
         self.device, self.dtype = p.device, p.dtype
+
+    @classmethod
+    def of(cls, model, vision: LlavaVision | None = None) -> "HFStepModel":
+        lm = model.model.language_model if vision is not None else model.model
+        return cls(lm, model.lm_head, model.get_input_embeddings(), vision)
 
     def make_cache(self, batch_size, max_len, static):
         return make_hf_cache(self.text_config, batch_size, max_len, static, self.device, self.dtype)
@@ -199,7 +203,7 @@ class HFBackend(Backend):
         self.settings = settings
         self.is_vlm = getattr(config, "model_type", None) in VLM_TYPES
         vision = LlavaVision(model) if self.is_vlm else None
-        step = HFStepModel(model, vision)
+        step = HFStepModel.of(model, vision)
         lay = layout_for(config, info.name)
         switch = KnobSwitch(step.lm, "layers", lay, config)
         self.image_token_id = vision.image_token_id if vision else None
