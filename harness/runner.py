@@ -491,6 +491,7 @@ def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_con
         "complete": len(lines) == n_total,
         "n_failed": n_failed,
         "score": score_block.get("score"),
+        "score_name": (tuple(getattr(metric, "subscores", ()) or ()) or (None,))[0],
         "scores": score_block.get("scores"),
         "score_ci95": score_block.get("score_ci95"),
         "groups": score_block.get("groups") or {},
