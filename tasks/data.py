@@ -8,8 +8,9 @@
 - ``"hub"``: ``datasets.load_dataset(hub_id, config, split=...)`` with the task's real id; honours
   ``HF_DATASETS_OFFLINE`` / ``HF_HUB_OFFLINE`` (then only the local cache is used);
 - a path: a parquet file, a JSON lines file (images as a path relative to the file, a
-  ``{"bytes": base64, "path": ...}`` object, or a ``data:`` URI) or a ``save_to_disk`` folder,
-  all in the hub schema;
+  ``{"bytes": base64, "path": ...}`` object, or a ``data:`` URI), a ``save_to_disk`` folder, or a
+  downloaded hub snapshot folder of parquet shards (``[<config>/]<split>-*.parquet``), all in the
+  hub schema;
 - a ``datasets.Dataset`` object (in memory).
 
 Rows become samples without decoding images; ``limit`` then picks the first N of one fixed
@@ -212,6 +213,39 @@ def _read_saved(path: Path, split: str, image_column: str) -> _Table:
     return _dataset_table(ds, str(path), image_column)
 
 
+SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+
+
+def _read_folder(path: Path, task: Task, split: str) -> tuple[_Table, bool]:
+    """A ``save_to_disk`` folder, or a downloaded hub snapshot of parquet shards
+    (``[<config>/]<split>-00000-of-0000N.parquet``, ``data/<split>-*.parquet``)."""
+    if any((path / m).is_file() for m in SAVED_MARKERS):
+        return _read_saved(path, split, task.image_column), False
+    shards = sorted(p for p in path.rglob("*.parquet") if p.is_file())
+    if not shards:
+        raise HarnessError(f"folder '{path}' is neither a save_to_disk dataset nor holds parquet files; pass a dataset folder or file")
+    config = task.dataset.config
+    if config and any(config in p.relative_to(path).parts for p in shards):
+        shards = [p for p in shards if config in p.relative_to(path).parts]
+    chosen = [p for p in shards if p.name.split("-")[0].split(".")[0] == split or p.parent.name == split]
+    if not chosen:
+        found = sorted({p.name.split("-")[0].split(".")[0] for p in shards})
+        raise HarnessError(f"folder '{path}' has no parquet shards for split '{split}' (found: {', '.join(found)}); pass --split or the file itself")
+    import pyarrow as pa
+
+    tables, synthetic = [], True
+    for p in chosen:
+        t, syn = _read_parquet(p, task.image_column)
+        tables.append(t.table)
+        synthetic = synthetic and syn
+    try:
+        table = pa.concat_tables(tables, promote_options="default")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise HarnessError(f"parquet shards in '{path}' have different columns or types ({exc}); keep one split's shards together")
+    return _ArrowTable(table, f"{path} ({len(chosen)} parquet shard{'s' if len(chosen) > 1 else ''} of split {split})", base_dir=path,
+                       image_column=task.image_column), synthetic
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
     try:
@@ -377,7 +411,7 @@ def load_samples(task, data="bundled", limit: int | None = None, seed: int = 0, 
     else:
         path = Path(data).expanduser()
         if path.is_dir():
-            table = _read_saved(path, split_name, task.image_column)
+            table, synthetic = _read_folder(path, task, split_name)
         elif path.is_file():
             suffix = path.suffix.lower()
             if suffix == ".parquet":

@@ -155,6 +155,27 @@ def test_saved_datasetdict_picks_the_split(tmp_path):
         load_samples("docvqa", str(tmp_path / "dd"), split="train")
 
 
+def test_hub_snapshot_folder_of_parquet_shards(tmp_path):
+    """A `huggingface-cli download` copy: <config>/<split>-0000k-of-0000n.parquet."""
+    table = pq.read_table(SQA)
+    cfg = tmp_path / "snap" / "ScienceQA-IMG"
+    cfg.mkdir(parents=True)
+    pq.write_table(table.slice(0, 100), cfg / "test-00000-of-00002.parquet")
+    pq.write_table(table.slice(100), cfg / "test-00001-of-00002.parquet")
+    pq.write_table(table.slice(0, 5), cfg / "validation-00000-of-00001.parquet")
+    other = tmp_path / "snap" / "ScienceQA-FULL"
+    other.mkdir()
+    pq.write_table(table.slice(0, 7), other / "test-00000-of-00001.parquet")
+    d = load_samples("scienceqa", tmp_path / "snap")
+    assert len(d.samples) == 167 and d.fingerprint == load_samples("scienceqa", SQA).fingerprint
+    assert len(load_samples("scienceqa", tmp_path / "snap", split="validation").samples) == 5
+    with pytest.raises(HarnessError, match="no parquet shards for split 'train' \\(found: test, validation\\)"):
+        load_samples("scienceqa", tmp_path / "snap", split="train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HarnessError, match="neither a save_to_disk dataset nor holds parquet files"):
+        load_samples("scienceqa", tmp_path / "empty")
+
+
 # -- real schemas, labeled and unlabeled ----------------------------------------------------------
 @pytest.mark.parametrize(
     "task,file,labeled,first_id,first_refs",
