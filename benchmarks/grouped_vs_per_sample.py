@@ -27,7 +27,7 @@ Usage (GPU)::
 
 CPU smoke run with a tiny real transformers model (seconds)::
 
-    python benchmarks/grouped_vs_per_sample.py --tiny
+    python benchmarks/grouped_vs_per_sample.py --tiny   # random:molmoe-1b code, tiny shape, CPU fp32
 
 Writes ``benchmarks/results/grouped_vs_per_sample[-TAG].json`` and ``.md`` and prints the table.
 """
@@ -169,13 +169,18 @@ def agreement(a: dict[str, str], b: dict[str, str]) -> dict:
 
 
 def load_backend(args):
-    if args.tiny:
-        from harness.backends import tiny
+    if args.tiny:  # random:molmoe-1b's code path at a CPU-sized shape
+        from harness.backends import random_molmoe as rm
+        from harness.backends.modelconfig import find_config, load_settings
 
-        return tiny.backend("llava_olmoe", seed=0)
+        settings = load_settings(find_config("random-molmoe-1b"))
+        info = rm.describe("random:molmoe-1b (tiny shape)", settings, rm.TINY)
+        import torch
+
+        return rm.load(info, settings, "cpu", torch.float32, experts_impl=args.experts_impl, shape=rm.TINY)
     from harness.backends import load
 
-    return load(args.model, device=args.device, dtype=args.dtype)
+    return load(args.model, device=args.device, dtype=args.dtype, experts_impl=args.experts_impl, compile=args.compile)
 
 
 def knob_space(args, info) -> list[Knobs]:
@@ -203,7 +208,7 @@ def benchmark(backend, args, batch_sizes: list[int]) -> dict:
     from harness.policies import PolicyContext, build
 
     info = backend.info
-    if args.knob_space is None and info.n_blocks == 16 and not args.tiny:
+    if args.knob_space is None and info.n_blocks == 16:
         args.knob_space = "bench-low"
     space = knob_space(args, info)
     ctx = PolicyContext(model_info=info, knob_space=space, estimator=None, accuracy_table=None, seed=args.seed,
@@ -247,7 +252,8 @@ def benchmark(backend, args, batch_sizes: list[int]) -> dict:
     agree = agreement(ps_texts, texts_at[args.agreement_batch])
     result = {
         "benchmark": "grouped_vs_per_sample",
-        "model": args.model if not args.tiny else "tiny-llava_olmoe (harness.backends.tiny)",
+        "model": args.model if not args.tiny else "random:molmoe-1b at a tiny shape (CPU smoke run)",
+        "experts_impl": getattr(backend, "experts_impl", args.experts_impl), "compile": bool(args.compile),
         "device": str(backend.device), "device_name": device_name(backend), "dtype": args.dtype,
         "n_samples": len(samples), "per_sample_subset": len(subset), "max_new_tokens": args.max_new_tokens,
         "policy": {"name": "random", "seed": args.seed, "knob_space": [str(k) for k in space],
@@ -272,7 +278,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[int]]:
     ap.add_argument("--model", default="random:molmoe-1b")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="bfloat16")
-    ap.add_argument("--tiny", action="store_true", help="CPU fp32 smoke run with a tiny LLaVA+OLMoE (harness.backends.tiny)")
+    ap.add_argument("--tiny", action="store_true", help="CPU fp32 smoke run: random:molmoe-1b's code at a tiny shape")
+    ap.add_argument("--experts-impl", default="grouped_mm", help="eager, grouped_mm or batched_mm (as harness run)")
+    ap.add_argument("--compile", action="store_true", help="static cache + torch.compile (as harness run --compile)")
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--per-sample-subset", type=int, default=64)
     ap.add_argument("--batch-sizes", default="8,32,64")
@@ -294,7 +302,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[int]]:
             args.agreement_batch = 8
         args.max_new_tokens = min(args.max_new_tokens, 8)
         if args.prompt_tokens == "100,700":
-            args.prompt_tokens = "20,200"  # the tiny model's context is short
+            args.prompt_tokens = "20,200"  # keep the CPU run short
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.agreement_batch not in batch_sizes:
         batch_sizes.append(args.agreement_batch)
