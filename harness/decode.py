@@ -94,6 +94,13 @@ class Decoder:
             mode = "reduce-overhead" if torch.device(model.device).type == "cuda" else "default"
             self._step = torch.compile(model.step, mode=mode, dynamic=False)
 
+    def shape_key(self, batch: PreparedBatch, max_new_tokens: int):
+        """What a compiled decode step specialises on (None when nothing is compiled)."""
+        if not self.compile:
+            return None
+        total = batch.input_ids.shape[1] + max(1, int(max_new_tokens))
+        return batch.batch_size, -(-total // STATIC_BUCKET) * STATIC_BUCKET
+
     def _cache(self, bsz: int, width: int):
         cache = self._static_caches.get((bsz, width))
         if cache is not None and hasattr(cache, "reset"):

@@ -128,7 +128,7 @@ class Backend:
         tier = self.resolve_tier(tier)
         batch, n_text, n_vision = self._prepare(list(requests), tier)
         if self.device.type == "cuda":
-            key = (self.active_blocks, self.switch.top_k, batch.input_ids.shape, max_new_tokens)
+            key = (self.active_blocks, self.switch.top_k, self.decoder.shape_key(batch, max_new_tokens))
             if key not in self._warm:  # warm-up (and compilation) outside the timed call
                 self.decoder.run(batch, max_new_tokens, self.eos_token_ids, self.pad_token_id, Timer(str(self.device), enabled=False))
                 self._warm.add(key)
