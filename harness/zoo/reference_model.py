@@ -49,6 +49,8 @@ class Shape:
     image_size: int = 192
     patch_size: int = PATCH_SIZE
     max_positions: int = 512
+    norm_topk_prob: bool = True  # top-k router weights sum to 1: a usable block at any top_k
+    initializer_range: float = 0.05  # ~0.5/sqrt(hidden): the 0.02 default is for 768+ wide models
 
 
 @functools.lru_cache(maxsize=1)
@@ -123,6 +125,8 @@ def build_config(tokenizer, shape: Shape = Shape()):
         num_experts=shape.n_experts,
         num_experts_per_tok=shape.top_k,
         max_position_embeddings=shape.max_positions,
+        norm_topk_prob=shape.norm_topk_prob,
+        initializer_range=shape.initializer_range,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,

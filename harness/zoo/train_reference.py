@@ -101,11 +101,13 @@ class StreamingBatches(torch.utils.data.IterableDataset):
 
     Worker ``w`` generates chunk ``c`` of every task with seed ``(seed, w, c)``, so no two workers
     or chunks repeat rows and the stream is reproducible for a given worker count. Each batch has
-    one tier (image side), drawn uniformly; its items come from a shuffled buffer of all tasks.
+    one tier (image side), drawn uniformly; its items come from a shuffled buffer of all tasks, and
+    each generated example is used ``reuse`` times (at independently drawn tiers).
     """
 
-    def __init__(self, tokenizer, batch: int, sizes: list[int], seed: int, chunk_rows: int = 24, standin: bool = False):
-        self.tokenizer, self.batch, self.sizes, self.seed = tokenizer, batch, sizes, seed
+    def __init__(self, tokenizer, batch: int, sizes: list[int], seed: int, chunk_rows: int = 24, standin: bool = False,
+                 reuse: int = 1):
+        self.tokenizer, self.batch, self.sizes, self.seed, self.reuse = tokenizer, batch, sizes, seed, max(1, reuse)
         self.chunk_rows, self.standin = chunk_rows, standin
 
     def _chunk(self, worker: int, c: int) -> list[Example]:
@@ -123,15 +125,20 @@ class StreamingBatches(torch.utils.data.IterableDataset):
         worker = info.id if info is not None else 0
         rng = np.random.default_rng([self.seed, worker])
         buf: list[Example] = []
+        uses: list[int] = []
         c = 0
         while True:
             while len(buf) < 4 * self.batch:
-                buf += self._chunk(worker, c)
+                fresh = self._chunk(worker, c)
+                buf += fresh
+                uses += [self.reuse] * len(fresh)
                 c += 1
-            order = rng.permutation(len(buf))
-            take, keep = order[: self.batch], order[self.batch :]
+            take = rng.choice(len(buf), size=self.batch, replace=False)
             items = [buf[i] for i in take]
-            buf = [buf[i] for i in keep]
+            for i in take:
+                uses[i] -= 1
+            keep = [i for i in range(len(buf)) if uses[i] > 0]
+            buf, uses = [buf[i] for i in keep], [uses[i] for i in keep]
             size = int(self.sizes[rng.integers(len(self.sizes))])
             batch = []
             for ex in items:
@@ -168,30 +175,77 @@ def router_balance_loss(router_logits: list[torch.Tensor], top_k: int, mask: tor
     return load_balancing_loss_func(tuple(router_logits), rm.N_EXPERTS, top_k, mask)
 
 
-def pick_experts_implementation(model, batch, device, candidates=("grouped_mm", "batched_mm", "eager")) -> str:
-    """The fastest experts implementation that runs forward+backward on this device."""
+class MasterWeights:
+    """Parameters in the model's dtype (bf16 on a GPU, so OLMoE's grouped_mm runs its native
+    kernel), an fp32 master copy that the optimizer updates; fp32 models use their own params."""
+
+    def __init__(self, model):
+        self.model = model
+        self.params = list(model.parameters())  # tied embeddings appear once
+        self.separate = any(p.dtype != torch.float32 for p in self.params)
+        self.masters = [p.detach().float().clone().requires_grad_(True) for p in self.params] if self.separate else self.params
+        self.names = {id(p): n for n, p in model.named_parameters()}
+
+    def groups(self, wd: float):
+        decay, no_decay = [], []
+        for p, m in zip(self.params, self.masters):
+            n = self.names[id(p)]
+            (decay if p.ndim >= 2 and "embed" not in n else no_decay).append(m)
+        return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def grads_to_masters(self) -> None:
+        if self.separate:
+            for p, m in zip(self.params, self.masters):
+                m.grad = None if p.grad is None else p.grad.float()
+                p.grad = None
+
+    @torch.no_grad()
+    def masters_to_model(self) -> None:
+        if self.separate:
+            torch._foreach_copy_(self.params, [m.to(p.dtype) for p, m in zip(self.params, self.masters)])
+
+    @torch.no_grad()
+    def fp32_copy(self):
+        import copy
+
+        clone = copy.deepcopy(self.model).float()
+        for p, m in zip(clone.parameters(), self.masters):
+            p.copy_(m)
+        return clone
+
+
+def pick_mode(model, batch, device, precisions=("fp32", "bf16"), impls=("grouped_mm", "batched_mm", "eager")) -> tuple[str, str]:
+    """The fastest (parameter dtype, experts implementation) that runs forward+backward here."""
     best, best_t = None, float("inf")
-    for impl in candidates:
-        model.config.text_config._experts_implementation = impl
-        try:
-            for _ in range(3):
-                t0 = time.perf_counter()
-                loss = step_loss(model, batch, device, list(range(rm.N_BLOCKS)), rm.DEFAULT_TOP_K, 0.0)
-                loss.backward()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                dt = time.perf_counter() - t0
-        except Exception as exc:  # an implementation this torch/device lacks
-            print(f"experts_implementation={impl}: unusable ({type(exc).__name__}: {str(exc)[:120]})", flush=True)
-            continue
-        finally:
-            model.zero_grad(set_to_none=True)
-        print(f"experts_implementation={impl}: {dt * 1000:.1f} ms/step", flush=True)
-        if dt < best_t:
-            best, best_t = impl, dt
+    for prec in precisions:
+        model.to(torch.bfloat16 if prec == "bf16" else torch.float32)
+        found = False
+        for impl in impls:
+            if found or (impl == "eager" and best is not None):
+                continue  # only fall back to slower implementations when the faster one fails
+            model.config.text_config._experts_implementation = impl
+            try:
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    loss = step_loss(model, batch, device, list(range(rm.N_BLOCKS)), rm.DEFAULT_TOP_K, 0.01)
+                    loss.backward()
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    dt = time.perf_counter() - t0
+                ok = bool(torch.isfinite(loss))
+            except Exception as exc:  # an implementation this torch/device lacks
+                print(f"{prec}/{impl}: unusable ({type(exc).__name__}: {str(exc)[:120]})", flush=True)
+                continue
+            finally:
+                model.zero_grad(set_to_none=True)
+            print(f"{prec}/{impl}: {dt * 1000:.1f} ms/step, loss {loss.item():.3f}", flush=True)
+            found = ok
+            if ok and dt < best_t:
+                best, best_t = (prec, impl), dt
     if best is None:
         raise RuntimeError("no experts implementation works on this device")
-    model.config.text_config._experts_implementation = best
+    model.to(torch.bfloat16 if best[0] == "bf16" else torch.float32)
+    model.config.text_config._experts_implementation = best[1]
     return best
 
 
@@ -204,7 +258,8 @@ def step_loss(model, batch, device, active: list[int], top_k: int, aux_coef: flo
             hooks.append(rm.language_layers(model)[i].mlp.gate.register_forward_hook(lambda m, a, out: gate_logits.append(out[0])))
     try:
         with rm.knobs_applied(model, active, top_k):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            autocast = device.type == "cuda" and next(model.parameters()).dtype == torch.float32
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 embeds = rm.embed_inputs(model, ids, pixels)
                 hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
                 sel = labels[:, 1:] != -100
@@ -236,29 +291,33 @@ def train(args) -> dict:
     print(f"model: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}", flush=True)
 
     sizes = [rm.tier_sizes()[t] for t in ("low", "medium", "high")]
-    stream = StreamingBatches(tokenizer, args.batch, sizes, args.seed, standin=args.standin)
+    stream = StreamingBatches(tokenizer, args.batch, sizes, args.seed, standin=args.standin, reuse=args.reuse)
     loader = torch.utils.data.DataLoader(
         stream, batch_size=None, num_workers=args.loader_workers, pin_memory=device.type == "cuda",
         persistent_workers=args.loader_workers > 0, prefetch_factor=6 if args.loader_workers > 0 else None,
     )
     it = iter(loader)
     if device.type == "cuda":
-        impl = pick_experts_implementation(model, next(it), device)
+        precision, impl = pick_mode(model, next(it), device, precisions=("fp32", "bf16") if args.precision == "auto" else (args.precision,))
     else:
-        impl = model.config.text_config._experts_implementation = args.cpu_experts
-    print(f"experts implementation: {impl}", flush=True)
+        precision, impl = args.precision if args.precision != "auto" else "fp32", args.cpu_experts
+        model.to(torch.bfloat16 if precision == "bf16" else torch.float32)
+        model.config.text_config._experts_implementation = impl
+    print(f"training with {precision} parameters, experts implementation {impl}", flush=True)
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+    weights = MasterWeights(model)
+    opt = torch.optim.AdamW(weights.groups(args.wd), lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
     total = {"steps": args.steps or 10**9}
 
     def lr_at(step: int) -> float:
+        """Warm-up, a long constant phase, then cosine decay over the last ``--decay`` fraction."""
         if step < args.warmup:
             return (step + 1) / args.warmup
-        frac = min(1.0, (step - args.warmup) / max(1, total["steps"] - args.warmup))
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))
+        start = int(total["steps"] * (1 - args.decay))
+        if step < start:
+            return 1.0
+        frac = min(1.0, (step - start) / max(1, total["steps"] - start))
+        return 0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * frac))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     rng = random.Random(args.seed)
@@ -271,10 +330,12 @@ def train(args) -> dict:
         batch = next(it)
         nb, k = sample_knobs(rng, args.p_full, args.min_blocks, args.min_top_k)
         loss = step_loss(model, batch, device, list(range(nb)), k, args.aux)
-        opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        weights.grads_to_masters()
+        torch.nn.utils.clip_grad_norm_(weights.masters, 1.0)
         opt.step()
+        opt.zero_grad(set_to_none=True)
+        weights.masters_to_model()
         sched.step()
         step += 1
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
@@ -286,16 +347,15 @@ def train(args) -> dict:
             history.append({"step": step, "loss_ema": round(ema, 4), "lr": sched.get_last_lr()[0], "t": round(time.time() - t_train, 1)})
             print(json.dumps(history[-1]), flush=True)
         if args.checkpoint_every and step % args.checkpoint_every == 0 and step < total["steps"]:
-            save_model(model, tokenizer, max(sizes), Path(args.output))
+            save_model(weights.fp32_copy(), tokenizer, max(sizes), Path(args.output))
             print(f"checkpoint at step {step}", flush=True)
     train_s = time.time() - t_train
 
     out = Path(args.output)
-    model.eval()
-    save_model(model, tokenizer, max(sizes), out)
+    save_model(weights.fp32_copy(), tokenizer, max(sizes), out)
     info = {
         "steps": step, "batch": args.batch, "train_seconds": round(train_s, 1), "total_seconds": round(time.time() - t_start, 1),
-        "examples_seen": step * args.batch, "tokenizer_corpus_per_task": counts, "params": n_params, "experts_implementation": impl,
+        "examples_seen": step * args.batch, "tokenizer_corpus_per_task": counts, "params": n_params, "experts_implementation": impl, "precision": precision,
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "seed": args.seed,
         "args": vars(args), "loss_history": history,
     }
@@ -321,13 +381,16 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=0, help="optimizer steps (0: as many as --time-budget allows)")
     p.add_argument("--time-budget", type=float, default=0.0, help="seconds of training; sets the step count after 50 steps")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="parameter dtype (bf16 keeps fp32 master weights)")
+    p.add_argument("--decay", type=float, default=0.35, help="fraction of steps in the final cosine decay")
+    p.add_argument("--reuse", type=int, default=2, help="times each generated example is used")
     p.add_argument("--corpus-rows", type=int, default=1500, help="rows per task for training the tokenizer")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="data generation processes")
     p.add_argument("--loader-workers", type=int, default=min(14, max(0, (os.cpu_count() or 2) - 2)), help="processes generating training batches")
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--wd", type=float, default=0.01)
-    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--aux", type=float, default=0.01, help="router load-balancing loss weight")
     p.add_argument("--p-full", type=float, default=0.35, help="probability of training a step at 16,8")
     p.add_argument("--min-blocks", type=int, default=12)
