@@ -267,7 +267,10 @@ def benchmark(backend, args, batch_sizes: list[int]) -> dict:
             "grouped throughput: wall clock of harness.runner.Runner.run over all samples (policy, token counting, "
             "grouping, padding and record lines included; records kept in memory)",
             "outputs are greedy; both modes use the same max_new_tokens and stop at EOS",
-        ],
+            f"experts implementation {getattr(backend, 'experts_impl', args.experts_impl)}, "
+            f"{'static cache + torch.compile' if args.compile else 'no compilation'} (harness run defaults)",
+        ] + ([f"{args.model} has random weights: the agreement figure shows how batching perturbs bf16 numerics "
+              "on this shape, not how often a trained model's answers flip"] if str(args.model).startswith("random:") else []),
         "versions": _versions(),
     }
     return result
