@@ -2,8 +2,7 @@
 a sample's greedy output depends only on its configuration, never on the batch size, on which
 samples share its batch (left padding), or on the order configurations are switched in.
 
-Marked slow (a real model on CPU: ~10 s on an idle 2-core machine); run with ``-m slow``. The
-fake-backend counterpart in test_grouped_runner.py runs by default."""
+About 3 s on an idle 2-core machine (model build included)."""
 
 from __future__ import annotations
 
@@ -38,7 +37,6 @@ def outputs(backend, data, tmp, name, **kw):
     return {ln["id"]: (ln["config"], ln["raw_output"], ln["output_tokens"]) for ln in lines}
 
 
-@pytest.mark.slow
 def test_outputs_do_not_depend_on_batch_size_or_grouping(backend, data, tmp_path):
     kw = dict(policy="random", policy_args={"seed": "3"}, knob_space=SPACE)
     b2 = outputs(backend, data, tmp_path, "b2", batch_size=2, **kw)
