@@ -219,6 +219,18 @@ def test_default_knob_space_is_the_model_grid():
     assert load_knob_space(None, INFO) == grid
 
 
+def test_sweep_grid_files_are_knob_spaces(tmp_path):
+    f = tmp_path / "grid.toml"
+    f.write_text('tasks = ["vqav2"]\n[grid]\nnum_blocks = "14..16"\ntop_k = [4, 8]\ntier = ["low"]\n')
+    assert load_knob_space(str(f), INFO) == [Knobs(b, k, "low") for b in (14, 15, 16) for k in (4, 8)]
+    f.write_text('[grid]\nnum_blocks = "16..14"\ntop_k = [4]\n')
+    with pytest.raises(HarnessError, match="empty range"):
+        load_knob_space(str(f), INFO)
+    f.write_text('[grid]\nnum_blocks = "many"\ntop_k = [4]\n')
+    with pytest.raises(HarnessError, match="range like"):
+        load_knob_space(str(f), INFO)
+
+
 def test_knob_space_errors(tmp_path):
     with pytest.raises(HarnessError, match="Did you mean 'full'"):
         load_knob_space("ful", INFO)

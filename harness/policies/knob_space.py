@@ -4,11 +4,14 @@ A knob space is a TOML file, by name from ``configs/knob_spaces/<name>.toml`` or
 
     description = "..."
     [grid]                      # the cross product of these lists
-    num_blocks = [12, 13, 14, 15, 16]
+    num_blocks = [12, 13, 14, 15, 16]  # or "12..16"
     top_k = [2, 4, 6, 8]
     tier = ["low", "medium", "high"]   # optional; left out = the model's default tier
     # and/or an explicit list (added to the grid):
     configs = ["14,6,low", "16,8,high"]
+
+``harness sweep`` grid files use the same format (their ``tasks`` key is ignored here), so a
+sweep's grid can be passed as the knob space of the policy evaluated on it.
 
 With no ``--knob-space`` the space is the model's own grid: ``min_blocks..n_blocks`` x top_k
 ``2, 4, ..., max_top_k`` x every tier. Every configuration is validated against the model
@@ -25,7 +28,7 @@ from harness.errors import HarnessError
 from harness.knobs import Knobs, parse_tier
 
 KNOB_SPACE_DIR = Path(__file__).resolve().parents[2] / "configs" / "knob_spaces"
-_KEYS = {"description", "grid", "configs"}
+_KEYS = {"description", "grid", "configs", "tasks"}  # tasks: harness sweep grid files (ignored here)
 _GRID_KEYS = {"num_blocks", "top_k", "tier"}
 
 
@@ -65,8 +68,11 @@ def parse_knob_space(data: dict, source: str) -> list[Knobs]:
             raise HarnessError(f"knob space {source}: unknown [grid] key(s) {', '.join(sorted(bad))}; allowed: num_blocks, top_k, tier")
         for key in ("num_blocks", "top_k"):
             vals = grid.get(key)
+            if isinstance(vals, str):  # "12..16", as in harness sweep grid files
+                grid = dict(grid, **{key: _int_range(vals, key, source)})
+                vals = grid[key]
             if not isinstance(vals, list) or not vals or not all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
-                raise HarnessError(f"knob space {source}: [grid] {key} must be a non-empty list of integers")
+                raise HarnessError(f"knob space {source}: [grid] {key} must be a non-empty list of integers or \"A..B\"")
         tiers = grid.get("tier", [None])
         if not isinstance(tiers, list) or not tiers:
             raise HarnessError(f"knob space {source}: [grid] tier must be a non-empty list of tier names")
@@ -86,6 +92,19 @@ def parse_knob_space(data: dict, source: str) -> list[Knobs]:
     if not out:
         raise HarnessError(f"knob space {source} is empty; give a [grid] table or a configs list")
     return list(dict.fromkeys(out))  # drop duplicates, keep order
+
+
+def _int_range(text: str, key: str, source: str) -> list[int]:
+    lo, sep, hi = text.partition("..")
+    try:
+        if not sep:
+            raise ValueError
+        a, b = int(lo), int(hi)
+    except ValueError:
+        raise HarnessError(f"knob space {source}: [grid] {key} = {text!r} is not a list of integers or a range like \"12..16\"")
+    if a > b:
+        raise HarnessError(f"knob space {source}: [grid] {key} = {text!r} is an empty range")
+    return list(range(a, b + 1))
 
 
 def default_knob_space(model_info) -> list[Knobs]:
