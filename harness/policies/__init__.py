@@ -18,8 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from harness.errors import HarnessError
 from harness.knobs import Knobs
-from harness.policies.base import (Param, Policy, PolicyContext, PolicyFailure, PolicyInput, convert_args,
-                                   known_args_text)
+from harness.policies.base import Param, Policy, PolicyContext, PolicyFailure, PolicyInput, convert_args
 from harness.policies.knob_space import available as available_knob_spaces
 from harness.policies.knob_space import default_knob_space, load_knob_space
 from harness.registry import Registry
