@@ -56,3 +56,33 @@ def test_outputs_do_not_depend_on_batch_size_or_grouping(backend, data, tmp_path
     assert shared
     for sid in shared:
         assert fixed[sid] == b2[sid]
+
+
+REFERENCE_WEIGHTS = __import__("pathlib").Path(__file__).resolve().parents[1] / "harness" / "zoo" / "reference" / "model.safetensors"
+
+
+@pytest.mark.skipif(not REFERENCE_WEIGHTS.is_file(), reason="the bundled reference model is not built")
+def test_reference_model_predictions_do_not_depend_on_batching(tmp_path):
+    """The bundled reference model on a real task (bundled samples, its metric): a random policy over
+    the full knob grid gives the same predictions and scores at batch 1 and batch 8."""
+    import torch
+
+    from harness.backends import load
+    from harness.policies import load_knob_space
+    from metrics import get_metric
+    from tasks import get_task
+    from tasks.data import load_samples
+
+    backend = load("reference", device="cpu", dtype=torch.float32)
+    task = get_task("vqav2")
+    data = load_samples(task, "bundled", limit=12, seed=0)
+    space = load_knob_space("full", backend.info)
+    runs = {}
+    for bs in (1, 8):
+        summary, lines = run_loaded_task(backend=backend, task=task, metric=get_metric(task.metric), data=data,
+                                         out_dir=tmp_path / f"b{bs}", policy="random", policy_args={"seed": "1"},
+                                         knob_space=space, batch_size=bs)
+        assert summary["n_failed"] == 0
+        runs[bs] = ({ln["id"]: (ln["config"], ln["prediction"]) for ln in lines}, summary["score"])
+    assert len({c for c, _ in runs[1][0].values()}) >= 4
+    assert runs[1] == runs[8]
