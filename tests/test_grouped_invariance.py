@@ -6,6 +6,8 @@ About 3 s on an idle 2-core machine (model build included)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fakes import FakeMetric, FakeTask, fake_data
@@ -58,7 +60,7 @@ def test_outputs_do_not_depend_on_batch_size_or_grouping(backend, data, tmp_path
         assert fixed[sid] == b2[sid]
 
 
-REFERENCE_WEIGHTS = __import__("pathlib").Path(__file__).resolve().parents[1] / "harness" / "zoo" / "reference" / "model.safetensors"
+REFERENCE_WEIGHTS = Path(__file__).resolve().parents[1] / "harness" / "zoo" / "reference" / "model.safetensors"
 
 
 @pytest.mark.skipif(not REFERENCE_WEIGHTS.is_file(), reason="the bundled reference model is not built")
