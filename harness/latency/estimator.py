@@ -523,9 +523,9 @@ class PendingFit(LatencyEstimator):
 
 
 def load_estimator(spec: str | None, model_info, device: str) -> LatencyEstimator:
-    """``None``/``builtin`` -> the saved fit for (model, device) (or a :class:`PendingFit`);
-    a path to a fit ``.json`` -> that fit; ``module:attr[@checkpoint]`` -> a plugin;
-    ``none`` -> raises nothing and returns ``None`` is handled by the caller."""
+    """``None``/``builtin`` -> the saved fit for (model, device) (or a :class:`PendingFit` when
+    there is none yet); a path to a fit ``.json`` -> that fit; ``module:attr[@checkpoint]`` -> a
+    plugin. (``--estimator none`` is handled by the caller.) Bad specs raise HarnessError."""
     if spec is None or spec.strip().lower() in ("", "builtin", "auto"):
         path = find_fit(model_info, device)
         if path is None:
