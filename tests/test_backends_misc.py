@@ -1,0 +1,87 @@
+"""random:molmoe-1b (at a tiny shape), the MolmoE stand-in's token counts and `harness models`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from harness import backends
+from harness.backends import molmoe_standin
+from harness.backends import random_molmoe as rm
+from harness.backends.modelconfig import find_config, load_settings
+from harness.types import GenRequest
+
+torch.set_num_threads(1)
+
+
+def _img(w=40, h=30):
+    return Image.fromarray((np.random.default_rng(0).random((h, w, 3)) * 255).astype("uint8"))
+
+
+def test_random_molmoe_describe_matches_molmoe_shape():
+    info = backends.describe("random:molmoe-1b")
+    assert (info.n_blocks, info.default_top_k, info.min_blocks) == (16, 8, 12)
+    assert info.vision_tokens == {"low": 3 * 144, "medium": 7 * 144, "high": 13 * 144}
+    assert 6.5e9 < info.n_params < 7.5e9
+
+
+def test_random_molmoe_tiny_shape_generates_with_knobs():
+    settings = load_settings(find_config("random-molmoe-1b"))
+    info = rm.describe("random:molmoe-1b", settings, rm.TINY)
+    b = rm.load(info, settings, "cpu", torch.float32, experts_impl="eager", shape=rm.TINY)
+    assert next(b.lm_model.parameters()).dtype == torch.float32
+    b.eos_token_ids = []
+    b.apply_knobs("12,4")
+    assert b.active_blocks == tuple(range(12))
+    routers = [blk.mlp.gate.top_k for blk in b.switch.all_blocks]
+    assert routers == [8] + [4] * 11 + [8] * 4
+    out = b.generate([GenRequest("hi", image=_img()), GenRequest("a text-only prompt")], 3, tier="low")
+    assert [o.vision_tokens for o in out] == [info.vision_tokens["low"], 0]
+    assert all(o.output_tokens == 3 for o in out)
+    assert out[0].timings.vision_ms is not None and len(out[0].timings.decode_step_ms) == 2
+    assert b.count_tokens(GenRequest("hi", image=_img()), "low") == (out[0].text_tokens, out[0].vision_tokens)
+
+
+def test_random_molmoe_builds_in_target_dtype():
+    lm, vision = rm.build(rm.TINY, "cpu", torch.bfloat16)
+    assert {p.dtype for p in lm.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in vision.parameters()} == {torch.bfloat16}
+    assert torch.get_default_dtype() == torch.float32  # restored
+
+
+def test_molmoe_standin_counts_and_tiers():
+    b = molmoe_standin.backend()
+    req = GenRequest("hello", image=_img(40, 40))
+    counts = {t: b.count_tokens(req, t) for t in ("low", "medium", "high")}
+    # max_crops 1 / 2 / 4 plus one global view, 4 tokens each
+    assert [c[1] for c in counts.values()] == [8, 12, 20]
+    out = b.generate([req, GenRequest("no image here")], 2, tier="medium")
+    assert (out[0].text_tokens, out[0].vision_tokens) == counts["medium"]
+    assert out[1].vision_tokens == 0
+    b.apply_knobs("3,2")
+    assert b.model.model.config.n_layers == 3
+    b.apply_knobs("6,4")
+    assert b.model.model.config.n_layers == 6
+
+
+def test_molmoe_refuses_compile():
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="compile"):
+        molmoe_standin.backend().__class__(molmoe_standin.build(), molmoe_standin.StandinProcessor(),
+                                           backends.describe("random:molmoe-1b"), load_settings(None), "cpu",
+                                           torch.float32, compile=True)
+
+
+def test_models_command_lists_families():
+    from harness.commands.models import command
+
+    res = CliRunner().invoke(command, [], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    for word in ("random:molmoe-1b", "olmoe", "qwen3_moe", "mixtral", "molmoe", "12..16"):
+        assert word in res.output
+    res = CliRunner().invoke(command, ["--model", "random:molmoe-1b"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0 and "1872" in res.output
