@@ -15,8 +15,10 @@
 
 Rows become samples without decoding images; ``limit`` then picks the first N of one fixed
 permutation (``numpy.random.default_rng(seed)``), kept in dataset order, so ``limit=100``
-contains ``limit=50``; only the chosen samples' images are decoded. An unreadable image sets
-``Sample.error`` (the run goes on); a missing required column or a malformed row is a
+contains ``limit=50``; only the chosen samples' images are decoded: fully (RGB) for up to
+``EAGER_DECODE_MAX`` samples, else opened lazily (header parsed, pixels decoded on first use, so a
+5k-image DocVQA run does not hold 60 GB of pixels). An unreadable image sets ``Sample.error``
+(the run goes on); a missing required column or a malformed row is a
 :class:`~harness.errors.HarnessError` naming the column and the file.
 """
 
@@ -28,6 +30,7 @@ import io
 import json
 import os
 import socket
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,14 +80,21 @@ class ImageRef:
     index: int
     _cache: Any = field(default=None, repr=False)
 
-    def resolve(self) -> tuple[Any, str | None]:
+    def resolve(self, load: bool = True) -> tuple[Any, str | None]:
         if self._cache is None:
-            self._cache = decode_image(self.table.image(self.index), self.table.base_dir)
+            self._cache = decode_image(self.table.image(self.index), self.table.base_dir, load=load)
         return self._cache
 
 
-def decode_image(value, base_dir: Path | None = None) -> tuple[Any, str | None]:
-    """Raw image value -> ``(RGB PIL image, None)`` or ``(None, error message)``; never raises."""
+EAGER_DECODE_MAX = 2000  # up to this many samples, images are fully decoded (and checked) at load
+
+
+def decode_image(value, base_dir: Path | None = None, load: bool = True) -> tuple[Any, str | None]:
+    """Raw image value -> ``(PIL image, None)`` or ``(None, error message)``; never raises.
+
+    ``load=True`` decodes the pixels now (a corrupt body is caught here) and converts to RGB.
+    ``load=False`` only parses the header: the image holds its compressed bytes and decodes on
+    first use (big evaluation sets stay small in memory); convert it to RGB where it is used."""
     from PIL import Image
 
     if value is None:
@@ -112,9 +122,11 @@ def decode_image(value, base_dir: Path | None = None) -> tuple[Any, str | None]:
                 p = Path(path)
                 if not p.is_absolute() and base_dir is not None:
                     p = base_dir / p
-                img = Image.open(p)
+                img = Image.open(io.BytesIO(p.read_bytes()))  # no open file handle left behind
             else:
                 return None, "missing image"
+        if not load:
+            return img, None
         img.load()
         return (img if img.mode == "RGB" else img.convert("RGB")), None
     except Exception as exc:  # corrupt bytes, missing file, truncated PNG ...
@@ -332,20 +344,22 @@ def _build_samples(task: Task, table: _Table) -> list[Sample]:
         except (TypeError, ValueError, AttributeError) as exc:
             raise HarnessError(f"{table.where}: row {index} has a value of the wrong type for task {task.name} ({type(exc).__name__}: {exc})")
         samples.extend(made)
-    ids = [s.id for s in samples]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
+    counts = Counter(s.id for s in samples)
+    if len(counts) != len(samples):
+        dup = next(i for i, c in counts.items() if c > 1)
         raise HarnessError(f"{table.where}: sample id '{dup}' occurs more than once; ids must be unique within a split")
     return samples
 
 
 def _resolve_images(task: Task, samples: list[Sample]) -> None:
+    """Decode the chosen samples' images: fully for up to EAGER_DECODE_MAX samples, else lazily."""
     required = task.image_column in task.dataset.required_columns
+    load = len(samples) <= EAGER_DECODE_MAX
     for s in samples:
         if isinstance(s.image, ImageRef):
-            s.image, err = s.image.resolve()
+            s.image, err = s.image.resolve(load)
         elif s.image is not None:
-            s.image, err = decode_image(s.image)
+            s.image, err = decode_image(s.image, load=load)
         else:
             err = "missing image" if required else None
         if err and s.error is None:

@@ -303,6 +303,18 @@ def test_corrupt_and_missing_images_fail_only_their_sample(tmp_path):
     assert d.labeled is True  # failed samples do not make the set unscorable
 
 
+def test_large_sets_open_images_lazily(monkeypatch):
+    import tasks.data as data
+
+    monkeypatch.setattr(data, "EAGER_DECODE_MAX", 10)
+    d = load_samples("scienceqa", SQA, limit=40)
+    img = d.samples[0].image
+    assert img.size == (448, 336) and img.fp is not None  # header parsed, pixels not decoded yet
+    assert img.convert("RGB").getpixel((0, 0)) is not None
+    eager = load_samples("scienceqa", SQA, limit=10).samples[0].image
+    assert eager.mode == "RGB" and getattr(eager, "fp", None) is None
+
+
 def test_decode_image_never_raises():
     assert decode_image(b"garbage")[0] is None
     assert decode_image(12)[1].startswith("unreadable image: unsupported")
