@@ -85,3 +85,30 @@ def test_models_command_lists_families():
         assert word in res.output
     res = CliRunner().invoke(command, ["--model", "random:molmoe-1b"], env={"COLUMNS": "300"})
     assert res.exit_code == 0 and "1872" in res.output
+
+
+def test_lm_call_supports_older_transformers_keywords():
+    """transformers < 5.24 names the cache `past_key_values` and wants `cache_position`."""
+    from types import SimpleNamespace
+
+    from harness.backends.hf import _LMCall
+
+    seen = {}
+
+    class Old(torch.nn.Module):
+        def forward(self, inputs_embeds=None, attention_mask=None, position_ids=None, past_key_values=None,
+                    use_cache=None, cache_position=None):
+            seen.update(past_key_values=past_key_values, cache_position=cache_position)
+            return SimpleNamespace(last_hidden_state=inputs_embeds)
+
+    class New(torch.nn.Module):
+        def forward(self, inputs_embeds=None, attention_mask=None, position_ids=None, cache=None, use_cache=None):
+            seen.update(cache=cache)
+            return SimpleNamespace(last_hidden_state=inputs_embeds)
+
+    emb = torch.zeros(1, 3, 4)
+    _LMCall(Old())(emb, None, None, "C", 5)
+    assert seen["past_key_values"] == "C" and seen["cache_position"].tolist() == [5, 6, 7]
+    seen.clear()
+    _LMCall(New())(emb, None, None, "C", 0)
+    assert seen == {"cache": "C"}
