@@ -11,7 +11,7 @@ MOLMOE_NOTE = ("molmoe: adapter tested offline against a stand-in with MolmoE's 
 
 def _rows():
     from harness.backends import describe
-    from harness.backends.layouts import MOLMOE, TEXT_LAYOUTS
+    from harness.backends.layouts import TEXT_LAYOUTS
     from harness.errors import HarnessError
 
     rows = []
