@@ -14,16 +14,20 @@ from harness.config import config_option
 from harness.errors import HarnessError
 
 
-def heldout_table(result_heldout: dict, fit_all: dict, title: str):
+def heldout_table(result, title: str):
+    """Held-out error vs per-configuration medians, vs single measurements, and the noise floor."""
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for col in ("part", "held-out MAPE", "held-out within +-10%", "n", "fit MAPE (all)"):
+    for col in ("part", "held-out MAPE", "within +-10%", "n", "single-meas. MAPE", "within +-10%", "noise floor"):
         table.add_column(col, justify="left" if col == "part" else "right")
+    single = result.extra.get("heldout_single_measurements") or {}
+    noise = result.extra.get("measurement_noise") or {}
     for part in ("prefill", "decode", "total"):
-        h = result_heldout.get(part) or {}
-        a = fit_all.get(part) or {}
-        table.add_row(part, _pct(h.get("mape")), _pct(h.get("within_10pct")), str(h.get("n", 0)), _pct(a.get("mape")))
+        h = result.heldout.get(part) or {}
+        s = single.get(part) or {}
+        table.add_row(part, _pct(h.get("mape")), _pct(h.get("within_10pct")), str(h.get("n", 0)), _pct(s.get("mape")),
+                      _pct(s.get("within_10pct")), _pct((noise.get(part) or {}).get("mean_rel_dev")))
     return table
 
 
@@ -97,6 +101,8 @@ def command(model, device, dtype, grid, repeats, warmup, seed, holdout, importan
     out = {"model": info.name, "device": meta["device"], "device_name": meta["device_name"], "dtype": meta["dtype"],
            "fit": str(fit_path), "measurements": str(raw_path), "n_measurements": len(result.measurements),
            "grid": g.to_dict(), "repeats": repeats, "seed": seed, "heldout": result.heldout,
+           "heldout_single_measurements": result.extra.get("heldout_single_measurements"),
+           "measurement_noise": result.extra.get("measurement_noise"),
            "fit_error_all": result.train_error, "seconds": round(time.perf_counter() - t0, 2)}
     if as_json:
         click.echo(json.dumps(out, indent=2))
@@ -104,7 +110,7 @@ def command(model, device, dtype, grid, repeats, warmup, seed, holdout, importan
         from rich.console import Console
 
         console = Console(stderr=as_json)
-        console.print(heldout_table(result.heldout, result.train_error,
+        console.print(heldout_table(result,
                                     f"{info.name} on {meta['device_name']} ({dev}, {meta['dtype']}): "
                                     f"{len(result.measurements)} measurements, "
                                     f"{result.heldout.get('n_configs', 0)} held-out configurations"))

@@ -338,7 +338,7 @@ def error_stats(estimated: Sequence[float], measured: Sequence[float]) -> dict:
 
 
 def evaluate(estimator: LatencyEstimator, measurements: Sequence[Measurement]) -> dict:
-    """Prefill / decode / total error of an estimator on measurements (per measurement)."""
+    """Prefill / decode / total error of an estimator against single measurements."""
     rows = [EstimatorInput(m.top_k, m.num_active_blocks, m.tier_idx, m.vision_tokens, m.text_tokens,
                            len(m.decode_step_ms)) for m in measurements]
     est = estimator.predict(rows)
@@ -347,6 +347,56 @@ def evaluate(estimator: LatencyEstimator, measurements: Sequence[Measurement]) -
         "decode": error_stats([e.decode_ms for e in est], [m.decode_ms if m.decode_step_ms else None for m in measurements]),
         "total": error_stats([e.total_ms for e in est], [m.prefill_ms + m.decode_ms for m in measurements]),
     }
+
+
+def _median_groups(measurements: Sequence[Measurement]) -> list[tuple[Measurement, int, float, float, float]]:
+    """Per (configuration, output length): (first measurement, steps, median prefill, decode, total)."""
+    groups: dict[tuple, list[Measurement]] = {}
+    for m in measurements:
+        groups.setdefault(m.config_key + (m.vision_tokens, len(m.decode_step_ms)), []).append(m)
+    out = []
+    for key, g in groups.items():
+        out.append((g[0], key[-1], float(np.median([m.prefill_ms for m in g])), float(np.median([m.decode_ms for m in g])),
+                    float(np.median([m.prefill_ms + m.decode_ms for m in g]))))
+    return out
+
+
+def evaluate_medians(estimator: LatencyEstimator, measurements: Sequence[Measurement]) -> dict:
+    """Error against the median of the repeated measurements of each (configuration, output length):
+    what the estimator is for (expected latency), with repeat-to-repeat noise damped."""
+    groups = _median_groups(measurements)
+    if not groups:
+        return {}
+    rows = [EstimatorInput(m.top_k, m.num_active_blocks, m.tier_idx, m.vision_tokens, m.text_tokens, n)
+            for m, n, *_ in groups]
+    est = estimator.predict(rows)
+    return {
+        "prefill": error_stats([e.prefill_ms for e in est], [g[2] for g in groups]),
+        "decode": error_stats([e.decode_ms for e in est], [g[3] if g[1] else None for g in groups]),
+        "total": error_stats([e.total_ms for e in est], [g[4] for g in groups]),
+    }
+
+
+def measurement_noise(measurements: Sequence[Measurement]) -> dict:
+    """How far single measurements fall from the median of their repeats (a floor for any
+    estimator judged on single measurements): mean relative deviation and share within +-10%."""
+    groups: dict[tuple, list[Measurement]] = {}
+    for m in measurements:
+        groups.setdefault(m.config_key + (m.vision_tokens, len(m.decode_step_ms)), []).append(m)
+    out = {}
+    for part, fn in (("prefill", lambda m: m.prefill_ms), ("decode", lambda m: m.decode_ms),
+                     ("total", lambda m: m.prefill_ms + m.decode_ms)):
+        est, meas = [], []
+        for g in groups.values():
+            if len(g) < 2:
+                continue
+            med = float(np.median([fn(m) for m in g]))
+            for m in g:
+                est.append(med)
+                meas.append(fn(m))
+        s = error_stats(est, meas)
+        out[part] = {"mean_rel_dev": s["mape"], "within_10pct": s["within_10pct"], "n": s["n"]}
+    return out
 
 
 # -- plugins --------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.knobs import TIER_INDEX, Knobs
 from harness.latency.estimator import (DEFAULT_N_EXPERTS, FittedEstimator, Measurement, device_slug, evaluate,
-                                       fit_measurements)
+                                       evaluate_medians, fit_measurements, measurement_noise)
 
 _WORDS = ("the", "a", "picture", "shows", "what", "color", "is", "many", "how", "object", "left", "right",
           "question", "answer", "image", "small", "large", "red", "blue", "green", "table", "person", "sky",
@@ -243,8 +243,13 @@ def profile_backend(backend, info, device: str, grid: Grid, repeats: int = 3, se
     n_experts = int(getattr(info, "n_experts", None) or DEFAULT_N_EXPERTS)
     train, test = split_heldout(ms, holdout, seed)
     fit_train = fit_measurements(train or ms, n_experts=n_experts)
-    heldout = evaluate(fit_train, test) if test else {}
+    # the headline: held-out configurations, each judged against the median of its repeats;
+    # single-measurement errors and the repeat-to-repeat noise are reported beside it
+    heldout = evaluate_medians(fit_train, test) if test else {}
     heldout["n_configs"] = len({m.config_key for m in test})
+    heldout["ground_truth"] = "median of the repeats of each held-out (configuration, output length)"
+    heldout_single = evaluate(fit_train, test) if test else {}
+    noise = measurement_noise(ms)
     full = fit_measurements(ms, n_experts=n_experts)
     train_err = evaluate(full, ms)
     seconds = time.perf_counter() - t0
@@ -261,13 +266,16 @@ def profile_backend(backend, info, device: str, grid: Grid, repeats: int = 3, se
         "seed": seed,
         "n_measurements": len(ms),
         "heldout": heldout,
+        "heldout_single_measurements": heldout_single,
+        "measurement_noise": noise,
         "fit_error_all": train_err,
         "quick": quick,
         "profile_seconds": round(seconds, 2),
     }
     full.meta = meta
     full.name = f"builtin:{_slug(model)}__{slug}" + (" (quick fit)" if quick else "")
-    return ProfileResult(full, ms, heldout, train_err, grid, seconds)
+    return ProfileResult(full, ms, heldout, train_err, grid, seconds,
+                         extra={"heldout_single_measurements": heldout_single, "measurement_noise": noise})
 
 
 def _slug(name: str) -> str:
