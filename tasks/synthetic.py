@@ -230,7 +230,7 @@ def _options(rng, correct: str, pool, present=()) -> tuple[list[str], int]:
 
 
 def _scienceqa(rng, i, seed, split):
-    scene = _objects_scene(rng, 1, 2, 3, 9, 14)
+    scene = _objects_scene(rng, 1, 2, 3, 10, 15)
     yield scene
     bg, objs = scene
     image = _render_objects(BACKGROUNDS[bg], objs)
@@ -342,7 +342,7 @@ def _misspell(rng, word: str) -> str:
 
 
 def _textvqa(rng, i, seed, split):
-    scene = _signs_scene(rng, 1, 2, 20, ((48, 80, 112), (32, 112)), (16, 32, 48, 64), 3)
+    scene = _signs_scene(rng, 1, 2, 18, ((48, 80, 112), (32, 112)), (16, 32, 48, 64), 3)
     yield scene
     image = _render_signs(scene)
     q, ans, others = _sign_question(rng, scene[1], ("what does the sign say?", "what is written on the sign?"), ("what word is on the {color} sign?", "what is written on the {color} sign?"))
@@ -357,7 +357,7 @@ def _textvqa(rng, i, seed, split):
 
 
 def _stvqa(rng, i, seed, split):
-    scene = _signs_scene(rng, 1, 3, 16, (16, 80, 144), (16, 48, 96), 5)
+    scene = _signs_scene(rng, 1, 3, 14, (16, 80, 144), (16, 48, 96), 5)
     yield scene
     image = _render_signs(scene)
     q, ans, _ = _sign_question(rng, scene[1], ("What is written on the sign?", "What word is on the sign?"), ("What is written on the {color} sign?", "What word is on the {color} sign?"))
@@ -452,8 +452,8 @@ def _docvqa(rng, i, seed, split):
             values.append(f"${5 * rng.randint(2, 19)}")
         else:
             values.append(str(rng.randint(1, 20)))
-    size = 15
-    scene = (title, tuple(fields), tuple(values), size, 16 + rng.randint(-2, 2), rng.randrange(len(BACKGROUNDS)), rng.randint(-2, 2))
+    size = 17
+    scene = (title, tuple(fields), tuple(values), size, 16 + rng.randint(-1, 1), rng.randrange(len(BACKGROUNDS)), rng.randint(-1, 1))
     yield scene
     title, fields, values, size, left, bg, dy = scene
     img, draw = _canvas(BACKGROUNDS[bg])
