@@ -280,13 +280,21 @@ def train(args) -> dict:
     device = torch.device(args.device)
     t_start = time.time()
 
-    examples = load_examples(args.corpus_rows, args.seed + 1, args.workers, standin=args.standin)
-    counts = {t: sum(e.task == t for e in examples) for t in TASKS}
-    print(f"tokenizer corpus: {len(examples)} examples {counts} in {time.time() - t_start:.1f}s", flush=True)
-    corpus = [e.prompt for e in examples] + [" " + e.target for e in examples]
-    tokenizer = rm.build_tokenizer(corpus, vocab_size=args.vocab)
-    del examples
-    model = rm.build_model(tokenizer).to(device)
+    if args.init_from:  # continue training a saved model (keeps its tokenizer and weights)
+        from transformers import AutoTokenizer, LlavaForConditionalGeneration
+
+        tokenizer = AutoTokenizer.from_pretrained(args.init_from)
+        model = LlavaForConditionalGeneration.from_pretrained(args.init_from, dtype=torch.float32).to(device)
+        counts = {}
+        print(f"continuing from {args.init_from}", flush=True)
+    else:
+        examples = load_examples(args.corpus_rows, args.seed + 1, args.workers, standin=args.standin)
+        counts = {t: sum(e.task == t for e in examples) for t in TASKS}
+        print(f"tokenizer corpus: {len(examples)} examples {counts} in {time.time() - t_start:.1f}s", flush=True)
+        corpus = [e.prompt for e in examples] + [" " + e.target for e in examples]
+        tokenizer = rm.build_tokenizer(corpus, vocab_size=args.vocab)
+        del examples
+        model = rm.build_model(tokenizer).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}", flush=True)
 
@@ -401,6 +409,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-every", type=int, default=1000, help="save the model every N steps (0: only at the end)")
     p.add_argument("--eval-rows", type=int, default=0, help="after training, score N eval-split rows per task at a few configs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from", default="", help="continue training this saved model directory (e.g. harness/zoo/reference)")
     p.add_argument("--standin", action="store_true", help="use the built-in stand-in data (smoke tests only)")
     return p.parse_args(argv)
 

@@ -1,0 +1,64 @@
+"""Training-side contracts of the reference model: inputs built exactly like the backend's,
+loss only on answer tokens, knob sampling in range, bf16 master weights updating fp32 copies."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+import harness
+from harness.backends.prompt import build_input_ids
+from harness.zoo import reference_model as rm
+from harness.zoo import train_reference as tr
+
+PKG_DIR = Path(harness.__file__).resolve().parent / "zoo" / "reference"
+
+
+def _tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(PKG_DIR)
+
+
+def test_training_batch_matches_backend_input_layout():
+    tok = _tokenizer()
+    stream = tr.StreamingBatches(tok, batch=6, sizes=[64], seed=3, chunk_rows=2)
+    pixels, ids, labels, mask = next(iter(stream))
+    assert pixels.shape == (6, 3, 64, 64)
+    image_id = tok.convert_tokens_to_ids(rm.IMAGE)
+    for r in range(6):
+        n = int(mask[r].sum())
+        row, lab = ids[r, :n].tolist(), labels[r, :n].tolist()
+        start = next(i for i, t in enumerate(lab) if t != -100)
+        answer = row[start:]
+        assert answer[-1] == tok.eos_token_id and lab[start:] == answer
+        assert all(t == -100 for t in lab[:start]) and all(t == -100 for t in labels[r, n:].tolist())
+        prompt = row[:start]
+        assert prompt.count(image_id) == 16 and prompt[0] == tok.bos_token_id
+        text = tok.decode(prompt[17:])
+        assert prompt == build_input_ids(tok, text, 16, image_id, "{prompt}")
+
+
+def test_knob_sampling_covers_the_trained_range():
+    rng = random.Random(0)
+    seen = {tr.sample_knobs(rng, 0.35, 12, 2) for _ in range(2000)}
+    assert {b for b, _ in seen} == set(range(12, 17)) and {k for _, k in seen} == set(range(2, 9))
+    assert (16, 8) in seen
+
+
+def test_master_weights_keep_fp32_copies_of_bf16_params():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)).to(torch.bfloat16)
+    w = tr.MasterWeights(model)
+    assert w.separate and all(m.dtype == torch.float32 for m in w.masters)
+    opt = torch.optim.SGD(w.masters, lr=0.1)
+    before = [m.detach().clone() for m in w.masters]
+    model(torch.ones(3, 4, dtype=torch.bfloat16)).float().sum().backward()
+    w.grads_to_masters()
+    assert all(p.grad is None for p in model.parameters())
+    opt.step()
+    w.masters_to_model()
+    assert any(not torch.equal(a, b) for a, b in zip(before, w.masters))
+    for p, m in zip(model.parameters(), w.masters):
+        assert torch.equal(p, m.to(torch.bfloat16))
