@@ -4,8 +4,11 @@ benchmarks).
 ``generate_rows(task, split, n, seed)`` returns ``n`` row dicts with the task's hub column names and
 types and 192x192 PIL images: coloured shapes to name and count, rendered words on signs, short
 "documents" of label/value lines, and captions with five references each. Content is drawn from
-small closed vocabularies so a tiny VLM can learn it at 192x192, while objects, fine print and
-sign text are small enough that a 64x64 view loses the detail.
+small closed vocabularies (18 four-letter sign words in minimal pairs, 6 shapes, 6 colours, 10
+names, 8 cities, short numbers) on patch-aligned layouts (16 px grid), so a tiny VLM can learn it
+at 192x192, while objects, fine print (15-18 px) and sign text are small enough that a 64x64 view
+loses the detail. Multiple-choice options are a run of consecutive entries of the vocabulary in
+its own order (2-5 of them), so the answer letter follows from the answer and the first option.
 
 Splits: ``eval`` (what ships as bundled samples) and ``train`` (for the reference model). Every
 image's scene parameters are hashed and the hash decides the split (1 in 8 scenes belong to
@@ -131,6 +134,7 @@ def _canvas(bg) -> tuple[Image.Image, ImageDraw.ImageDraw]:
     return img, ImageDraw.Draw(img)
 
 
+@lru_cache(maxsize=8192)
 def _text_size(text: str, size: int) -> tuple[int, int, int, int]:
     return _font(size).getbbox(text, stroke_width=1)
 
