@@ -89,7 +89,7 @@ def main(argv=None) -> int:
 
     dev = resolve_device(args.device)
     dt = resolve_dtype(args.dtype, dev)
-    impl = args.experts_impl or ("grouped_mm" if dev.startswith("cuda") else "eager")
+    impl = args.experts_impl or "grouped_mm"
     info = _describe(args.model)
     task = tasks.get_task(args.task)
     metric = metrics.get_metric(task.metric)

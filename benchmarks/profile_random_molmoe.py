@@ -81,7 +81,7 @@ def main(argv=None) -> int:
 
     dev = resolve_device(args.device)
     dt = resolve_dtype(args.dtype, dev)
-    impl = args.experts_impl or ("grouped_mm" if dev.startswith("cuda") else "eager")
+    impl = args.experts_impl or "grouped_mm"
     info = _describe(args.model)
     grid = parse_grid(args.grid, info)
     t0 = time.perf_counter()

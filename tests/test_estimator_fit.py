@@ -126,3 +126,17 @@ def test_missing_fit_gives_pending_then_quick_fit(monkeypatch, tmp_path):
     fitted.save(path)
     again = load_estimator(None, backend.info, "cpu")
     assert isinstance(again, FittedEstimator) and again.path == str(path)
+
+
+def test_nonnegative_fit_recovers_sparse_costs():
+    from harness.latency.estimator import nnls
+
+    rng = np.random.default_rng(4)
+    X = np.abs(rng.normal(size=(60, 5)))
+    coef = np.array([1.5, 0.0, 2.0, 0.0, 0.25])
+    got = fit_weighted_lstsq(X, X @ coef + 1e-9, nonneg=True)
+    assert np.all(got >= 0) and np.allclose(got, coef, atol=1e-4)
+    # nnls itself on an unweighted problem whose unconstrained optimum is negative in one place
+    A = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    b = np.array([1.0, -1.0, 0.0])
+    assert np.allclose(nnls(A, b), [0.5, 0.0])

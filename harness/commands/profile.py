@@ -54,7 +54,7 @@ def _pct(v):
 def command(model, device, dtype, grid, repeats, warmup, seed, holdout, importance, experts_impl, compile_, output, quiet, as_json):
     """Profile latency on this device and fit the latency estimator."""
     from harness import backends
-    from harness.commands.run import resolve_device, resolve_dtype
+    from harness.runner import DEFAULT_EXPERTS_IMPL, resolve_device, resolve_dtype
     from harness.latency.estimator import writable_fit_path
     from harness.latency.profile import parse_grid, profile_backend, save_profile
 
@@ -70,7 +70,7 @@ def command(model, device, dtype, grid, repeats, warmup, seed, holdout, importan
     from harness.records import check_writable
 
     check_writable(path.parent)
-    impl = experts_impl or ("grouped_mm" if dev.startswith("cuda") else "eager")
+    impl = experts_impl or DEFAULT_EXPERTS_IMPL
     backend = backends.load(model, device=dev, dtype=dt, importance=importance, experts_impl=impl, compile=compile_)
     wu = warmup if warmup is not None else (0 if dev.startswith("cuda") else 1)
     n_jobs = len(g.configs()) * len(g.output) * repeats

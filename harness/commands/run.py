@@ -30,7 +30,8 @@ def _stderr_console():
     return Console(stderr=True)
 
 
-from harness.runner import ensure_fitted, prepare_estimator, resolve_device, resolve_dtype, warn  # noqa: E402,F401
+from harness.runner import (DEFAULT_EXPERTS_IMPL, ensure_fitted, prepare_estimator, resolve_device,  # noqa: E402,F401
+                            resolve_dtype, warn)
 
 
 class RichReporter:
@@ -166,7 +167,7 @@ def file_sha256(path: str) -> str:
 @click.option("--include-path", multiple=True, help="Folder of plugin modules (tasks, metrics, policies) to import.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the decode step (GPU).")
 @click.option("--experts-impl", type=click.Choice(["eager", "grouped_mm", "batched_mm"]), default=None,
-              help="transformers experts implementation (default: grouped_mm on GPU, eager on CPU).")
+              help="transformers experts implementation (default grouped_mm; eager where unavailable).")
 @click.option("--policy", help="Per-sample knob policy: fixed, budget, random, oracle, or package.module:Name.")
 @click.option("--policy-arg", "policy_args", multiple=True, help="key=value for the policy (repeatable).")
 @click.option("--latency-budget-ms", type=click.FloatRange(min=0, min_open=True), help="Latency budget per sample for budget policies.")
@@ -201,7 +202,7 @@ def command(tasks, knobs, tier, model, data, limit, batch_size, importance, esti
     info = backends.describe(model)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    impl = experts_impl or ("grouped_mm" if dev.startswith("cuda") else "eager")
+    impl = experts_impl or DEFAULT_EXPERTS_IMPL
     if tier is not None:
         tier = parse_tier(tier)
     fixed = None

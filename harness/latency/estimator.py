@@ -163,9 +163,37 @@ def decode_features(vision, text, blocks, top_k, position) -> np.ndarray:
     return np.stack([np.ones_like(kv), a, moe * k, a * kv, kv], axis=1)
 
 
-def fit_weighted_lstsq(X: np.ndarray, y: np.ndarray, ridge: float = 1e-10) -> np.ndarray:
+def nnls(A: np.ndarray, b: np.ndarray, max_iter: int | None = None) -> np.ndarray:
+    """Non-negative least squares, Lawson-Hanson active set: argmin ||Ax - b|| subject to x >= 0."""
+    m, n = A.shape
+    x = np.zeros(n)
+    passive = np.zeros(n, dtype=bool)
+    w = A.T @ (b - A @ x)
+    tol = 10 * np.finfo(float).eps * np.linalg.norm(A, 1) * max(m, n)
+    for _ in range(max_iter or 3 * n):
+        if passive.all() or w[~passive].max(initial=-np.inf) <= tol:
+            break
+        j = int(np.argmax(np.where(passive, -np.inf, w)))
+        passive[j] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(A[:, passive], b, rcond=None)[0]
+            if z[passive].min() > 0:
+                break
+            neg = passive & (z <= 0)
+            alpha = np.min(x[neg] / (x[neg] - z[neg]))
+            x = x + alpha * (z - x)
+            passive &= x > tol
+            x[~passive] = 0.0
+        x = z
+        w = A.T @ (b - A @ x)
+    return x
+
+
+def fit_weighted_lstsq(X: np.ndarray, y: np.ndarray, ridge: float = 1e-10, nonneg: bool = False) -> np.ndarray:
     """Least squares minimising relative error (rows weighted by 1/y), columns scaled to unit RMS
-    and a tiny ridge for conditioning. Returns coefficients for the unscaled columns."""
+    and a tiny ridge for conditioning; ``nonneg`` constrains every coefficient to be >= 0 (each
+    feature is a cost term). Returns coefficients for the unscaled columns."""
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
     if X.ndim != 2 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
@@ -178,7 +206,10 @@ def fit_weighted_lstsq(X: np.ndarray, y: np.ndarray, ridge: float = 1e-10) -> np
     n_col = X.shape[1]
     A = np.vstack([Xs, math.sqrt(ridge) * np.eye(n_col)])
     b = np.concatenate([ys, np.zeros(n_col)])
-    coef, *_ = np.linalg.lstsq(A, b, rcond=None)
+    if nonneg:
+        coef = nnls(A, b)
+    else:
+        coef, *_ = np.linalg.lstsq(A, b, rcond=None)
     return coef / scale
 
 
@@ -297,9 +328,10 @@ class Measurement:
 
 
 def fit_measurements(measurements: Sequence[Measurement], n_experts: int = DEFAULT_N_EXPERTS, name: str = "builtin",
-                     meta: dict | None = None) -> FittedEstimator:
-    """Fit prefill on one row per measurement and decode on one row per (config, position), using
-    the median over repeats to damp outliers."""
+                     meta: dict | None = None, nonneg: bool = False) -> FittedEstimator:
+    """Fit prefill on one row per configuration and decode on one row per (configuration, position),
+    using the median over repeats to damp outliers. ``nonneg``: every cost coefficient >= 0 (robust
+    on noisy devices; slightly less flexible)."""
     if not measurements:
         raise HarnessError("no latency measurements to fit; profile at least one configuration")
     groups: dict[tuple, list[Measurement]] = {}
@@ -317,11 +349,11 @@ def fit_measurements(measurements: Sequence[Measurement], n_experts: int = DEFAU
             dec_y.append(float(np.median(vals)))
     P = np.asarray(pre_rows, dtype=float)
     Xp = prefill_features(P[:, 0], P[:, 1], P[:, 2], P[:, 3], n_experts)
-    coef_p = fit_weighted_lstsq(Xp, np.asarray(pre_y))
+    coef_p = fit_weighted_lstsq(Xp, np.asarray(pre_y), nonneg=nonneg)
     if dec_rows:
         D = np.asarray(dec_rows, dtype=float)
         Xd = decode_features(D[:, 0], D[:, 1], D[:, 2], D[:, 3], D[:, 4])
-        coef_d = fit_weighted_lstsq(Xd, np.asarray(dec_y))
+        coef_d = fit_weighted_lstsq(Xd, np.asarray(dec_y), nonneg=nonneg)
     else:
         coef_d = np.zeros(len(DECODE_FEATURES))
     return FittedEstimator(coef_p, coef_d, name=name, n_experts=n_experts, meta=meta)

@@ -222,6 +222,22 @@ def split_heldout(measurements: Sequence[Measurement], frac: float = 0.25, seed:
     return train, test
 
 
+def choose_constraint(measurements: Sequence[Measurement], n_experts: int, seed: int) -> bool:
+    """Unconstrained or non-negative coefficients, whichever predicts configurations held out of
+    ``measurements`` (an inner split, never the reported held-out set) better; non-negative when
+    there are too few configurations to tell."""
+    from harness.latency.estimator import evaluate_medians
+
+    inner_train, inner_test = split_heldout(measurements, 0.3, seed + 1)
+    if not inner_test or len({m.config_key for m in inner_train}) < 8:
+        return True
+    err = {}
+    for nonneg in (False, True):
+        r = evaluate_medians(fit_measurements(inner_train, n_experts=n_experts, nonneg=nonneg), inner_test)
+        err[nonneg] = r["total"]["mape"] if r.get("total") and r["total"]["mape"] is not None else float("inf")
+    return err[True] <= err[False]
+
+
 @dataclass
 class ProfileResult:
     estimator: FittedEstimator
@@ -242,7 +258,8 @@ def profile_backend(backend, info, device: str, grid: Grid, repeats: int = 3, se
     ms = measure_grid(backend, grid, repeats=repeats, seed=seed, warmup=warmup, progress=progress)
     n_experts = int(getattr(info, "n_experts", None) or DEFAULT_N_EXPERTS)
     train, test = split_heldout(ms, holdout, seed)
-    fit_train = fit_measurements(train or ms, n_experts=n_experts)
+    nonneg = choose_constraint(train or ms, n_experts, seed)
+    fit_train = fit_measurements(train or ms, n_experts=n_experts, nonneg=nonneg)
     # the headline: held-out configurations, each judged against the median of its repeats;
     # single-measurement errors and the repeat-to-repeat noise are reported beside it
     heldout = evaluate_medians(fit_train, test) if test else {}
@@ -250,7 +267,7 @@ def profile_backend(backend, info, device: str, grid: Grid, repeats: int = 3, se
     heldout["ground_truth"] = "median of the repeats of each held-out (configuration, output length)"
     heldout_single = evaluate(fit_train, test) if test else {}
     noise = measurement_noise(ms)
-    full = fit_measurements(ms, n_experts=n_experts)
+    full = fit_measurements(ms, n_experts=n_experts, nonneg=nonneg)
     train_err = evaluate(full, ms)
     seconds = time.perf_counter() - t0
     model = getattr(info, "name", "model")
@@ -270,6 +287,7 @@ def profile_backend(backend, info, device: str, grid: Grid, repeats: int = 3, se
         "measurement_noise": noise,
         "fit_error_all": train_err,
         "quick": quick,
+        "nonneg": nonneg,
         "profile_seconds": round(seconds, 2),
     }
     full.meta = meta
