@@ -62,3 +62,19 @@ def test_master_weights_keep_fp32_copies_of_bf16_params():
     assert any(not torch.equal(a, b) for a, b in zip(before, w.masters))
     for p, m in zip(model.parameters(), w.masters):
         assert torch.equal(p, m.to(torch.bfloat16))
+
+
+def test_training_feature_path_equals_llava_forward():
+    """rm.embed_inputs (used in training) computes what LlavaForConditionalGeneration computes."""
+    from transformers import AutoModelForImageTextToText
+
+    tok = _tokenizer()
+    model = AutoModelForImageTextToText.from_pretrained(PKG_DIR, dtype=torch.float32).eval()
+    torch.manual_seed(0)
+    for size in (64, 192):
+        ids = torch.tensor([rm.prompt_ids(tok, "What color is the star?", rm.vision_tokens(size))])
+        pixels = torch.randn(1, 3, size, size)
+        with torch.no_grad():
+            ref = model(input_ids=ids, pixel_values=pixels, interpolate_pos_encoding=True).logits
+            ours = model.lm_head(model.model.language_model(inputs_embeds=rm.embed_inputs(model, ids, pixels)).last_hidden_state)
+        assert torch.allclose(ref, ours, atol=1e-5)
