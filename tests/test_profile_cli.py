@@ -58,3 +58,26 @@ def test_profile_config_file_and_bad_grid(cli, capsys, tmp_path):
     assert cli("--model", "m2", "--grid", "blocks=2") == 2
     assert "out of range" in capsys.readouterr().err
     assert cli("--model", "m2", "--grid", "warp=9") == 2
+
+
+def test_refit_from_saved_measurements(cli, capsys, tmp_path):
+    assert cli("--model", "m3", "--grid", "blocks=4,6,8;top_k=1,4;tier=low,high;prompt=8,24;output=3", "--repeats", "2", "-q") == 0
+    raw = tmp_path / "estimators" / "m3__cpu.measurements.json"
+    first = json.loads((tmp_path / "estimators" / "m3__cpu.json").read_text())
+    out = tmp_path / "refit.json"
+    assert cli("--model", "m3", "--from-measurements", raw, "--output", out, "--json") == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n_measurements"] == first["n_measurements"] and res["n_interference_excluded"] == 0
+    again = json.loads(out.read_text())
+    assert again["prefill"]["coef"] == pytest.approx(first["prefill"]["coef"])
+    assert cli("--model", "other", "--from-measurements", raw) == 2
+    assert "holds measurements of m3" in capsys.readouterr().err
+
+
+def test_interference_is_dropped_from_the_fit():
+    from harness.latency.estimator import Measurement, drop_interference
+
+    base = [Measurement(8, 4, 1, 36, 10, 10.0, [2.0, 2.0], r) for r in range(3)]
+    slow = Measurement(8, 4, 1, 36, 10, 120.0, [25.0, 25.0], 3)
+    kept = drop_interference(base + [slow])
+    assert slow not in kept and len(kept) == 3

@@ -49,9 +49,12 @@ def _pct(v):
 @click.option("--experts-impl", type=click.Choice(["eager", "grouped_mm", "batched_mm"]), default=None)
 @click.option("--compile", "compile_", is_flag=True)
 @click.option("--output", "-o", type=str, help="Fit file (default configs/estimators/<model>__<device>.json, or the user cache when not writable).")
+@click.option("--from-measurements", "from_measurements", type=click.Path(dir_okay=False),
+              help="Re-fit saved raw measurements (*.measurements.json) instead of measuring again.")
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the fit summary JSON to stdout.")
-def command(model, device, dtype, grid, repeats, warmup, seed, holdout, importance, experts_impl, compile_, output, quiet, as_json):
+def command(model, device, dtype, grid, repeats, warmup, seed, holdout, importance, experts_impl, compile_, output,
+            from_measurements, quiet, as_json):
     """Profile latency on this device and fit the latency estimator."""
     from harness import backends
     from harness.runner import DEFAULT_EXPERTS_IMPL, resolve_device, resolve_dtype
@@ -71,6 +74,17 @@ def command(model, device, dtype, grid, repeats, warmup, seed, holdout, importan
 
     check_writable(path.parent)
     impl = experts_impl or DEFAULT_EXPERTS_IMPL
+    if from_measurements:
+        from harness.latency.profile import Grid, fit_and_report, load_measurements
+
+        ms, header = load_measurements(from_measurements)
+        if header.get("model") not in (None, info.name):
+            raise HarnessError(f"'{from_measurements}' holds measurements of {header.get('model')}, not {info.name}; pass --model {header.get('model')}")
+        g = Grid(**header["grid"]) if isinstance(header.get("grid"), dict) else g
+        result = fit_and_report(ms, info, dev, g, repeats=max(m.repeat for m in ms) + 1, seed=seed, holdout=holdout,
+                                dtype=dt)
+        _report(result, info, dev, g, path, seed, quiet, as_json, time.perf_counter())
+        return
     backend = backends.load(model, device=dev, dtype=dt, importance=importance, experts_impl=impl, compile=compile_)
     wu = warmup if warmup is not None else (0 if dev.startswith("cuda") else 1)
     n_jobs = len(g.configs()) * len(g.output) * repeats
@@ -96,10 +110,18 @@ def command(model, device, dtype, grid, repeats, warmup, seed, holdout, importan
     finally:
         if bar is not None:
             bar.stop()
+    _report(result, info, dev, g, path, seed, quiet, as_json, t0)
+
+
+def _report(result, info, dev, g, path, seed, quiet, as_json, t0):
+    from harness.latency.profile import save_profile
+
     fit_path, raw_path = save_profile(result, path)
+    repeats = result.estimator.meta.get("repeats")
     meta = result.estimator.meta
     out = {"model": info.name, "device": meta["device"], "device_name": meta["device_name"], "dtype": meta["dtype"],
            "fit": str(fit_path), "measurements": str(raw_path), "n_measurements": len(result.measurements),
+           "n_interference_excluded": meta.get("n_interference_excluded"),
            "grid": g.to_dict(), "repeats": repeats, "seed": seed, "heldout": result.heldout,
            "heldout_single_measurements": result.extra.get("heldout_single_measurements"),
            "measurement_noise": result.extra.get("measurement_noise"),
@@ -110,6 +132,8 @@ def command(model, device, dtype, grid, repeats, warmup, seed, holdout, importan
         from rich.console import Console
 
         console = Console(stderr=as_json)
+        if not console.is_terminal:
+            console.width = max(console.width, 120)
         console.print(heldout_table(result,
                                     f"{info.name} on {meta['device_name']} ({dev}, {meta['dtype']}): "
                                     f"{len(result.measurements)} measurements, "

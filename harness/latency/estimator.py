@@ -327,6 +327,23 @@ class Measurement:
         return dict(self.__dict__)
 
 
+INTERFERENCE_FACTOR = 2.0
+
+
+def drop_interference(measurements: Sequence[Measurement], factor: float = INTERFERENCE_FACTOR) -> list[Measurement]:
+    """Drop calls slower than ``factor`` x the fastest repeat of the same (configuration, output
+    length): on a shared machine another process can slow a whole call down many times (CPU thread
+    oversubscription gives ~10x); such calls measure the neighbours, not the model."""
+    groups: dict[tuple, list[Measurement]] = {}
+    for m in measurements:
+        groups.setdefault(m.config_key + (m.vision_tokens, len(m.decode_step_ms)), []).append(m)
+    keep = []
+    for g in groups.values():
+        fastest = min(m.prefill_ms + m.decode_ms for m in g)
+        keep.extend(m for m in g if m.prefill_ms + m.decode_ms <= factor * fastest)
+    return keep
+
+
 def fit_measurements(measurements: Sequence[Measurement], n_experts: int = DEFAULT_N_EXPERTS, name: str = "builtin",
                      meta: dict | None = None, nonneg: bool = False) -> FittedEstimator:
     """Fit prefill on one row per configuration and decode on one row per (configuration, position),
@@ -334,6 +351,7 @@ def fit_measurements(measurements: Sequence[Measurement], n_experts: int = DEFAU
     on noisy devices; slightly less flexible)."""
     if not measurements:
         raise HarnessError("no latency measurements to fit; profile at least one configuration")
+    measurements = drop_interference(measurements)
     groups: dict[tuple, list[Measurement]] = {}
     for m in measurements:
         groups.setdefault(m.config_key + (m.vision_tokens,), []).append(m)
@@ -395,8 +413,9 @@ def _median_groups(measurements: Sequence[Measurement]) -> list[tuple[Measuremen
 
 def evaluate_medians(estimator: LatencyEstimator, measurements: Sequence[Measurement]) -> dict:
     """Error against the median of the repeated measurements of each (configuration, output length):
-    what the estimator is for (expected latency), with repeat-to-repeat noise damped."""
-    groups = _median_groups(measurements)
+    what the estimator is for (expected latency), with repeat-to-repeat noise damped (calls slowed
+    down by interference, see :func:`drop_interference`, are left out of the medians)."""
+    groups = _median_groups(drop_interference(measurements))
     if not groups:
         return {}
     rows = [EstimatorInput(m.top_k, m.num_active_blocks, m.tier_idx, m.vision_tokens, m.text_tokens, n)

@@ -20,8 +20,9 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.knobs import TIER_INDEX, Knobs
-from harness.latency.estimator import (DEFAULT_N_EXPERTS, FittedEstimator, Measurement, device_slug, evaluate,
-                                       evaluate_medians, fit_measurements, measurement_noise)
+from harness.latency.estimator import (DEFAULT_N_EXPERTS, FittedEstimator, Measurement, device_slug,
+                                       drop_interference, evaluate, evaluate_medians, fit_measurements,
+                                       measurement_noise)
 
 _WORDS = ("the", "a", "picture", "shows", "what", "color", "is", "many", "how", "object", "left", "right",
           "question", "answer", "image", "small", "large", "red", "blue", "green", "table", "person", "sky",
@@ -256,6 +257,14 @@ def profile_backend(backend, info, device: str, grid: Grid, repeats: int = 3, se
     everything for the saved estimator (its reported error stays the held-out one)."""
     t0 = time.perf_counter()
     ms = measure_grid(backend, grid, repeats=repeats, seed=seed, warmup=warmup, progress=progress)
+    return fit_and_report(ms, info, device, grid, repeats=repeats, seed=seed, holdout=holdout, quick=quick,
+                          dtype=str(getattr(backend, "dtype", "")), t0=t0)
+
+
+def fit_and_report(ms: list[Measurement], info, device: str, grid: Grid, *, repeats: int, seed: int = 0,
+                   holdout: float = 0.25, quick: bool = False, dtype: str = "", t0: float | None = None) -> ProfileResult:
+    """Fit and evaluate measurements (fresh, or saved raw measurements re-fitted)."""
+    t0 = time.perf_counter() if t0 is None else t0
     n_experts = int(getattr(info, "n_experts", None) or DEFAULT_N_EXPERTS)
     train, test = split_heldout(ms, holdout, seed)
     nonneg = choose_constraint(train or ms, n_experts, seed)
@@ -276,12 +285,13 @@ def profile_backend(backend, info, device: str, grid: Grid, repeats: int = 3, se
         "model": model,
         "device": slug,
         "device_name": device_name(device),
-        "dtype": str(getattr(backend, "dtype", "")),
+        "dtype": dtype,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "grid": grid.to_dict(),
         "repeats": repeats,
         "seed": seed,
         "n_measurements": len(ms),
+        "n_interference_excluded": len(ms) - len(drop_interference(ms)),
         "heldout": heldout,
         "heldout_single_measurements": heldout_single,
         "measurement_noise": noise,
@@ -334,3 +344,15 @@ def save_profile(result: ProfileResult, path) -> tuple:
     atomic_write_json(raw, {"model": result.estimator.meta.get("model"), "device": result.estimator.meta.get("device"),
                             "grid": result.grid.to_dict(), "measurements": [m.to_dict() for m in result.measurements]})
     return path, raw
+
+
+def load_measurements(path) -> tuple[list[Measurement], dict]:
+    """Raw measurements saved by :func:`save_profile` -> (measurements, file header)."""
+    from harness.jsonio import read_json
+
+    d = read_json(path, "measurements file")
+    try:
+        ms = [Measurement(**m) for m in d["measurements"]]
+    except (KeyError, TypeError) as exc:
+        raise HarnessError(f"'{path}' is not a harness measurements file ({exc}); pass a *.measurements.json from `harness profile`")
+    return ms, d
