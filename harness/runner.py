@@ -194,7 +194,7 @@ class Runner:
         max_new = self.options.max_new_tokens or int(getattr(self.task, "max_new_tokens", 16) or 16)
         plan = self.plan(items)
         t_warm = time.perf_counter()
-        if plan:
+        if plan and getattr(self.backend, "needs_warmup", True):
             self._warmup(plan[0][0], plan[0][1][0], max_new)
         self.timing["warmup_s"] = time.perf_counter() - t_warm
         for knobs, batch in plan:
@@ -206,7 +206,8 @@ class Runner:
 
     def _warmup(self, knobs: Knobs, item: _Item, max_new: int) -> None:
         """Untimed calls so one-time costs (kernel selection, allocator growth, lazy init) do not
-        land on the first sample's latency. Failures here are ignored: the timed call reports them."""
+        land on the first sample's latency. Failures here are ignored: the timed call reports them.
+        Skipped for backends with ``needs_warmup = False`` (nothing to warm up)."""
         for _ in range(max(0, int(self.options.warmup))):
             try:
                 self._apply(knobs)

@@ -54,6 +54,8 @@ def true_decode_step_ms(vision: int, text: int, blocks: int, top_k: int, positio
 
 
 class FakeBackend:
+    needs_warmup = False  # no one-time costs: the runner skips its untimed warm-up call
+
     def __init__(self, info: FakeInfo | None = None, fail_on: str = "RAISE", device: str = "cpu", dtype: str = "float32"):
         self.info = info or FakeInfo()
         self.device = device

@@ -173,3 +173,13 @@ def test_style_reaches_the_prompt(run_fake, tmp_path):
     _, plain, _ = run_fake(out=tmp_path / "a")
     _, short, _ = run_fake(style="short", out=tmp_path / "b")
     assert [ln["text_tokens"] + 1 for ln in plain] == [ln["text_tokens"] for ln in short]
+
+
+def test_warmup_call_is_untimed_and_not_recorded(run_fake):
+    class Warm(FakeBackend):
+        needs_warmup = True
+
+    backend = Warm()
+    summary, lines, _ = run_fake(backend=backend, data=fake_data(5))
+    assert sum(n for _, n in backend.batches) == 6  # one warm-up call + five samples
+    assert summary["n"] == 5 and summary["timing"]["warmup_s"] >= 0
