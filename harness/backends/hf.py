@@ -291,6 +291,9 @@ def load_hf(path: str, info: ModelInfo, settings: ModelSettings, device="cpu", d
         from transformers import LlavaForConditionalGeneration as cls
     else:
         cls = AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the harness draws its own progress; keep stderr clean
     model = cls.from_pretrained(path, dtype=dtype).to(device).eval()
     # LLaVA does not dispatch experts implementations itself: set it on its language model
     target = model.model.language_model if getattr(config, "model_type", None) in VLM_TYPES else model

@@ -38,7 +38,7 @@ from harness.errors import HarnessError
 @click.option("--include-path", multiple=True, help="Folder of plugin modules (tasks, metrics) to import.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the decode step (GPU).")
 @click.option("--experts-impl", type=click.Choice(["eager", "grouped_mm", "batched_mm"]), default=None,
-              help="transformers experts implementation (default: grouped_mm on GPU, eager on CPU).")
+              help="transformers experts implementation (default grouped_mm).")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan (done / to run) without loading the model.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or table.")
 def command(grid_spec, tasks, model, data, limit, batch_size, importance, estimator, output, device, dtype, seed, style,
@@ -71,7 +71,9 @@ def command(grid_spec, tasks, model, data, limit, batch_size, importance, estima
     configs = sweep.validate_configs(grid.configs, info, grid.source)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    impl = experts_impl or ("grouped_mm" if dev.startswith("cuda") else "eager")
+    from harness.runner import DEFAULT_EXPERTS_IMPL
+
+    impl = experts_impl or DEFAULT_EXPERTS_IMPL
     imp_hash = None
     if importance is not None:
         from harness.knobs import load_importance
