@@ -180,16 +180,64 @@ class MultipleChoiceTask(Task):
         return LETTERS[sample.answer]
 
 
-class VQATask(Task):
+def _references_or_raise(sample: Sample) -> list[str]:
+    if not sample.references:
+        raise HarnessError(f"sample {sample.id} has no references; an unlabeled sample has no target")
+    return sample.references
+
+
+class ShortAnswerTask(Task):
+    """One question per row with a list of answer strings, configured declaratively.
+
+    Subclasses name their columns (``id_column``, ``answers_column``, ``image_id_columns``: the
+    first of these present in a row gives the image id, ``meta_columns``: copied into
+    ``Sample.meta`` when they hold strings) and the default prompt (``capitalize_question``,
+    ``instruction`` appended after the question). Override :meth:`row_meta` for other metadata.
+    """
+
+    id_column: str = "question_id"
+    question_column: str = "question"
+    answers_column: str = "answers"
+    image_id_columns: tuple[str, ...] = ("image_id",)
+    meta_columns: tuple[str, ...] = ()
+    capitalize_question: bool = False
+    instruction: str = SHORT_ANSWER
+
+    def row_meta(self, row: Mapping[str, Any]) -> dict:
+        return {k: row[k] for k in self.meta_columns if isinstance(row.get(k), str)}
+
+    def row_image_id(self, row: Mapping[str, Any]) -> Any:
+        value = None
+        for column in reversed(self.image_id_columns):
+            value = row.get(column, value)
+        return value
+
+    def samples_from_row(self, row, index):
+        return [
+            Sample(
+                id=str(row[self.id_column]),
+                task=self.name,
+                question=self._text(row, self.question_column, index),
+                image=row.get(self.image_column),
+                references=self._str_list(row, self.answers_column, index),
+                image_id=self.row_image_id(row),
+                meta=self.row_meta(row),
+            )
+        ]
+
+    def prompt_default(self, sample: Sample) -> str:
+        question = sample.question.capitalize() if self.capitalize_question else sample.question
+        return f"{question}{self.instruction}"
+
+
+class VQATask(ShortAnswerTask):
     """Ten human answers per question; scored by `vqa_score`."""
 
     metric = "vqa_score"
     max_new_tokens = 16
 
     def target(self, sample: Sample) -> str:
-        if not sample.references:
-            raise HarnessError(f"sample {sample.id} has no references; an unlabeled sample has no target")
-        return majority(sample.references)
+        return majority(_references_or_raise(sample))
 
 
 class CountTask(Task):
@@ -201,21 +249,17 @@ class CountTask(Task):
         return f"{sample.question}\nAnswer with a single number."
 
     def target(self, sample: Sample) -> str:
-        if not sample.references:
-            raise HarnessError(f"sample {sample.id} has no references; an unlabeled sample has no target")
-        return sample.references[0]
+        return _references_or_raise(sample)[0]
 
 
-class ANLSTask(Task):
+class ANLSTask(ShortAnswerTask):
     """Reading questions scored by ANLS plus exact match (`ansl_em`)."""
 
     metric = "ansl_em"
     max_new_tokens = 32
 
     def target(self, sample: Sample) -> str:
-        if not sample.references:
-            raise HarnessError(f"sample {sample.id} has no references; an unlabeled sample has no target")
-        return sample.references[0]
+        return _references_or_raise(sample)[0]
 
 
 class CaptionTask(Task):
@@ -234,6 +278,4 @@ class CaptionTask(Task):
         return sample.question
 
     def target(self, sample: Sample) -> str:
-        if not sample.references:
-            raise HarnessError(f"sample {sample.id} has no references; an unlabeled sample has no target")
-        return sample.references[0]
+        return _references_or_raise(sample)[0]

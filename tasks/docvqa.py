@@ -6,7 +6,6 @@ acceptable strings. Scored by ANLS plus exact match. Default prompt as lmms-eval
 
 from __future__ import annotations
 
-from harness.types import Sample
 from tasks import register
 from tasks.base import ANLSTask, DatasetSpec
 
@@ -17,6 +16,8 @@ class DocVQA(ANLSTask):
     aliases = ("docvqa-val",)
     description = "DocVQA: questions on scanned documents; ANLS"
     molmo_style = "doc_qa"
+    id_column = "questionId"
+    image_id_columns = ("docId",)
     dataset = DatasetSpec(
         hub_id="lmms-lab/DocVQA",
         config="DocVQA",
@@ -28,18 +29,7 @@ class DocVQA(ANLSTask):
         notes="test answers are null (submission only)",
     )
 
-    def samples_from_row(self, row, index):
-        meta = {}
+    def row_meta(self, row):
         if isinstance(row.get("question_types"), list):
-            meta["question_types"] = [str(t) for t in row["question_types"]]
-        return [
-            Sample(
-                id=str(row["questionId"]),
-                task=self.name,
-                question=self._text(row, "question", index),
-                image=row.get("image"),
-                references=self._str_list(row, "answers", index),
-                image_id=row.get("docId"),
-                meta=meta,
-            )
-        ]
+            return {"question_types": [str(t) for t in row["question_types"]]}
+        return {}

@@ -6,7 +6,6 @@ through their ``raw_answer`` (what MolmoE scores against). Default prompt as lmm
 
 from __future__ import annotations
 
-from harness.types import Sample
 from tasks import register
 from tasks.base import SHORT_ANSWER, DatasetSpec, VQATask
 
@@ -19,6 +18,7 @@ class OKVQA(VQATask):
     aliases = ("ok-vqa",)
     description = "OK-VQA: questions that need outside knowledge; 10 answers per question"
     molmo_style = "okvqa"
+    instruction = UNANSWERABLE + SHORT_ANSWER
     dataset = DatasetSpec(
         hub_id="lmms-lab/OK-VQA",
         config=None,
@@ -28,18 +28,3 @@ class OKVQA(VQATask):
         label_columns=("answers",),
         splits={"val2014": True},
     )
-
-    def samples_from_row(self, row, index):
-        return [
-            Sample(
-                id=str(row["question_id"]),
-                task=self.name,
-                question=self._text(row, "question", index),
-                image=row.get("image"),
-                references=self._str_list(row, "answers", index),
-                image_id=row.get("image_id"),
-            )
-        ]
-
-    def prompt_default(self, sample: Sample) -> str:
-        return f"{sample.question}{UNANSWERABLE}{SHORT_ANSWER}"

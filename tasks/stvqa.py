@@ -7,9 +7,8 @@ train JSON's field, and the bundled synthetic split) are scored with ``ansl_em``
 
 from __future__ import annotations
 
-from harness.types import Sample
 from tasks import register
-from tasks.base import SHORT_ANSWER, ANLSTask, DatasetSpec
+from tasks.base import ANLSTask, DatasetSpec
 
 
 @register
@@ -18,6 +17,7 @@ class STVQA(ANLSTask):
     aliases = ("st-vqa",)
     description = "ST-VQA scene text; hub test split is unlabeled (RRC server only)"
     molmo_style = "st_qa"
+    image_id_columns = ("file_name", "question_id")
     dataset = DatasetSpec(
         hub_id="lmms-lab/ST-VQA",
         config=None,
@@ -28,18 +28,3 @@ class STVQA(ANLSTask):
         splits={"test": False},
         notes="test answers are hidden (RRC server); scored only on local copies with answers",
     )
-
-    def samples_from_row(self, row, index):
-        return [
-            Sample(
-                id=str(row["question_id"]),
-                task=self.name,
-                question=self._text(row, "question", index),
-                image=row.get("image"),
-                references=self._str_list(row, "answers", index),
-                image_id=row.get("file_name", row.get("question_id")),
-            )
-        ]
-
-    def prompt_default(self, sample: Sample) -> str:
-        return f"{sample.question}{SHORT_ANSWER}"

@@ -6,9 +6,8 @@ with its first letter capitalised, then the single-word instruction.
 
 from __future__ import annotations
 
-from harness.types import Sample
 from tasks import register
-from tasks.base import SHORT_ANSWER, DatasetSpec, VQATask
+from tasks.base import DatasetSpec, VQATask
 
 
 @register
@@ -17,6 +16,7 @@ class TextVQA(VQATask):
     aliases = ("textvqa-val",)
     description = "TextVQA: read text in natural images; 10 answers per question"
     molmo_style = "text_vqa"
+    capitalize_question = True
     dataset = DatasetSpec(
         hub_id="lmms-lab/textvqa",
         config=None,
@@ -27,18 +27,3 @@ class TextVQA(VQATask):
         splits={"train": True, "validation": True, "test": False},
         notes="test answers are empty strings (scored on EvalAI)",
     )
-
-    def samples_from_row(self, row, index):
-        return [
-            Sample(
-                id=str(row["question_id"]),
-                task=self.name,
-                question=self._text(row, "question", index),
-                image=row.get("image"),
-                references=self._str_list(row, "answers", index),
-                image_id=row.get("image_id"),
-            )
-        ]
-
-    def prompt_default(self, sample: Sample) -> str:
-        return f"{sample.question.capitalize()}{SHORT_ANSWER}"

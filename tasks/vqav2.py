@@ -6,7 +6,6 @@ their ``answer`` strings. Default prompt as lmms-eval renders it.
 
 from __future__ import annotations
 
-from harness.types import Sample
 from tasks import register
 from tasks.base import DatasetSpec, VQATask
 
@@ -17,6 +16,7 @@ class VQAv2(VQATask):
     aliases = ("coco-vqa",)
     description = "VQAv2 on COCO images; 10 answers per question"
     molmo_style = "vqa2"
+    meta_columns = ("question_type", "answer_type")
     dataset = DatasetSpec(
         hub_id="lmms-lab/VQAv2",
         config=None,
@@ -27,17 +27,3 @@ class VQAv2(VQATask):
         splits={"validation": True, "testdev": False, "test": False},
         notes="testdev and test labels are hidden (EvalAI)",
     )
-
-    def samples_from_row(self, row, index):
-        meta = {k: row[k] for k in ("question_type", "answer_type") if isinstance(row.get(k), str)}
-        return [
-            Sample(
-                id=str(row["question_id"]),
-                task=self.name,
-                question=self._text(row, "question", index),
-                image=row.get("image"),
-                references=self._str_list(row, "answers", index),
-                image_id=row.get("image_id"),
-                meta=meta,
-            )
-        ]
