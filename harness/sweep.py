@@ -21,13 +21,12 @@ can be passed straight to ``harness pareto`` / ``leaderboard`` / ``gate``.
 
 from __future__ import annotations
 
-import difflib
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.knobs import Knobs
+from harness.policies.knob_space import expand_values, find_toml, parse_knob_space, read_toml, validate_space
 
 GRID_DIR = Path(__file__).resolve().parents[1] / "configs" / "grids"
 _GRID_KNOBS = ("num_blocks", "top_k", "tier")
@@ -47,40 +46,6 @@ def available() -> list[str]:
     return sorted(p.stem for p in GRID_DIR.glob("*.toml"))
 
 
-def _expand(value, key: str, source: str) -> list:
-    """``"12..16"`` -> [12, ..., 16]; ``"2,4"`` -> [2, 4]; lists pass through (their strings expanded)."""
-    if isinstance(value, list):
-        out = []
-        for v in value:
-            out += _expand(v, key, source) if isinstance(v, str) and (".." in v or "," in v) else [v]
-        return out
-    if isinstance(value, int) and not isinstance(value, bool):
-        return [value]
-    if not isinstance(value, str):
-        raise HarnessError(f"grid {source}: {key} = {value!r} is not a list, a number or a range like \"12..16\"")
-    out = []
-    for part in (p.strip() for p in value.split(",")):
-        if not part:
-            continue
-        if ".." in part:
-            lo, _, hi = part.partition("..")
-            try:
-                a, b = int(lo), int(hi)
-            except ValueError:
-                raise HarnessError(f"grid {source}: {key} range '{part}' must be two integers like 12..16")
-            if b < a:
-                raise HarnessError(f"grid {source}: {key} range '{part}' is empty (end before start); write it as {b}..{a}")
-            out += list(range(a, b + 1))
-        elif key == "tier":
-            out.append(part)
-        else:
-            try:
-                out.append(int(part))
-            except ValueError:
-                raise HarnessError(f"grid {source}: {key} value '{part}' is not an integer")
-    return out
-
-
 def parse_inline(text: str) -> dict:
     """``"num_blocks=12..16 top_k=2,4 tier=low,high"`` -> a knob-space document."""
     grid: dict[str, list] = {}
@@ -94,28 +59,16 @@ def parse_inline(text: str) -> dict:
             raise HarnessError(f"--grid token '{tok}' is not knob=values with knob one of {', '.join(_GRID_KNOBS)}; {GRID_FORMAT}")
         if key in grid:
             raise HarnessError(f"--grid gives {key} twice; list every value once, e.g. {key}=2,4,6")
-        grid[key] = _expand(value, key, "--grid")
+        grid[key] = expand_values(value, key, "--grid:")
     return {"grid": grid}
 
 
 def grid_path(spec: str) -> Path:
-    p = Path(spec)
-    if p.suffix == ".toml" or p.exists():
-        if not p.is_file():
-            raise HarnessError(f"grid file '{spec}' does not exist; pass a TOML file, an inline grid, or one of: {', '.join(available())}")
-        return p
-    named = GRID_DIR / f"{spec}.toml"
-    if not named.is_file():
-        close = difflib.get_close_matches(spec, available(), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise HarnessError(f"unknown grid '{spec}'.{hint} Known: {', '.join(available())}; or {GRID_FORMAT}")
-    return named
+    return find_toml(spec, GRID_DIR, "grid", also=", an inline grid,", unknown_tail=f"; or {GRID_FORMAT}")
 
 
 def load_grid(spec: str) -> Grid:
     """A grid from ``--grid``: inline text (contains ``=``), a TOML path, or a bundled name."""
-    from harness.policies.knob_space import parse_knob_space
-
     spec = str(spec).strip()
     if not spec:
         raise HarnessError(f"the sweep is empty: --grid is blank; {GRID_FORMAT}")
@@ -124,12 +77,7 @@ def load_grid(spec: str) -> Grid:
     else:
         path = grid_path(spec)
         name, source = path.stem, f"'{path}'"
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise HarnessError(f"grid {source} is not valid TOML ({exc}); fix the file")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise HarnessError(f"cannot read grid {source}: {exc}")
+        doc = read_toml(path, "grid")
     tasks = doc.pop("tasks", [])
     if isinstance(tasks, str):
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
@@ -137,7 +85,7 @@ def load_grid(spec: str) -> Grid:
         raise HarnessError(f"grid {source}: tasks must be a list of task names")
     grid = doc.get("grid")
     if isinstance(grid, dict):
-        doc["grid"] = {k: (_expand(v, k, source) if k in _GRID_KNOBS else v) for k, v in grid.items()}
+        doc["grid"] = {k: (expand_values(v, k, f"grid {source}:") if k in _GRID_KNOBS else v) for k, v in grid.items()}
         for k in ("num_blocks", "top_k"):
             if k in doc["grid"] and not doc["grid"][k]:
                 raise HarnessError(f"the sweep is empty: grid {source} gives no {k} values")
@@ -155,8 +103,6 @@ def load_grid(spec: str) -> Grid:
 
 def validate_configs(configs: list[Knobs], info, source: str) -> list[Knobs]:
     """Check every configuration against the model (before weights load); fill default tiers."""
-    from harness.policies.knob_space import validate_space
-
     return validate_space(configs, info, f"grid {source}" if not source.startswith("grid") else source)
 
 

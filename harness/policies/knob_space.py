@@ -37,20 +37,38 @@ def available() -> list[str]:
     return sorted(p.stem for p in KNOB_SPACE_DIR.glob("*.toml"))
 
 
-def knob_space_path(spec: str) -> Path:
+def find_toml(spec: str, directory: Path, what: str, *, also: str = "", unknown_tail: str = "") -> Path:
+    """A TOML file by path, or by name from ``directory`` (the bundled ones). ``what`` names it in
+    messages ("knob space", "grid"); ``also`` lists other accepted forms for a missing file,
+    ``unknown_tail`` ends the message for an unknown name."""
+    names = sorted(p.stem for p in directory.glob("*.toml"))
     p = Path(spec)
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
-            raise HarnessError(f"knob space file '{spec}' does not exist; pass a TOML file or one of: {', '.join(available())}")
+            raise HarnessError(f"{what} file '{spec}' does not exist; pass a TOML file{also} or one of: {', '.join(names)}")
         return p
-    named = KNOB_SPACE_DIR / f"{spec}.toml"
+    named = directory / f"{spec}.toml"
     if not named.is_file():
         import difflib
 
-        close = difflib.get_close_matches(spec, available(), n=1)
+        close = difflib.get_close_matches(spec, names, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise HarnessError(f"unknown knob space '{spec}'.{hint} Known: {', '.join(available())} (or a path to a .toml file)")
+        raise HarnessError(f"unknown {what} '{spec}'.{hint} Known: {', '.join(names)}{unknown_tail}")
     return named
+
+
+def read_toml(path: Path, what: str) -> dict:
+    """A parsed TOML document; unreadable or invalid files are one-line errors naming ``what``."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise HarnessError(f"{what} '{path}' is not valid TOML ({exc}); fix the file")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"cannot read {what} '{path}': {exc}")
+
+
+def knob_space_path(spec: str) -> Path:
+    return find_toml(spec, KNOB_SPACE_DIR, "knob space", unknown_tail=" (or a path to a .toml file)")
 
 
 def parse_knob_space(data: dict, source: str) -> list[Knobs]:
@@ -66,11 +84,9 @@ def parse_knob_space(data: dict, source: str) -> list[Knobs]:
         bad = set(grid) - _GRID_KEYS
         if bad:
             raise HarnessError(f"knob space {source}: unknown [grid] key(s) {', '.join(sorted(bad))}; allowed: num_blocks, top_k, tier")
+        grid = {k: (expand_values(v, k, f"knob space {source}: [grid]") if isinstance(v, (str, list)) else v) for k, v in grid.items()}
         for key in ("num_blocks", "top_k"):
             vals = grid.get(key)
-            if isinstance(vals, str):  # "12..16", as in harness sweep grid files
-                grid = dict(grid, **{key: _int_range(vals, key, source)})
-                vals = grid[key]
             if not isinstance(vals, list) or not vals or not all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
                 raise HarnessError(f"knob space {source}: [grid] {key} must be a non-empty list of integers or \"A..B\"")
         tiers = grid.get("tier", [None])
@@ -94,17 +110,39 @@ def parse_knob_space(data: dict, source: str) -> list[Knobs]:
     return list(dict.fromkeys(out))  # drop duplicates, keep order
 
 
-def _int_range(text: str, key: str, source: str) -> list[int]:
-    lo, sep, hi = text.partition("..")
-    try:
-        if not sep:
-            raise ValueError
-        a, b = int(lo), int(hi)
-    except ValueError:
-        raise HarnessError(f"knob space {source}: [grid] {key} = {text!r} is not a list of integers or a range like \"12..16\"")
-    if a > b:
-        raise HarnessError(f"knob space {source}: [grid] {key} = {text!r} is an empty range")
-    return list(range(a, b + 1))
+def expand_values(value, key: str, where: str) -> list:
+    """One knob's values: ``"12..16"`` -> [12, ..., 16]; ``"2,4"`` -> [2, 4]; lists pass through
+    with their range/comma strings expanded; ``tier`` values stay strings. ``where`` prefixes errors."""
+    if isinstance(value, list):
+        out = []
+        for v in value:
+            out += expand_values(v, key, where) if isinstance(v, str) and (".." in v or "," in v) else [v]
+        return out
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if not isinstance(value, str):
+        raise HarnessError(f"{where} {key} = {value!r} is not a list, a number or a range like \"12..16\"")
+    out = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        if ".." in part:
+            lo, _, hi = part.partition("..")
+            try:
+                a, b = int(lo), int(hi)
+            except ValueError:
+                raise HarnessError(f"{where} {key} range '{part}' must be two integers like 12..16")
+            if b < a:
+                raise HarnessError(f"{where} {key} range '{part}' is empty (an empty range: end before start); write it as {b}..{a}")
+            out += list(range(a, b + 1))
+        elif key == "tier":
+            out.append(part)
+        else:
+            try:
+                out.append(int(part))
+            except ValueError:
+                raise HarnessError(f"{where} {key} value '{part}' is not an integer or a range like \"12..16\"")
+    return out
 
 
 def default_knob_space(model_info) -> list[Knobs]:
@@ -126,12 +164,7 @@ def load_knob_space(spec: str | None, model_info=None) -> list[Knobs]:
         source = f"default grid of {getattr(model_info, 'name', 'the model')}"
     else:
         path = knob_space_path(str(spec))
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise HarnessError(f"knob space '{path}' is not valid TOML ({exc}); fix the file")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise HarnessError(f"cannot read knob space '{path}': {exc}")
+        data = read_toml(path, "knob space")
         source = f"'{path}'"
         space = parse_knob_space(data, source)
     if model_info is None:
