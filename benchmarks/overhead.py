@@ -21,7 +21,6 @@ and ``.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -29,33 +28,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-
-def _describe(spec: str):
-    """``tiny:<family>`` (a seconds-fast random model from harness.backends.tiny, for CPU smoke runs)
-    or any ``harness run --model`` spec."""
-    if spec.startswith("tiny:"):
-        return _load(spec).info
-    from harness import backends
-
-    return backends.describe(spec)
-
-
-_TINY = {}
-
-
-def _load(spec: str, **kw):
-    if spec.startswith("tiny:"):
-        from harness.backends import tiny
-
-        if spec not in _TINY:
-            _TINY[spec] = tiny.backend(spec.split(":", 1)[1])
-        return _TINY[spec]
-    from harness import backends
-
-    return backends.load(spec, **kw)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS_DIR, describe, load, resolve_setup, write_report  # noqa: E402  (also puts the repo on sys.path)
 
 
 def main(argv=None) -> int:
@@ -72,7 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--estimator", default="builtin", help="builtin, none, or a spec (as harness run --estimator)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--results", default=str(RESULTS_DIR))
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -80,24 +54,20 @@ def main(argv=None) -> int:
 
     import metrics
     import tasks
-    from harness import backends
-    from harness.runner import ensure_fitted, prepare_estimator, resolve_device, resolve_dtype
     from harness.knobs import Knobs
     from harness.latency.estimator import device_slug, model_slug
-    from harness.runner import run_loaded_task
+    from harness.runner import ensure_fitted, prepare_estimator, run_loaded_task
     from tasks.data import load_samples
 
-    dev = resolve_device(args.device)
-    dt = resolve_dtype(args.dtype, dev)
-    impl = args.experts_impl or "grouped_mm"
-    info = _describe(args.model)
+    dev, dt, impl = resolve_setup(args.device, args.dtype, args.experts_impl)
+    info = describe(args.model)
     task = tasks.get_task(args.task)
     metric = metrics.get_metric(task.metric)
     t0 = time.perf_counter()
     data = load_samples(task, args.data, args.limit, args.seed)
     data_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    backend = _load(args.model, device=dev, dtype=dt, experts_impl=impl)
+    backend = load(args.model, device=dev, dtype=dt, experts_impl=impl)
     load_s = time.perf_counter() - t0
     est, note = prepare_estimator(None if args.estimator == "builtin" else args.estimator, info, dev, quiet=True)
     est, fit_note = ensure_fitted(est, backend, info, dev, args.seed, quiet=True)
@@ -145,13 +115,8 @@ def main(argv=None) -> int:
         "mean_output_tokens": sum(ln["output_tokens"] or 0 for ln in lines) / max(1, len(lines)),
         "estimator": summary["estimator"],
     }
-    out_dir = Path(args.results)
-    out_dir.mkdir(parents=True, exist_ok=True)
     slug = f"{model_slug(info)}__{device_slug(dev)}" + (f"__b{args.batch_size}" if args.batch_size != 1 else "")
-    (out_dir / f"overhead_{slug}.json").write_text(json.dumps(report, indent=2) + "\n")
-    md = _markdown(report)
-    (out_dir / f"overhead_{slug}.md").write_text(md)
-    print(md)
+    write_report(args.results, f"overhead_{slug}", report, _markdown(report))
     return 0
 
 

@@ -24,35 +24,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS_DIR, describe, load, resolve_setup, write_report  # noqa: E402  (also puts the repo on sys.path)
 
 DEFAULT_GRID = "blocks=12,14,16;top_k=1,2,4,8;tier=low,medium,high;prompt=16,96;output=6,16"
-
-
-def _describe(spec: str):
-    """``tiny:<family>`` (a seconds-fast random model from harness.backends.tiny, for CPU smoke runs)
-    or any ``harness run --model`` spec."""
-    if spec.startswith("tiny:"):
-        return _load(spec).info
-    from harness import backends
-
-    return backends.describe(spec)
-
-
-_TINY = {}
-
-
-def _load(spec: str, **kw):
-    if spec.startswith("tiny:"):
-        from harness.backends import tiny
-
-        if spec not in _TINY:
-            _TINY[spec] = tiny.backend(spec.split(":", 1)[1])
-        return _TINY[spec]
-    from harness import backends
-
-    return backends.load(spec, **kw)
 
 
 def main(argv=None) -> int:
@@ -68,24 +43,20 @@ def main(argv=None) -> int:
     ap.add_argument("--experts-impl", default=None)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--save-fit", action="store_true", help="also save the fit under configs/estimators/")
-    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--results", default=str(RESULTS_DIR))
     args = ap.parse_args(argv)
 
     import torch
     import transformers
 
-    from harness import backends
-    from harness.runner import resolve_device, resolve_dtype
     from harness.latency.estimator import device_slug, model_slug, writable_fit_path
     from harness.latency.profile import parse_grid, profile_backend, save_profile
 
-    dev = resolve_device(args.device)
-    dt = resolve_dtype(args.dtype, dev)
-    impl = args.experts_impl or "grouped_mm"
-    info = _describe(args.model)
+    dev, dt, impl = resolve_setup(args.device, args.dtype, args.experts_impl)
+    info = describe(args.model)
     grid = parse_grid(args.grid, info)
     t0 = time.perf_counter()
-    backend = _load(args.model, device=dev, dtype=dt, experts_impl=impl, compile=args.compile)
+    backend = load(args.model, device=dev, dtype=dt, experts_impl=impl, compile=args.compile)
     load_s = time.perf_counter() - t0
     warmup = args.warmup if args.warmup is not None else (0 if dev.startswith("cuda") else 1)
     n_jobs = len(grid.configs()) * len(grid.output) * args.repeats
@@ -99,8 +70,6 @@ def main(argv=None) -> int:
                           holdout=args.holdout, progress=progress)
     card = res.estimator.meta["device_name"]
     slug = f"{model_slug(info)}__{device_slug(dev)}"
-    out_dir = Path(args.results)
-    out_dir.mkdir(parents=True, exist_ok=True)
     fit_path = None
     if args.save_fit:
         fit_path, _ = save_profile(res, writable_fit_path(info, dev))
@@ -135,10 +104,7 @@ def main(argv=None) -> int:
         "fit_file": str(fit_path) if fit_path else None,
         "measurement_summary": _measurement_summary(res.measurements),
     }
-    (out_dir / f"profile_{slug}.json").write_text(json.dumps(report, indent=2) + "\n")
-    md = _markdown(report)
-    (out_dir / f"profile_{slug}.md").write_text(md)
-    print(md)
+    write_report(args.results, f"profile_{slug}", report, _markdown(report))
     return 0
 
 

@@ -1,0 +1,56 @@
+"""Shared by the benchmark scripts: the repo on ``sys.path``, models by spec (``tiny:<family>``
+included), device/dtype resolution, and writing a report as ``<stem>.json`` + ``<stem>.md``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+_TINY = {}
+
+
+def describe(spec: str):
+    """``tiny:<family>`` (a seconds-fast random model from harness.backends.tiny, for CPU smoke runs)
+    or any ``harness run --model`` spec."""
+    if spec.startswith("tiny:"):
+        return load(spec).info
+    from harness import backends
+
+    return backends.describe(spec)
+
+
+def load(spec: str, **kw):
+    """The backend for ``spec``; a ``tiny:`` model is built once per process."""
+    if spec.startswith("tiny:"):
+        from harness.backends import tiny
+
+        if spec not in _TINY:
+            _TINY[spec] = tiny.backend(spec.split(":", 1)[1])
+        return _TINY[spec]
+    from harness import backends
+
+    return backends.load(spec, **kw)
+
+
+def resolve_setup(device: str, dtype: str, experts_impl: str | None) -> tuple[str, str, str]:
+    """``--device``, ``--dtype``, ``--experts-impl`` -> (device, dtype, experts implementation)."""
+    from harness.runner import resolve_device, resolve_dtype
+
+    dev = resolve_device(device)
+    return dev, resolve_dtype(dtype, dev), experts_impl or "grouped_mm"
+
+
+def write_report(results: str | Path, stem: str, report: dict, markdown: str) -> None:
+    """``<results>/<stem>.json`` and ``.md``; the markdown is also printed."""
+    out_dir = Path(results)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / f"{stem}.md").write_text(markdown)
+    print(markdown)
