@@ -21,7 +21,7 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.policies import register
 from harness.policies.base import Param, Policy, PolicyFailure
-from harness.policies.costs import estimate_matrix, static_cost
+from harness.policies.costs import estimate_matrix, first_missing_task, rows_by_task
 from harness.policies.table import TableRow, load_accuracy_table
 
 
@@ -61,20 +61,14 @@ class BudgetPolicy(Policy):
             raise HarnessError("policy 'budget' needs --accuracy-table: the output folder of a sweep over the "
                                "knob space (run directories) or the JSON written by harness pareto")
         table = load_accuracy_table(ctx.accuracy_table).select_model(ctx.model_info).resolve_tiers(ctx.default_tier)
-        space = {ctx.resolve(k) for k in ctx.knob_space} if ctx.knob_space else None
-        self.candidates: dict[str, list[TableRow]] = defaultdict(list)
-        for row in table.rows:
-            if space is None or row.knobs in space:
-                self.candidates[row.task.lower()].append(row)
+        self.candidates: dict[str, list[TableRow]] = rows_by_task(table.rows, ctx)
         if not self.candidates:
             raise HarnessError(f"policy 'budget': no configuration of accuracy table {table.source} is in the knob space; "
                                f"sweep the knob space first or pass the matching --knob-space")
-        for rows in self.candidates.values():
-            rows.sort(key=lambda r: static_cost(r.knobs))
-        for task in ctx.tasks:
-            if task.lower() not in self.candidates:
-                raise HarnessError(f"policy 'budget': accuracy table {table.source} has no results for task '{task}' "
-                                   f"(it has: {', '.join(sorted(self.candidates))}); sweep that task first")
+        task = first_missing_task(self.candidates, ctx.tasks)
+        if task is not None:
+            raise HarnessError(f"policy 'budget': accuracy table {table.source} has no results for task '{task}' "
+                               f"(it has: {', '.join(sorted(self.candidates))}); sweep that task first")
         if self.budget_ms is None:
             self.budget_ms = ctx.latency_budget_ms
         if self.budget_ms is None:

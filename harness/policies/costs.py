@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections import defaultdict
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -14,6 +15,25 @@ from harness.policies.base import PolicyInput
 def static_cost(k: Knobs) -> tuple:
     """Order of configurations by work when no latency is known: blocks x top_k, then tier."""
     return (k.num_blocks * k.top_k, k.num_blocks, TIER_INDEX.get(k.tier or "", 0))
+
+
+def rows_by_task(rows: Iterable, context, *, need_samples: bool = False) -> dict[str, list]:
+    """Accuracy-table rows inside the context's knob space (every row when it has none), grouped by
+    lower-cased task, cheapest first by :func:`static_cost`; ``need_samples`` keeps only rows with
+    per-sample results. An empty result means no row is usable."""
+    space = {context.resolve(k) for k in context.knob_space} if context.knob_space else None
+    by_task: dict[str, list] = defaultdict(list)
+    for row in rows:
+        if (row.samples or not need_samples) and (space is None or row.knobs in space):
+            by_task[row.task.lower()].append(row)
+    for task_rows in by_task.values():
+        task_rows.sort(key=lambda r: static_cost(r.knobs))
+    return by_task
+
+
+def first_missing_task(by_task: dict[str, list], tasks: Iterable[str]) -> str | None:
+    """The first of ``tasks`` with no rows in ``by_task`` (None when all have some)."""
+    return next((t for t in tasks if t.lower() not in by_task), None)
 
 
 def vision_tokens(inp: PolicyInput, tier: str | None) -> int:

@@ -26,7 +26,7 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.policies import register
 from harness.policies.base import Param, Policy, PolicyFailure
-from harness.policies.costs import estimate_matrix, static_cost
+from harness.policies.costs import estimate_matrix, first_missing_task, rows_by_task
 from harness.policies.table import TableRow, load_accuracy_table
 
 BINARY_METRICS = ("em", "mc")
@@ -67,20 +67,14 @@ class OraclePolicy(Policy):
         if self.cost == "estimated" and ctx.estimator is None:
             raise HarnessError("policy 'oracle' with cost=estimated needs a latency estimator; pass --estimator "
                                "or --policy-arg cost=measured")
-        space = {ctx.resolve(k) for k in ctx.knob_space} if ctx.knob_space else None
-        self.rows: dict[str, list[TableRow]] = defaultdict(list)
-        for row in table.rows:
-            if row.samples and (space is None or row.knobs in space):
-                self.rows[row.task.lower()].append(row)
+        self.rows: dict[str, list[TableRow]] = rows_by_task(table.rows, ctx, need_samples=True)
         if not self.rows:
             raise HarnessError(f"policy 'oracle': no configuration of {table.source} with per-sample results is in "
                                f"the knob space; pass the matching --knob-space")
-        for rows in self.rows.values():
-            rows.sort(key=lambda r: static_cost(r.knobs))
-        for task in ctx.tasks:
-            if task.lower() not in self.rows:
-                raise HarnessError(f"policy 'oracle': {table.source} has no per-sample results for task '{task}' "
-                                   f"(it has: {', '.join(sorted(self.rows))})")
+        task = first_missing_task(self.rows, ctx.tasks)
+        if task is not None:
+            raise HarnessError(f"policy 'oracle': {table.source} has no per-sample results for task '{task}' "
+                               f"(it has: {', '.join(sorted(self.rows))})")
         self.table_source = table.source
         self.counts = {"answered": 0, "unanswerable": 0, "unseen": 0}
 
