@@ -17,10 +17,10 @@ from pathlib import Path
 
 import click
 
+from harness.commands.options import DTYPES, model_run_options  # noqa: F401  (DTYPES: re-exported)
 from harness.config import config_option
 from harness.errors import HarnessError
 
-DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 
 
 # -- console helpers --------------------------------------------------------------------------------
@@ -151,23 +151,14 @@ def file_sha256(path: str) -> str:
 @click.option("--task", "-t", "tasks", multiple=True, help="Task name(s): repeat, comma-separate, or 'all'.")
 @click.option("--knobs", "-k", help="B,K[,TIER]: active blocks (block 0 included), top_k, tier. Default: the full model.")
 @click.option("--tier", help="Image tier (low/medium/high); overrides the third --knobs field.")
-@click.option("--model", "-m", default="reference", show_default=True, help="reference | hf:<id-or-path> | molmoe:<id-or-path> | random:molmoe-1b")
-@click.option("--data", default="bundled", show_default=True, help="bundled | hub | PATH (parquet/jsonl/folder).")
-@click.option("--limit", type=click.IntRange(min=1), help="Evaluate a seeded subset of this many samples.")
-@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=1, show_default=True,
-              help="1 = latency mode (per-sample latency); larger batches report latency per batch.")
-@click.option("--importance", type=str, help="Block importance JSON (which blocks survive when num_blocks < N).")
-@click.option("--estimator", help="builtin (default), none, a fit .json, or module:attr[@checkpoint] (design section 2 signature).")
-@click.option("--output", "-o", type=str, help="Run directory (default runs/<time>-<task>-<config>/; one subfolder per task when several).")
-@click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu, cuda[:N].")
-@click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True, help="auto = bfloat16 on GPU, float32 on CPU.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subset, bootstrap and policies.")
-@click.option("--style", help="Prompt style of the task (see `harness tasks`).")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Override the task's output length limit.")
-@click.option("--include-path", multiple=True, help="Folder of plugin modules (tasks, metrics, policies) to import.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the decode step (GPU).")
-@click.option("--experts-impl", type=click.Choice(["eager", "grouped_mm", "batched_mm"]), default=None,
-              help="transformers experts implementation (default grouped_mm; eager where unavailable).")
+@model_run_options(
+    output=click.option("--output", "-o", type=str,
+                        help="Run directory (default runs/<time>-<task>-<config>/; one subfolder per task when several)."),
+    estimator="builtin (default), none, a fit .json, or module:attr[@checkpoint] (design section 2 signature).",
+    seed="Seed of the subset, bootstrap and policies.",
+    include_path="Folder of plugin modules (tasks, metrics, policies) to import.",
+    experts_impl="transformers experts implementation (default grouped_mm; eager where unavailable).",
+)
 @click.option("--policy", help="Per-sample knob policy: fixed, budget, random, oracle, or package.module:Name.")
 @click.option("--policy-arg", "policy_args", multiple=True, help="key=value for the policy (repeatable).")
 @click.option("--latency-budget-ms", type=click.FloatRange(min=0, min_open=True), help="Latency budget per sample for budget policies.")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from harness.commands.run import DTYPES
+from harness.commands.options import model_run_options
 from harness.config import config_option
 from harness.errors import HarnessError
 
@@ -19,26 +19,13 @@ from harness.errors import HarnessError
                    '"num_blocks=12..16 top_k=2,4,6,8 tier=low,high".')
 @click.option("--task", "-t", "tasks", multiple=True,
               help="Task name(s): repeat, comma-separate, or 'all'. Default: the grid file's tasks.")
-@click.option("--model", "-m", default="reference", show_default=True,
-              help="reference | hf:<id-or-path> | molmoe:<id-or-path> | random:molmoe-1b")
-@click.option("--data", default="bundled", show_default=True, help="bundled | hub | PATH (parquet/jsonl/folder).")
-@click.option("--limit", type=click.IntRange(min=1), help="Evaluate a seeded subset of this many samples per task.")
-@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=1, show_default=True,
-              help="1 = latency mode (per-sample latency); larger batches report latency per batch.")
-@click.option("--importance", type=str, help="Block importance JSON (which blocks survive when num_blocks < N).")
-@click.option("--estimator", help="builtin (default), none, a fit .json, or module:attr[@checkpoint].")
-@click.option("--output", "-o", type=str, default="runs/sweep", show_default=True,
-              help="Sweep folder: one run directory per configuration, <output>/<task>/<config>/. Re-run to resume.")
-@click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu, cuda[:N].")
-@click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
-              help="auto = bfloat16 on GPU, float32 on CPU.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subset and the bootstrap.")
-@click.option("--style", help="Prompt style of the tasks (see `harness tasks`).")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Override the tasks' output length limit.")
-@click.option("--include-path", multiple=True, help="Folder of plugin modules (tasks, metrics) to import.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the decode step (GPU).")
-@click.option("--experts-impl", type=click.Choice(["eager", "grouped_mm", "batched_mm"]), default=None,
-              help="transformers experts implementation (default grouped_mm).")
+@model_run_options(
+    output=click.option("--output", "-o", type=str, default="runs/sweep", show_default=True,
+                        help="Sweep folder: one run directory per configuration, <output>/<task>/<config>/. Re-run to resume."),
+    limit="Evaluate a seeded subset of this many samples per task.",
+    style="Prompt style of the tasks (see `harness tasks`).",
+    max_new_tokens="Override the tasks' output length limit.",
+)
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan (done / to run) without loading the model.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or table.")
 def command(grid_spec, tasks, model, data, limit, batch_size, importance, estimator, output, device, dtype, seed, style,

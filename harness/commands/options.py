@@ -1,0 +1,53 @@
+"""Click options shared by the commands that load a model and run tasks (``harness run``,
+``harness sweep``): one definition, in one help order, with per-command help text where the
+meaning differs slightly (e.g. ``--limit`` is per task in a sweep)."""
+
+from __future__ import annotations
+
+import click
+
+DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
+EXPERTS_IMPLS = ("eager", "grouped_mm", "batched_mm")
+
+# (parameter name, option declarations, click.option keyword arguments incl. the default help)
+_SHARED = (
+    ("model", ("--model", "-m"), dict(default="reference", show_default=True,
+                                      help="reference | hf:<id-or-path> | molmoe:<id-or-path> | random:molmoe-1b")),
+    ("data", ("--data",), dict(default="bundled", show_default=True, help="bundled | hub | PATH (parquet/jsonl/folder).")),
+    ("limit", ("--limit",), dict(type=click.IntRange(min=1), help="Evaluate a seeded subset of this many samples.")),
+    ("batch_size", ("--batch-size", "-b"), dict(type=click.IntRange(min=1), default=1, show_default=True,
+                                                help="1 = latency mode (per-sample latency); larger batches report latency per batch.")),
+    ("importance", ("--importance",), dict(type=str, help="Block importance JSON (which blocks survive when num_blocks < N).")),
+    ("estimator", ("--estimator",), dict(help="builtin (default), none, a fit .json, or module:attr[@checkpoint].")),
+    ("output", None, None),  # each command's own --output goes here
+    ("device", ("--device",), dict(default="auto", show_default=True, help="auto (cuda if available), cpu, cuda[:N].")),
+    ("dtype", ("--dtype",), dict(type=click.Choice(DTYPES), default="auto", show_default=True,
+                                 help="auto = bfloat16 on GPU, float32 on CPU.")),
+    ("seed", ("--seed",), dict(type=int, default=0, show_default=True, help="Seed of the subset and the bootstrap.")),
+    ("style", ("--style",), dict(help="Prompt style of the task (see `harness tasks`).")),
+    ("max_new_tokens", ("--max-new-tokens",), dict(type=click.IntRange(min=1), help="Override the task's output length limit.")),
+    ("include_path", ("--include-path",), dict(multiple=True, help="Folder of plugin modules (tasks, metrics) to import.")),
+    ("compile_", ("--compile", "compile_"), dict(is_flag=True, help="torch.compile the decode step (GPU).")),
+    ("experts_impl", ("--experts-impl",), dict(type=click.Choice(EXPERTS_IMPLS), default=None,
+                                               help="transformers experts implementation (default grouped_mm).")),
+)
+
+
+def model_run_options(*, output, **help_text):
+    """Decorator adding the shared options (model, data, limit, batch size, importance, estimator,
+    ``output`` -- the command's own ``--output`` option decorator --, device, dtype, seed, style,
+    max new tokens, include path, compile, experts implementation). ``help_text`` replaces the help
+    of an option by parameter name, e.g. ``limit="... per task."``."""
+    unknown = set(help_text) - {name for name, _, _ in _SHARED}
+    if unknown:
+        raise TypeError(f"model_run_options: no shared option(s) {', '.join(sorted(unknown))}")
+
+    def decorate(f):
+        for name, decls, kwargs in reversed(_SHARED):
+            if decls is None:
+                f = output(f)
+            else:
+                f = click.option(*decls, **{**kwargs, "help": help_text.get(name, kwargs["help"])})(f)
+        return f
+
+    return decorate
