@@ -88,8 +88,12 @@ def summary_table(summaries: list[dict]):
     s0 = summaries[0]
     mode = s0["latency_mode"]
     unit = "ms per batch" if mode == "per-batch" else "ms per sample"
-    table = Table(title=f"{s0['model']} on {s0['device_name']} ({s0['device']}, {s0['dtype']}); latency in {unit}",
-                  title_justify="left")
+    sources = sorted({(s.get("data") or {}).get("source", "?") for s in summaries})
+    synthetic = any((s.get("data") or {}).get("synthetic") for s in summaries)
+    data_note = ("data: SYNTHETIC bundled samples, not the real benchmark" if synthetic
+                 else f"data: {', '.join(sources)}")
+    table = Table(title=f"model {s0['model']} on {s0['device_name']} ({s0['device']}, {s0['dtype']}); latency in {unit}",
+                  caption=data_note, caption_justify="left", title_justify="left")
     for col in ("task", "config", "n", "fail", "score", "95% CI", "prefill", "decode", "total", "est.", "MAPE"):
         table.add_column(col, justify="left" if col in ("task", "config", "95% CI") else "right", no_wrap=True)
     for s in summaries:
