@@ -383,7 +383,8 @@ def load_runs(paths: Iterable[str | Path], what: str = "run directories", warn=N
 # -- comparability ------------------------------------------------------------------------------
 _FIELDS = {
     "task": ("tasks", lambda r: r.task),
-    "model": ("models", lambda r: r.model),
+    "model": ("models",
+              lambda r: f"{r.model}@{r.summary.get('model_fingerprint')}" if r.summary.get("model_fingerprint") else r.model),
     "fingerprint": ("item sets (data fingerprints)", lambda r: f"{r.fingerprint[:12]} ({r.data_source})" if r.data_source else r.fingerprint[:12]),
     "environment": ("devices (measured latency differs by device, dtype and batch size)", lambda r: r.environment_label),
 }

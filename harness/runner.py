@@ -498,6 +498,7 @@ def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_con
         "task": task.name,
         "metric": getattr(metric, "name", None),
         "model": getattr(info, "name", None),
+        "model_fingerprint": (run_config or {}).get("model_fingerprint"),
         "model_info": _plain(info),
         "data": {"source": data.source, "synthetic": bool(data.synthetic), "fingerprint": data.fingerprint,
                  "subset": data.subset, "labeled": bool(data.labeled)},
@@ -557,9 +558,12 @@ def make_run_config(*, task, model: str, data, policy: dict, batch_size: int, st
                     max_new_tokens: int | None, device: str, dtype: str, seed: int, estimator: str | None,
                     latency_budget_ms: float | None = None, extra: dict | None = None) -> dict:
     """Everything that must match for a directory to be resumed (``run.json`` / ``run_config``)."""
+    from harness.backends import model_fingerprint
+
     cfg = {
         "task": task.name,
         "model": model,
+        "model_fingerprint": model_fingerprint(model),
         "data": {"source": data.source, "fingerprint": data.fingerprint, "subset": data.subset},
         "policy": policy,
         "batch_size": int(batch_size),

@@ -26,7 +26,10 @@ REFERENCE_DIR = Path(__file__).resolve().parents[1] / "zoo" / "reference"
 SPEC_FORMS = "reference, hf:<id-or-path>, molmoe:<id-or-path>, random:molmoe-1b"
 RANDOM_MODELS = ("molmoe-1b",)
 
-__all__ = ["Backend", "ModelInfo", "describe", "load", "parse_spec", "EXPERTS_IMPLS", "SPEC_FORMS"]
+__all__ = ["Backend", "ModelInfo", "describe", "load", "parse_spec", "model_fingerprint", "EXPERTS_IMPLS", "SPEC_FORMS"]
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_EDGE = 1 << 20  # bytes hashed at each end of a weight file
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,37 @@ def _settings(s: Spec) -> ModelSettings:
 def _missing_reference(s: Spec) -> None:
     if s.name == "reference" and not (REFERENCE_DIR / "config.json").is_file():
         raise HarnessError(f"the bundled reference model is missing ({REFERENCE_DIR} has no config.json); reinstall the package or use hf:<path>")
+
+
+def model_fingerprint(spec: str) -> str | None:
+    """A short hash identifying the weights behind ``spec``, recorded in every run so that runs of
+    a retrained model are never resumed into, or tabulated beside, runs of the old one.
+
+    Local model directories hash ``config.json`` plus, for every weight file, its name, size and
+    its first and last MiB (fast even for multi-GB checkpoints). Hub ids and random models have
+    no local weights to hash: None."""
+    import hashlib
+
+    try:
+        s = parse_spec(spec)
+    except HarnessError:  # a name that is not a spec (plugins, test doubles): nothing to hash
+        return None
+    folder = Path(s.target)
+    if s.kind == "random" or not folder.is_dir():
+        return None
+    h = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.name == "config.json":
+            h.update(b"config.json" + path.read_bytes())
+        elif path.suffix in _WEIGHT_SUFFIXES and path.is_file():
+            size = path.stat().st_size
+            h.update(f"{path.name}:{size}".encode())
+            with open(path, "rb") as fh:
+                h.update(fh.read(_EDGE))
+                if size > 2 * _EDGE:
+                    fh.seek(size - _EDGE)
+                    h.update(fh.read(_EDGE))
+    return h.hexdigest()[:16]
 
 
 def describe(spec: str) -> ModelInfo:
