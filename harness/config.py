@@ -68,8 +68,13 @@ def config_values(path: str | Path, command: click.Command, command_name: str, s
             value = ",".join(str(v) for v in value)
         values[param.name] = value
     if unknown:
-        known = sorted(k for k in lookup if "_" not in k or k.replace("_", "-") not in lookup)
-        raise HarnessError(f"--config '{path}': unknown key(s) {', '.join(sorted(unknown))}; known keys: {', '.join(known)}")
+        import difflib
+
+        known = sorted({opt[2:] for param in set(lookup.values()) for opt in param.opts if opt.startswith("--")})
+        hints = [f"'{close[0]}' for '{k}'" for k in sorted(unknown)
+                 for close in [difflib.get_close_matches(k.replace("_", "-"), known, n=1)] if close]
+        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        raise HarnessError(f"--config '{path}': unknown key(s) {', '.join(sorted(unknown))}{hint}; known keys: {', '.join(known)}")
     return values
 
 
