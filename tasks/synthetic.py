@@ -5,14 +5,16 @@ benchmarks).
 types and 192x192 PIL images: coloured shapes to name and count, rendered words on signs, short
 "documents" of label/value lines, and captions with five references each. Content is drawn from
 small closed vocabularies (18 four-letter sign words in minimal pairs, 6 shapes, 6 colours, 10
-names, 8 cities, short numbers) on patch-aligned layouts (16 px grid), so a tiny VLM can learn it
-at 192x192, while objects, fine print (15-18 px) and sign text are small enough that a 64x64 view
-loses the detail. Multiple-choice options are a run of consecutive entries of the vocabulary in
+names, 8 cities, short numbers) on layouts aligned to the 16 px patch grid: objects sit at fixed
+cell centres, and sign words, document titles and document values are written one character per
+16x16 cell (like a display board), so each high-tier vision patch holds one glyph and a tiny VLM
+trained from scratch can learn to read it at 192x192, while a 64x64 view (a 5 px glyph, three per
+patch) loses the detail. Multiple-choice options are a run of consecutive entries of the vocabulary in
 its own order (2-5 of them), so the answer letter follows from the answer and the first option.
 
 Splits: ``eval`` (what ships as bundled samples) and ``train`` (for the reference model). Every
-image's scene parameters are hashed and the hash decides the split (1 in 8 scenes belong to
-``eval``), so no train image can ever equal an eval image, for any seeds and sizes. Row ``i``
+image's pixels are hashed and the hash decides the split (1 in 8 images belong to ``eval``), so
+no train image can ever equal an eval image, for any seeds and sizes. Row ``i``
 depends only on ``(task, split, seed, i)``: ``n=50`` is a prefix of ``n=100``.
 
 ``python -m tasks.synthetic --write-bundled`` regenerates ``tasks/samples/<task>.parquet``.
@@ -155,28 +157,42 @@ def _draw_text(img: Image.Image, xy, text: str, size: int, ink) -> None:
     img.paste(ink, (xy[0] + dx, xy[1] + dy), mask)
 
 
-def _draw_sign(img: Image.Image, text: str, x: int, y: int, size: int, rgb) -> None:
-    """A filled rectangle with bold text; ``(x, y)`` is the top-left corner."""
-    x0, y0, x1, y1 = _text_size(text, size)
-    pad = max(3, size // 5)
-    img.paste(rgb, (x, y, x + (x1 - x0) + 2 * pad + 1, y + (y1 - y0) + 2 * pad + 1))
+CELL = 16  # one character per 16x16 cell on the patch grid, like a split-flap display board
+GLYPH = 15  # font size of a cell character (bold): it fills most of its cell
+
+
+def _draw_cells(img: Image.Image, text: str, x: int, y: int, ink, fill=None) -> None:
+    """``text`` one character per ``CELL`` x ``CELL`` cell, each glyph centred in its cell, with
+    ``(x, y)`` the top-left corner (patch-aligned when both are multiples of 16); ``fill`` paints
+    the cells first (a sign)."""
+    if fill is not None:
+        img.paste(fill, (x, y, x + CELL * len(text), y + CELL))
+    for j, ch in enumerate(text):
+        if ch != " ":
+            mask, _, _ = _text_mask(ch, GLYPH)
+            w, h = mask.size
+            img.paste(ink, (x + j * CELL + (CELL - w) // 2, y + (CELL - h) // 2), mask)
+
+
+def _draw_sign(img: Image.Image, text: str, x: int, y: int, rgb) -> None:
+    """A sign: ``text`` in cells on a filled strip; ``(x, y)`` is the top-left corner."""
     ink = (20, 20, 20) if sum(rgb) > 600 else (255, 255, 255)
-    _draw_text(img, (x + pad - x0, y + pad - y0), text, size, ink)
+    _draw_cells(img, text, x, y, ink, fill=rgb)
 
 
-def _sign_extent(text: str, size: int) -> tuple[int, int]:
-    x0, y0, x1, y1 = _text_size(text, size)
-    pad = max(3, size // 5)
-    return (x1 - x0) + 2 * pad, (y1 - y0) + 2 * pad
+def _sign_extent(text: str) -> tuple[int, int]:
+    return CELL * len(text), CELL
 
 
-def _place_in_grid(rng: random.Random, n: int, grid: int, rmin: int, rmax: int, jitter: int | None = None) -> list[tuple[int, int, int]]:
-    """``n`` non-overlapping (cx, cy, r), one per distinct cell of a ``grid x grid`` layout."""
+def _place_in_grid(rng: random.Random, n: int, grid: int, rmin: int, rmax: int, jitter: int = 0) -> list[tuple[int, int, int]]:
+    """``n`` non-overlapping (cx, cy, r), one per distinct cell of a ``grid x grid`` layout,
+    centred in the cell (``jitter`` pixels of random offset at most; 0 keeps the layout on the
+    patch grid, which a small vision tower learns far faster)."""
     cell = SIZE // grid
     out = []
     for c in rng.sample(range(grid * grid), n):
         r = rng.randint(rmin, min(rmax, cell // 2 - 2))
-        slack = cell // 2 - r - 1 if jitter is None else min(jitter, cell // 2 - r - 1)
+        slack = max(0, min(jitter, cell // 2 - r - 1))
         cx = (c % grid) * cell + cell // 2 + rng.randint(-slack, slack)
         cy = (c // grid) * cell + cell // 2 + rng.randint(-slack, slack)
         out.append((cx, cy, r))
@@ -219,7 +235,21 @@ def _objects_scene(rng, n_min, n_max, grid, rmin, rmax, distinct=True, shapes=SH
         sh = [rng.choice(shapes) for _ in range(n)]
         co = [rng.choice(colors) for _ in range(n)]
     bg = rng.randrange(len(BACKGROUNDS))
-    return (bg, tuple((sh[j], co[j], *pos[j]) for j in range(n)))
+    return (bg, tuple(sorted((sh[j], co[j], *pos[j]) for j in range(n))))  # canonical: one scene per image
+
+
+def _clear_of(rng, n: int, boxes, rmin: int, rmax: int) -> tuple[tuple[int, int, int], ...]:
+    """Up to ``n`` small grey-clutter discs (cx, cy, r), sorted, each fully visible: none touches
+    another or any of ``boxes`` (x0, y0, x1, y1), so every scene renders a distinct image."""
+    out = []
+    for _ in range(n):
+        cx, cy, r = rng.randint(0, SIZE - 1), rng.randint(0, SIZE - 1), rng.randint(rmin, rmax)
+        if any(x0 - r - 1 <= cx <= x1 + r + 1 and y0 - r - 1 <= cy <= y1 + r + 1 for x0, y0, x1, y1 in boxes):
+            continue
+        if any((cx - ox) ** 2 + (cy - oy) ** 2 <= (r + orr + 1) ** 2 for ox, oy, orr in out):
+            continue
+        out.append((cx, cy, r))
+    return tuple(sorted(out))
 
 
 def _options(rng, correct: str, pool, present=()) -> tuple[list[str], int]:
@@ -270,7 +300,7 @@ def _scienceqa(rng, i, seed, split):
 
 
 def _vqav2(rng, i, seed, split):
-    scene = _objects_scene(rng, 1, 5, 4, 8, 13)
+    scene = _objects_scene(rng, 1, 5, 3, 9, 14)
     yield scene
     bg, objs = scene
     image = _render_objects(BACKGROUNDS[bg], objs)
@@ -304,18 +334,20 @@ def _vqav2(rng, i, seed, split):
     }
 
 
-def _signs_scene(rng, n_min, n_max, size, rows, cols, clutter):
-    """Signs on patch-aligned slots (one per row), words from WORDS, grey clutter shapes."""
+def _signs_scene(rng, n_min, n_max, rows, cols, clutter):
+    """Signs on patch-aligned slots (one per row, one letter per 16-px cell), words from WORDS,
+    grey clutter shapes."""
     n = rng.randint(n_min, n_max)
     colors = rng.sample(tuple(SIGN_COLORS), n)
     words = rng.sample(WORDS, n)
     signs = []
     for j, y in enumerate(sorted(rng.sample(rows[n - 1] if isinstance(rows[0], tuple) else rows, n))):
         text = words[j].upper()
-        w, _ = _sign_extent(text, size)
-        xs = [x for x in cols if x + w <= SIZE - 2] or [2]
-        signs.append((text, colors[j], size, rng.choice(xs) + rng.randint(-2, 2), y + rng.randint(-2, 2)))
-    shapes = tuple((rng.choice(SHAPES), rng.randint(0, SIZE - 1), rng.randint(0, SIZE - 1), rng.randint(5, 9)) for _ in range(rng.randint(0, clutter)))
+        w, _ = _sign_extent(text)
+        xs = [x for x in cols if x + w <= SIZE] or [0]
+        signs.append((text, colors[j], rng.choice(xs), y))
+    boxes = [(x, y, x + _sign_extent(text)[0], y + CELL) for text, _, x, y in signs]
+    shapes = tuple((rng.choice(SHAPES), *disc) for disc in _clear_of(rng, rng.randint(0, clutter), boxes, 5, 9))
     return (rng.randrange(len(BACKGROUNDS)), tuple(signs), shapes)
 
 
@@ -324,8 +356,8 @@ def _render_signs(scene) -> Image.Image:
     img, draw = _canvas(BACKGROUNDS[bg])
     for shape, cx, cy, r in clutter:
         draw_shape(draw, shape, cx, cy, r, (170, 170, 170))
-    for text, color, size, x, y in signs:
-        _draw_sign(img, text, x, y, size, SIGN_COLORS[color])
+    for text, color, x, y in signs:
+        _draw_sign(img, text, x, y, SIGN_COLORS[color])
     return img
 
 
@@ -346,7 +378,7 @@ def _misspell(rng, word: str) -> str:
 
 
 def _textvqa(rng, i, seed, split):
-    scene = _signs_scene(rng, 1, 2, 18, ((48, 80, 112), (32, 112)), (16, 32, 48, 64), 3)
+    scene = _signs_scene(rng, 1, 2, ((48, 80, 112), (32, 112)), (16, 32, 48, 64, 80, 96), 3)
     yield scene
     image = _render_signs(scene)
     q, ans, others = _sign_question(rng, scene[1], ("what does the sign say?", "what is written on the sign?"), ("what word is on the {color} sign?", "what is written on the {color} sign?"))
@@ -361,7 +393,7 @@ def _textvqa(rng, i, seed, split):
 
 
 def _stvqa(rng, i, seed, split):
-    scene = _signs_scene(rng, 1, 3, 14, (16, 80, 144), (16, 48, 96), 5)
+    scene = _signs_scene(rng, 1, 3, (16, 80, 144), (16, 48, 96, 112), 5)
     yield scene
     image = _render_signs(scene)
     q, ans, _ = _sign_question(rng, scene[1], ("What is written on the sign?", "What word is on the sign?"), ("What is written on the {color} sign?", "What word is on the {color} sign?"))
@@ -376,15 +408,20 @@ def _okvqa(rng, i, seed, split):
     bg = rng.randrange(len(BACKGROUNDS))
     if kind == "fruit":
         color = rng.choice(tuple(COLORS))
-        shape = rng.choice(("circle", "square", "diamond"))
+        shape = rng.choice(("circle", "diamond"))  # never a polygon of the "sides" questions: one image, one scene
         detail = (color, shape, *_place_in_grid(rng, 1, 2, 10, 16)[0])
     elif kind == "sides":
         poly = rng.choice(tuple(POLYGONS))
         detail = (poly, rng.choice(tuple(COLORS)), *_place_in_grid(rng, 1, 2, 9, 13)[0])
     else:
         word = rng.choice(tuple(ANTONYMS))
-        detail = (word, 26, rng.choice((16, 32, 48, 64, 80)), rng.choice((32, 64, 96, 128)))
-    distractors = tuple((rng.randint(0, SIZE - 1), rng.randint(0, SIZE - 1), rng.randint(4, 8)) for _ in range(rng.randint(0, 3)))
+        detail = (word, rng.choice((16, 32, 48, 64, 80)), rng.choice((32, 64, 96, 128)))
+    if kind == "antonym":
+        box = (detail[1], detail[2], detail[1] + _sign_extent(detail[0])[0], detail[2] + CELL)
+    else:
+        cx, cy, r = detail[2:]
+        box = (cx - r, cy - r, cx + r, cy + r)
+    distractors = _clear_of(rng, rng.randint(0, 3), [box], 4, 8)
     scene = (kind, bg, detail, distractors)
     yield scene
     img, draw = _canvas(BACKGROUNDS[bg])
@@ -402,8 +439,8 @@ def _okvqa(rng, i, seed, split):
         k = POLYGONS[poly]
         ans, alts = str(k), [NUMBER_WORDS[k], str(k + 1), poly]
     else:
-        word, size, x, y = detail
-        _draw_sign(img, word.upper(), x, y, size, (250, 250, 250) if bg else (230, 230, 230))
+        word, x, y = detail
+        _draw_sign(img, word.upper(), x, y, (250, 250, 250) if bg else (230, 230, 230))
         q = rng.choice(("What is the opposite of the word shown?", "What word means the opposite of this?"))
         ans, alts = ANTONYMS[word], [word, "not " + word]
     qid = 10 * (_id_base(seed, split) + i) + 5
@@ -421,8 +458,8 @@ def _tallyqa(rng, i, seed, split):
     n_b = rng.randint(0, min(6, 8 - n_a))
     colors = rng.sample(TALLY_COLORS, 2)
     kinds = [shape_a] * n_a + [shape_b] * n_b
-    pos = _place_in_grid(rng, len(kinds), 6, 9, 11, jitter=3)
-    objs = tuple((kinds[j], rng.choice(colors), *pos[j]) for j in range(len(kinds)))
+    pos = _place_in_grid(rng, len(kinds), 6, 9, 11)
+    objs = tuple(sorted((kinds[j], rng.choice(colors), *pos[j]) for j in range(len(kinds))))
     scene = (rng.randrange(len(BACKGROUNDS)), objs)
     yield scene
     bg, objs = scene
@@ -456,15 +493,17 @@ def _docvqa(rng, i, seed, split):
             values.append(f"${5 * rng.randint(2, 19)}")
         else:
             values.append(str(rng.randint(1, 20)))
-    size = 17
-    scene = (title, tuple(fields), tuple(values), size, 16 + rng.randint(-1, 1), rng.randrange(len(BACKGROUNDS)), rng.randint(-1, 1))
+    scene = (title, tuple(fields), tuple(values), rng.choice((0, 16)), rng.randrange(len(BACKGROUNDS)))
     yield scene
-    title, fields, values, size, left, bg, dy = scene
+    title, fields, values, left, bg = scene
     img, draw = _canvas(BACKGROUNDS[bg])
-    _draw_text(img, (left, 12 + dy), title, 18, (15, 15, 15))
-    draw.line((left, 38 + dy, SIZE - left, 38 + dy), fill=(90, 90, 90), width=1)
+    # the title and the values in 16-px cells on the patch grid; field labels in small print
+    _draw_cells(img, title, 16 + left, 16, (15, 15, 15))
+    draw.line((8, 38, SIZE - 8, 38), fill=(90, 90, 90), width=1)
     for k, (f, v) in enumerate(zip(fields, values)):
-        _draw_text(img, (left, 52 + dy + 32 * k), f"{f}: {v}", size, (20, 20, 20))
+        y = 48 + 32 * k
+        _draw_text(img, (4, y + 2), f"{f}:", 11, (60, 60, 60))
+        _draw_cells(img, v, 64 + left, y, (20, 20, 20))
     which = rng.randrange(len(fields) + 1)
     if which == len(fields):
         question, answers = rng.choice(DOC_QUESTIONS["title"]), [title.lower(), title]
@@ -488,8 +527,8 @@ def _coco(rng, i, seed, split):
     objs = []
     for shape, color, col in zip(rng.sample(SHAPES, n), rng.sample(tuple(COLORS), n), sorted(cols)):
         r = rng.randint(16, 24)
-        cx = col * 64 + 32 + rng.randint(-4, 4)
-        cy = 96 + rng.randint(-24, 24)
+        cx = col * 64 + 32
+        cy = rng.choice((64, 96, 128))
         objs.append((shape, color, cx, cy, r))
     scene = (rng.randrange(len(BACKGROUNDS)), tuple(objs))
     yield scene
@@ -532,7 +571,8 @@ GENERATORS: dict[str, Callable] = {
 
 
 def scene_split(task: str, scene) -> str:
-    """Which split an image's scene parameters belong to (a hash: disjoint by construction)."""
+    """Which split an image belongs to, from a key of it (``generate_rows`` passes the SHA-256 of
+    its pixels): a hash, so train and eval are disjoint by construction."""
     h = hashlib.sha256(f"{task}|{scene!r}".encode()).digest()
     return "eval" if int.from_bytes(h[:8], "big") % EVAL_SHARE == 0 else "train"
 
@@ -563,13 +603,15 @@ def generate_rows(task, split: str, n: int, seed: int = 0) -> list[dict]:
         rng = random.Random(f"{name}|{split}|{seed}|{i}")
         for _attempt in range(10_000):
             gen = make(rng, i, seed, split)
-            scene = next(gen)
-            if scene_split(name, scene) == split and scene not in seen:
+            next(gen)  # the scene parameters
+            row = next(gen)
+            key = hashlib.sha256(row["image"].tobytes()).hexdigest()  # the pixels decide the split
+            if scene_split(name, key) == split and key not in seen:
                 break
         else:  # pragma: no cover - the scene spaces are far larger than any request
-            raise HarnessError(f"synthetic generator for {name} ran out of distinct {split} scenes")
-        seen.add(scene)
-        rows.append(next(gen))
+            raise HarnessError(f"synthetic generator for {name} ran out of distinct {split} images")
+        seen.add(key)
+        rows.append(row)
         i += 1
     return rows
 

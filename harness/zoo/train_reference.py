@@ -33,6 +33,20 @@ import torch
 from harness.zoo import reference_model as rm
 
 TASKS = ("scienceqa", "textvqa", "okvqa", "vqav2", "tallyqa", "stvqa", "docvqa", "coco-caption")
+# relative share of each task's rows in the training stream: more of what is slow to learn
+# (reading, counting, binding a colour to a shape), less of what is learnt early (captions)
+TASK_WEIGHTS = {"scienceqa": 1.5, "textvqa": 2.0, "okvqa": 0.75, "vqav2": 1.0, "tallyqa": 1.5, "stvqa": 1.5, "docvqa": 2.0, "coco-caption": 0.5}
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """``"textvqa=2,coco-caption=0.5"`` -> TASK_WEIGHTS with those entries replaced."""
+    weights = dict(TASK_WEIGHTS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if name not in weights or not value:
+            raise SystemExit(f"--task-weights: expected task=weight with a task among {', '.join(TASKS)}, got '{part}'")
+        weights[name] = float(value)
+    return weights
 
 
 @dataclass
@@ -106,15 +120,17 @@ class StreamingBatches(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, tokenizer, batch: int, sizes: list[int], seed: int, chunk_rows: int = 24, standin: bool = False,
-                 reuse: int = 1):
+                 reuse: int = 1, weights: dict[str, float] | None = None):
         self.tokenizer, self.batch, self.sizes, self.seed, self.reuse = tokenizer, batch, sizes, seed, max(1, reuse)
         self.chunk_rows, self.standin = chunk_rows, standin
+        self.weights = weights or {t: 1.0 for t in TASKS}
 
     def _chunk(self, worker: int, c: int) -> list[Example]:
         fn = _standin_examples if self.standin else _task_examples
         out = []
         for t_i, name in enumerate(TASKS):
-            rows = max(1, self.chunk_rows // 3) if name == "tallyqa" else self.chunk_rows  # 3 questions a row
+            rows = max(1, round(self.chunk_rows * self.weights.get(name, 1.0)))
+            rows = max(1, rows // 3) if name == "tallyqa" else rows  # 3 questions a row
             out += fn((name, rows, 7_919 + self.seed * 1_000_003 + worker * 100_003 + c * 97 + t_i))
         return out
 
@@ -299,7 +315,8 @@ def train(args) -> dict:
     print(f"model: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}", flush=True)
 
     sizes = [rm.tier_sizes()[t] for t in ("low", "medium", "high")]
-    stream = StreamingBatches(tokenizer, args.batch, sizes, args.seed, standin=args.standin, reuse=args.reuse)
+    stream = StreamingBatches(tokenizer, args.batch, sizes, args.seed, standin=args.standin, reuse=args.reuse,
+                              weights=parse_weights(args.task_weights))
     loader = torch.utils.data.DataLoader(
         stream, batch_size=None, num_workers=args.loader_workers, pin_memory=device.type == "cuda",
         persistent_workers=args.loader_workers > 0, prefetch_factor=6 if args.loader_workers > 0 else None,
@@ -334,8 +351,11 @@ def train(args) -> dict:
     history = []
     step = 0
     ema = None
+    waited = 0.0  # seconds spent waiting for the data loader (is the GPU starved?)
     while step < total["steps"]:
+        t_wait = time.perf_counter()
         batch = next(it)
+        waited += time.perf_counter() - t_wait
         nb, k = sample_knobs(rng, args.p_full, args.min_blocks, args.min_top_k)
         loss = step_loss(model, batch, device, list(range(nb)), k, args.aux)
         loss.backward()
@@ -352,7 +372,8 @@ def train(args) -> dict:
             total["steps"] = max(step + 1, int(args.time_budget / per))
             print(f"{per * 1000:.1f} ms/step -> {total['steps']} steps in {args.time_budget}s", flush=True)
         if step % args.log_every == 0 or step == total["steps"]:
-            history.append({"step": step, "loss_ema": round(ema, 4), "lr": sched.get_last_lr()[0], "t": round(time.time() - t_train, 1)})
+            history.append({"step": step, "loss_ema": round(ema, 4), "lr": sched.get_last_lr()[0], "t": round(time.time() - t_train, 1),
+                            "data_wait_s": round(waited, 1)})
             print(json.dumps(history[-1]), flush=True)
         if args.checkpoint_every and step % args.checkpoint_every == 0 and step < total["steps"]:
             save_model(weights.fp32_copy(), tokenizer, max(sizes), Path(args.output))
@@ -400,7 +421,8 @@ def parse_args(argv=None):
     p.add_argument("--wd", type=float, default=0.01)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--aux", type=float, default=0.01, help="router load-balancing loss weight")
-    p.add_argument("--p-full", type=float, default=0.35, help="probability of training a step at 16,8")
+    p.add_argument("--p-full", type=float, default=0.5, help="probability of training a step at 16,8")
+    p.add_argument("--task-weights", default="", help="override shares of the training stream, e.g. 'textvqa=2,coco-caption=0.5' (defaults: TASK_WEIGHTS)")
     p.add_argument("--min-blocks", type=int, default=12)
     p.add_argument("--min-top-k", type=int, default=2)
     p.add_argument("--vocab", type=int, default=2048)
