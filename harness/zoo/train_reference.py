@@ -367,7 +367,7 @@ def train(args) -> dict:
         sched.step()
         step += 1
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        if args.time_budget and step == 50:
+        if args.time_budget and step in (50, 300):  # re-estimated once past the warm-up steps' overhead
             per = (time.time() - t_train) / step
             total["steps"] = max(step + 1, int(args.time_budget / per))
             print(f"{per * 1000:.1f} ms/step -> {total['steps']} steps in {args.time_budget}s", flush=True)
