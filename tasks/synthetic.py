@@ -264,7 +264,7 @@ def _options(rng, correct: str, pool, present=()) -> tuple[list[str], int]:
 
 
 def _scienceqa(rng, i, seed, split):
-    scene = _objects_scene(rng, 1, 2, 3, 10, 15)
+    scene = _objects_scene(rng, 1, 2, 3, 14, 14)  # one size: each shape is one pixel pattern per cell
     yield scene
     bg, objs = scene
     image = _render_objects(BACKGROUNDS[bg], objs)
@@ -300,7 +300,7 @@ def _scienceqa(rng, i, seed, split):
 
 
 def _vqav2(rng, i, seed, split):
-    scene = _objects_scene(rng, 1, 5, 3, 9, 14)
+    scene = _objects_scene(rng, 1, 5, 3, 14, 14)
     yield scene
     bg, objs = scene
     image = _render_objects(BACKGROUNDS[bg], objs)
