@@ -34,7 +34,7 @@ from harness.errors import HarnessError
 
 SIZE = 192
 SPLITS = ("eval", "train")
-EVAL_SHARE = 8  # one scene hash in EVAL_SHARE belongs to the eval split
+EVAL_SHARE = 8  # one image hash in EVAL_SHARE belongs to the eval split
 BUNDLED_SEED = 0
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 # rows per bundled file (TallyQA rows hold 3 questions each)

@@ -103,9 +103,6 @@ def test_fixed_config_reproduces_committed_predictions(backend):
         assert [task.postprocess(o.text) for o in outs] == [e["prediction"] for e in expected], name
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the shipped model is under-trained (5 min on one H200): on the bundled ScienceQA it is near chance "
-    "and 16,8,high does not beat 12,2,low; remove this marker after retraining (strict: an XPASS fails)"))
 def test_accuracy_ordering_full_vs_smallest_config_on_bundled_scienceqa(backend):
     from metrics import get_metric
     from tasks import get_task
@@ -123,4 +120,6 @@ def test_accuracy_ordering_full_vs_smallest_config_on_bundled_scienceqa(backend)
         preds = [task.postprocess(o.text) for o in outs]
         items = [task.metric_item(s, p) for s, p in zip(samples, preds)]
         scores[text] = get_metric(task.metric).score(items).aggregate["mc"]
-    assert scores["16,8,high"] > scores["12,2,low"], scores
+    # the bar at the full config, and a clear (not a one-item) drop at the smallest one
+    assert scores["16,8,high"] >= 0.85, scores
+    assert scores["16,8,high"] >= scores["12,2,low"] + 0.05, scores

@@ -289,7 +289,7 @@ def write_markdown(path: Path, table: dict, grid: list[dict], meta: dict) -> Non
             "",
             f"{len(front)} Pareto-optimal configurations (higher accuracy, lower latency) marked with *.",
             "",
-            "| knobs | mc | mean total ms/sample | pareto |",
+            "| knobs | mc | total ms/sample | pareto |",
             "|---|---|---|---|",
         ]
         for g in sorted(grid, key=lambda g: g["latency_ms"]):
@@ -349,6 +349,50 @@ def run(args) -> dict:
     return out
 
 
+def from_runs(paths: list[str], grid_paths: list[str], argv) -> dict:
+    """The report from ``harness sweep`` run directories instead of an own evaluation: for every
+    task the runs of the main configurations (``paths``), and every ScienceQA run of the knob grid
+    (``grid_paths``: knobs, main score, measured p50 total latency). The numbers are the
+    harness's own records."""
+    from harness.rundirs import find_run_dirs, load_runs
+
+    def fixed(where):
+        return [r for r in load_runs(find_run_dirs(where)) if r.config.knobs is not None] if where else []
+
+    runs, grid_runs = fixed(paths), fixed(grid_paths)
+    runs_all = runs + grid_runs
+    if not runs:
+        raise SystemExit("--from-runs: no fixed-configuration run directories found")
+    models = {(r.model, r.summary.get("model_fingerprint")) for r in runs_all}
+    if len(models) != 1:
+        raise SystemExit(f"--from-runs: runs of several models or weights: {sorted(models)}")
+    table: dict[str, dict] = {}
+    grid = []
+    main = set(MAIN_CONFIGS)
+    for r in sorted(runs, key=lambda r: (TASKS.index(r.task) if r.task in TASKS else 99, r.config.sort_key())):
+        label = str(r.config.knobs)
+        if label in main:
+            table.setdefault(r.task, {})[label] = {"score": r.score, "scores": r.scores, "n": r.n}
+    for r in grid_runs:
+        if r.task == "scienceqa":
+            grid.append({"knobs": str(r.config.knobs), "score": r.score, "latency_ms": r.lat("measured", "total", "p50"), "n": r.n})
+    front = set(pareto([(g["knobs"], g["score"], g["latency_ms"]) for g in grid if g["latency_ms"] is not None]))
+    for g in grid:
+        g["pareto"] = g["knobs"] in front
+    for name in table:  # main configs in the report's column order
+        table[name] = {c: table[name][c] for c in MAIN_CONFIGS if c in table[name]}
+    first = runs[0]
+    meta = {
+        "engine": f"`harness sweep` run directories ({len(runs_all)} runs; model `{first.model}`, weights fingerprint "
+                  f"`{str(first.summary.get('model_fingerprint'))[:12]}`)",
+        "device": first.environment_label,
+        "latency_mode": "measured p50 total ms per sample from each run's summary.json",
+        "command": "python -m harness.zoo.evaluate_reference " + " ".join(argv),
+        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    return {"meta": meta, "table": table, "grid": grid}
+
+
 def parse_args(argv=None):
     import sys
 
@@ -369,6 +413,10 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--from-json", default="", help="only re-render --output from a JSON written by --json")
     p.add_argument("--write-golden", default="", help="only write the regression-test predictions to this file")
+    p.add_argument("--from-runs", nargs="+", default=None, metavar="DIR",
+                   help="render --output from `harness sweep` run directories (the reference-main grid)")
+    p.add_argument("--grid-runs", nargs="+", default=None, metavar="DIR",
+                   help="with --from-runs: the ScienceQA knob-grid sweep (the reference-full grid) for the latency table")
     args = p.parse_args(argv)
     args.argv = argv
     return args
@@ -380,6 +428,11 @@ if __name__ == "__main__":
         torch.set_num_threads(_args.threads)
     if _args.write_golden:
         write_golden(_args.write_golden, _args.spec)
+    elif _args.from_runs:
+        _d = from_runs(_args.from_runs, _args.grid_runs or [], _args.argv)
+        write_markdown(Path(_args.output), _d["table"], _d["grid"], _d["meta"])
+        if _args.json:
+            Path(_args.json).write_text(json.dumps(_d, indent=1, default=str), encoding="utf-8")
     elif _args.from_json:
         _d = json.loads(Path(_args.from_json).read_text(encoding="utf-8"))
         write_markdown(Path(_args.output), _d["table"], _d["grid"], _d["meta"])
