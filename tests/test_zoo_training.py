@@ -78,3 +78,20 @@ def test_training_feature_path_equals_llava_forward():
             ref = model(input_ids=ids, pixel_values=pixels, interpolate_pos_encoding=True).logits
             ours = model.lm_head(model.model.language_model(inputs_embeds=rm.embed_inputs(model, ids, pixels)).last_hidden_state)
         assert torch.allclose(ref, ours, atol=1e-5)
+
+
+def test_task_weights_set_the_stream_mix():
+    import pytest
+
+    w = tr.parse_weights("textvqa=3, coco-caption=0")
+    assert w["textvqa"] == 3.0 and w["coco-caption"] == 0.0 and w["vqav2"] == tr.TASK_WEIGHTS["vqav2"]
+    for bad in ("nosuchtask=1", "textvqa", "textvqa=", "textvqa=-1", "textvqa=lots"):
+        with pytest.raises(SystemExit, match="--task-weights"):
+            tr.parse_weights(bad)
+    stream = tr.StreamingBatches(_tokenizer(), batch=4, sizes=[64], seed=0, chunk_rows=4,
+                                 weights={t: (2.0 if t == "textvqa" else 0.25) for t in tr.TASKS})
+    chunk = stream._chunk(0, 0)
+    counts = {t: sum(e.task == t for e in chunk) for t in tr.TASKS}
+    assert counts["textvqa"] == 8 and counts["scienceqa"] == 1 and counts["tallyqa"] == 3  # one row, 3 questions
+    stream.weights = dict(w, **{t: 0.0 for t in tr.TASKS if t != "okvqa"})
+    assert {e.task for e in stream._chunk(0, 1)} == {"okvqa"}

@@ -422,19 +422,28 @@ def parse_args(argv=None):
     return args
 
 
-if __name__ == "__main__":
-    _args = parse_args()
-    if _args.threads:
-        torch.set_num_threads(_args.threads)
-    if _args.write_golden:
-        write_golden(_args.write_golden, _args.spec)
-    elif _args.from_runs:
-        _d = from_runs(_args.from_runs, _args.grid_runs or [], _args.argv)
-        write_markdown(Path(_args.output), _d["table"], _d["grid"], _d["meta"])
-        if _args.json:
-            Path(_args.json).write_text(json.dumps(_d, indent=1, default=str), encoding="utf-8")
-    elif _args.from_json:
-        _d = json.loads(Path(_args.from_json).read_text(encoding="utf-8"))
-        write_markdown(Path(_args.output), _d["table"], _d["grid"], _d["meta"])
+def _main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.write_golden:
+        write_golden(args.write_golden, args.spec)
+    elif args.from_runs:
+        data = from_runs(args.from_runs, args.grid_runs or [], args.argv)
+        write_markdown(Path(args.output), data["table"], data["grid"], data["meta"])
+        if args.json:
+            Path(args.json).write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    elif args.from_json:
+        data = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+        write_markdown(Path(args.output), data["table"], data["grid"], data["meta"])
     else:
-        run(_args)
+        run(args)
+
+
+if __name__ == "__main__":
+    from harness.errors import HarnessError
+
+    try:
+        _main()
+    except HarnessError as exc:  # bad input: one line, no traceback
+        raise SystemExit(f"error: {exc}")

@@ -43,9 +43,13 @@ def parse_weights(text: str) -> dict[str, float]:
     weights = dict(TASK_WEIGHTS)
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, value = part.partition("=")
-        if name not in weights or not value:
-            raise SystemExit(f"--task-weights: expected task=weight with a task among {', '.join(TASKS)}, got '{part}'")
-        weights[name] = float(value)
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if name not in weights or number < 0:
+            raise SystemExit(f"--task-weights: expected task=weight (weight >= 0; 0 leaves the task out) with a task among {', '.join(TASKS)}, got '{part}'")
+        weights[name] = number
     return weights
 
 
@@ -129,7 +133,10 @@ class StreamingBatches(torch.utils.data.IterableDataset):
         fn = _standin_examples if self.standin else _task_examples
         out = []
         for t_i, name in enumerate(TASKS):
-            rows = max(1, round(self.chunk_rows * self.weights.get(name, 1.0)))
+            weight = self.weights.get(name, 1.0)
+            if weight <= 0:  # task left out of the stream
+                continue
+            rows = max(1, round(self.chunk_rows * weight))
             rows = max(1, rows // 3) if name == "tallyqa" else rows  # 3 questions a row
             out += fn((name, rows, 7_919 + self.seed * 1_000_003 + worker * 100_003 + c * 97 + t_i))
         return out
