@@ -64,8 +64,16 @@ def test_report_refuses_runs_of_other_weights(sweeps, tmp_path):
     data = json.loads(summary.read_text())
     data["model_fingerprint"] = "0" * 64
     summary.write_text(json.dumps(data))
-    with pytest.raises(SystemExit, match="several models or weights"):
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="models differ"):
         er.from_runs([str(sweeps / "main")], [str(other)], [])
+
+
+def test_report_configs_are_the_sweep_grid():
+    from harness.sweep import load_grid
+
+    assert [str(k) for k in load_grid("reference-main").configs] == list(er.MAIN_CONFIGS)
 
 
 def test_report_needs_runs(tmp_path):

@@ -219,13 +219,17 @@ def main_score(result: TaskResult, metric_name: str) -> float:
     return float(result.scores[get_metric(metric_name).subscores[0]])
 
 
-def pareto(points: list[tuple[str, float, float]]) -> list[str]:
-    """Configs not dominated in (higher accuracy, lower latency)."""
-    front = []
-    for name, acc, lat in points:
-        if not any((a >= acc and l <= lat) and (a > acc or l < lat) for _, a, l in points):
-            front.append(name)
-    return front
+def mark_pareto(grid: list[dict]) -> None:
+    """Set ``g["pareto"]`` on every grid point: not dominated in (higher accuracy, lower latency),
+    by the harness's own frontier (:func:`harness.pareto.frontier`); points without a latency are
+    never optimal."""
+    import math
+
+    from harness.pareto import frontier
+
+    points = [None if g["latency_ms"] is None or math.isnan(g["latency_ms"]) else (g["score"], g["latency_ms"]) for g in grid]
+    for g, (optimal, _) in zip(grid, frontier(points)):
+        g["pareto"] = bool(optimal)
 
 
 def grid_configs() -> list[Knobs]:
@@ -330,9 +334,7 @@ def run(args) -> dict:
             r = evaluate_task(engine, task, samples, k, **({"batch": 1} if args.engine == "backend" else {}))
             grid.append({"knobs": str(k), "score": main_score(r, task.metric), "latency_ms": r.latency_ms or float("nan"), "n": r.n})
             print(f"grid {str(k):12s} mc={grid[-1]['score']:.3f} lat={grid[-1]['latency_ms']:.1f}ms", flush=True)
-        front = set(pareto([(g["knobs"], g["score"], g["latency_ms"]) for g in grid]))
-        for g in grid:
-            g["pareto"] = g["knobs"] in front
+        mark_pareto(grid)
     meta = {
         "engine": "harness hf: backend, fp32" if args.engine == "backend" else "own batched greedy loop, fp32",
         "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} torch thread(s), {os.cpu_count()} cores",
@@ -354,7 +356,7 @@ def from_runs(paths: list[str], grid_paths: list[str], argv) -> dict:
     task the runs of the main configurations (``paths``), and every ScienceQA run of the knob grid
     (``grid_paths``: knobs, main score, measured p50 total latency). The numbers are the
     harness's own records."""
-    from harness.rundirs import find_run_dirs, load_runs
+    from harness.rundirs import check_comparable, find_run_dirs, load_runs
 
     def fixed(where):
         return [r for r in load_runs(find_run_dirs(where)) if r.config.knobs is not None] if where else []
@@ -363,9 +365,7 @@ def from_runs(paths: list[str], grid_paths: list[str], argv) -> dict:
     runs_all = runs + grid_runs
     if not runs:
         raise SystemExit("--from-runs: no fixed-configuration run directories found")
-    models = {(r.model, r.summary.get("model_fingerprint")) for r in runs_all}
-    if len(models) != 1:
-        raise SystemExit(f"--from-runs: runs of several models or weights: {sorted(models)}")
+    check_comparable(runs_all, ("model",), "the reference-model report")  # one model, one set of weights
     table: dict[str, dict] = {}
     grid = []
     main = set(MAIN_CONFIGS)
@@ -373,12 +373,11 @@ def from_runs(paths: list[str], grid_paths: list[str], argv) -> dict:
         label = str(r.config.knobs)
         if label in main:
             table.setdefault(r.task, {})[label] = {"score": r.score, "scores": r.scores, "n": r.n}
+    grid_runs = [r for r in grid_runs if r.task == "scienceqa"]
+    check_comparable(grid_runs, ("fingerprint", "environment"), "the ScienceQA latency grid")
     for r in grid_runs:
-        if r.task == "scienceqa":
-            grid.append({"knobs": str(r.config.knobs), "score": r.score, "latency_ms": r.lat("measured", "total", "p50"), "n": r.n})
-    front = set(pareto([(g["knobs"], g["score"], g["latency_ms"]) for g in grid if g["latency_ms"] is not None]))
-    for g in grid:
-        g["pareto"] = g["knobs"] in front
+        grid.append({"knobs": str(r.config.knobs), "score": r.score, "latency_ms": r.lat("measured", "total", "p50"), "n": r.n})
+    mark_pareto(grid)
     for name in table:  # main configs in the report's column order
         table[name] = {c: table[name][c] for c in MAIN_CONFIGS if c in table[name]}
     first = runs[0]
