@@ -264,7 +264,7 @@ def _options(rng, correct: str, pool, present=()) -> tuple[list[str], int]:
 
 
 def _scienceqa(rng, i, seed, split):
-    scene = _objects_scene(rng, 1, 2, 3, 14, 14)  # one size: each shape is one pixel pattern per cell
+    scene = _objects_scene(rng, 1, 2, 3, 8, 8)  # one small size: one pixel pattern per shape, a blob at the 64 px tier
     yield scene
     bg, objs = scene
     image = _render_objects(BACKGROUNDS[bg], objs)
@@ -300,12 +300,14 @@ def _scienceqa(rng, i, seed, split):
 
 
 def _vqav2(rng, i, seed, split):
-    scene = _objects_scene(rng, 1, 5, 3, 14, 14)
+    scene = _objects_scene(rng, 1, 5, 3, 8, 8)  # small: shapes blur to blobs at the 64 px tier, colours and counts stay
     yield scene
     bg, objs = scene
     image = _render_objects(BACKGROUNDS[bg], objs)
     shape, color = rng.choice([(o[0], o[1]) for o in objs])
-    kind = rng.choice(("color", "shape", "count", "yesno"))
+    # weighted towards questions that need the shape itself (what shape / is there a <colour> <shape>),
+    # which a low-resolution view blurs, over colour and count, which survive it
+    kind = rng.choices(("color", "shape", "count", "yesno"), weights=(2, 4, 2, 3))[0]
     if kind == "color":
         q, qtype, atype, ans = f"What color is the {shape}?", "what color is the", "other", color
         alts = [c for c in COLORS if c != color]
@@ -320,7 +322,8 @@ def _vqav2(rng, i, seed, split):
         if rng.random() < 0.5:
             qs, qc, ans = shape, color, "yes"
         else:
-            absent = [(s, c) for s in SHAPES for c in COLORS if (s, c) not in present and (s in {p[0] for p in present} or c in {p[1] for p in present})]
+            # a present colour on another shape: answering needs the shape, not just the colour
+            absent = [(s, c) for s in SHAPES for c in COLORS if (s, c) not in present and c in {p[1] for p in present}]
             qs, qc = rng.choice(absent)
             ans = "no"
         q, qtype, atype = f"Is there {_indefinite(qc)} {qs}?", "is there a", "yes/no"
