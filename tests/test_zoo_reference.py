@@ -120,6 +120,6 @@ def test_accuracy_ordering_full_vs_smallest_config_on_bundled_scienceqa(backend)
         preds = [task.postprocess(o.text) for o in outs]
         items = [task.metric_item(s, p) for s, p in zip(samples, preds)]
         scores[text] = get_metric(task.metric).score(items).aggregate["mc"]
-    # the bar at the full config, and a clear (not a one-item) drop at the smallest one
+    # the bars: >= 0.85 at the full config, at least 10 points lower at the smallest one
     assert scores["16,8,high"] >= 0.85, scores
-    assert scores["16,8,high"] >= scores["12,2,low"] + 0.05, scores
+    assert scores["16,8,high"] - scores["12,2,low"] >= 0.10 - 1e-9, scores
