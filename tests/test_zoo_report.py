@@ -81,3 +81,25 @@ def test_report_needs_runs(tmp_path):
 
     with pytest.raises(HarnessError, match="holds no run directory"):
         er.from_runs([str(tmp_path)], [], [])
+
+
+def test_issue_checks_judge_each_knob_by_a_real_drop():
+    from harness.zoo.evaluate_reference import issue_checks
+
+    def table(alone_scores):
+        full = {"scienceqa": 0.99, "textvqa": 0.8, "coco-caption": 6.0, "tallyqa": 0.8}
+        return {n: {"16,8,high": {"score": v}, "12,8,high": {"score": v * alone_scores[n]},
+                    "16,2,high": {"score": v}, "16,8,low": {"score": v * 0.5}} for n, v in full.items()}
+
+    def verdict(checks, knob):
+        return next(ok for name, _, ok in checks if name.startswith(f"{knob} alone"))
+
+    # blocks cost 2 % on every task: moves; top_k identical everywhere: does not; tier halves: moves
+    checks = issue_checks(table({"scienceqa": 0.98, "textvqa": 0.98, "coco-caption": 0.98, "tallyqa": 0.98}), [])
+    assert verdict(checks, "num_blocks") and not verdict(checks, "top_k") and verdict(checks, "tier")
+    # up on two tasks, down on two, net zero: noise, not a knob effect
+    checks = issue_checks(table({"scienceqa": 0.95, "textvqa": 1.05, "coco-caption": 0.95, "tallyqa": 1.05}), [])
+    assert not verdict(checks, "num_blocks")
+    # one task collapses, the rest unchanged: a large mean but only 1 of 4 tasks lower
+    checks = issue_checks(table({"scienceqa": 0.5, "textvqa": 1.0, "coco-caption": 1.0, "tallyqa": 1.0}), [])
+    assert not verdict(checks, "num_blocks")

@@ -95,3 +95,36 @@ def test_task_weights_set_the_stream_mix():
     assert counts["textvqa"] == 8 and counts["scienceqa"] == 1 and counts["tallyqa"] == 3  # one row, 3 questions
     stream.weights = dict(w, **{t: 0.0 for t in tr.TASKS if t != "okvqa"})
     assert {e.task for e in stream._chunk(0, 1)} == {"okvqa"}
+
+
+def test_router_spread_loss_is_minus_the_top_k_entropy_of_real_tokens():
+    import math
+
+    flat = torch.zeros(4, rm.N_EXPERTS)  # every expert equally likely: top-8 entropy ln 8
+    peaked = torch.full((4, rm.N_EXPERTS), -30.0)
+    peaked[:, 0] = 30.0  # one expert takes it all: entropy 0
+    mask = torch.ones(1, 4)
+    assert math.isclose(tr.router_spread_loss([flat], 8, mask).item(), -math.log(8), rel_tol=1e-5)
+    assert math.isclose(tr.router_spread_loss([flat], 2, mask).item(), -math.log(2), rel_tol=1e-5)
+    assert abs(tr.router_spread_loss([peaked], 8, mask).item()) < 1e-4
+    # padding tokens do not count: two flat real tokens, two peaked padding tokens
+    mixed = torch.cat([flat[:2], peaked[:2]])
+    assert math.isclose(tr.router_spread_loss([mixed], 8, torch.tensor([[1, 1, 0, 0]])).item(), -math.log(8), rel_tol=1e-5)
+    # averaged over layers
+    assert math.isclose(tr.router_spread_loss([flat, peaked], 8, mask).item(), -math.log(8) / 2, rel_tol=1e-4)
+
+
+def test_set_norm_topk_prob_switches_config_and_every_router():
+    from transformers import AutoConfig, LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration(AutoConfig.from_pretrained(PKG_DIR))
+    tr.set_norm_topk_prob(model, False)
+    assert model.config.text_config.norm_topk_prob is False
+    assert all(layer.mlp.gate.norm_topk_prob is False for layer in rm.language_layers(model))
+    gate = rm.language_layers(model)[3].mlp.gate
+    gate.top_k = 2
+    h = torch.randn(5, model.config.text_config.hidden_size)
+    weights = gate(h)[1]
+    assert (weights.sum(-1) < 1 - 1e-4).all()  # raw softmax mass of the two chosen experts
+    tr.set_norm_topk_prob(model, True)
+    assert torch.allclose(gate(h)[1].sum(-1), torch.ones(5), atol=1e-5)

@@ -198,6 +198,22 @@ def router_balance_loss(router_logits: list[torch.Tensor], top_k: int, mask: tor
     return load_balancing_loss_func(tuple(router_logits), rm.N_EXPERTS, top_k, mask)
 
 
+def router_spread_loss(router_logits: list[torch.Tensor], top_k: int, mask: torch.Tensor) -> torch.Tensor:
+    """Negative mean entropy of each real token's renormalised top-``top_k`` router weights.
+
+    Added with a positive coefficient it spreads every token over its ``top_k`` experts instead of
+    one or two dominant ones, so the experts share the work and dropping experts (a smaller
+    ``top_k`` at evaluation) costs accuracy."""
+    keep = mask.reshape(-1).bool()
+    spread = []
+    for g in router_logits:
+        w = g.float().softmax(-1).topk(top_k, dim=-1).values
+        w = w / w.sum(-1, keepdim=True)
+        ent = -(w * w.clamp_min(1e-9).log()).sum(-1)
+        spread.append(ent[keep].mean() if ent.shape[0] == keep.shape[0] else ent.mean())
+    return -torch.stack(spread).mean()
+
+
 class MasterWeights:
     """Parameters in the model's dtype (bf16 on a GPU, so OLMoE's grouped_mm runs its native
     kernel), an fp32 master copy that the optimizer updates; fp32 models use their own params."""
@@ -272,11 +288,19 @@ def pick_mode(model, batch, device, precisions=("fp32", "bf16"), impls=("grouped
     return best
 
 
-def step_loss(model, batch, device, active: list[int], top_k: int, aux_coef: float) -> torch.Tensor:
+def set_norm_topk_prob(model, on: bool) -> None:
+    """Whether each block's top-k router weights are renormalised to sum to 1 (in the config that
+    ``save_pretrained`` writes, and in every router already built)."""
+    model.config.text_config.norm_topk_prob = on
+    for layer in rm.language_layers(model):
+        layer.mlp.gate.norm_topk_prob = on
+
+
+def step_loss(model, batch, device, active: list[int], top_k: int, aux_coef: float, spread_coef: float = 0.0) -> torch.Tensor:
     pixels, ids, labels, mask = (t.to(device, non_blocking=True) for t in batch)
     gate_logits: list[torch.Tensor] = []
     hooks = []
-    if aux_coef > 0:
+    if aux_coef > 0 or spread_coef > 0:
         for i in active:
             hooks.append(rm.language_layers(model)[i].mlp.gate.register_forward_hook(lambda m, a, out: gate_logits.append(out[0])))
     try:
@@ -290,6 +314,8 @@ def step_loss(model, batch, device, active: list[int], top_k: int, aux_coef: flo
             loss = torch.nn.functional.cross_entropy(logits, labels[:, 1:][sel])
             if aux_coef > 0 and gate_logits:
                 loss = loss + aux_coef * router_balance_loss([g.float() for g in gate_logits], top_k, mask)
+            if spread_coef > 0 and gate_logits:
+                loss = loss + spread_coef * router_spread_loss(gate_logits, top_k, mask)
     finally:
         for h in hooks:
             h.remove()
@@ -318,6 +344,8 @@ def train(args) -> dict:
         tokenizer = rm.build_tokenizer(corpus, vocab_size=args.vocab)
         del examples
         model = rm.build_model(tokenizer).to(device)
+    if args.norm_topk_prob != "keep":  # switch the routers' renormalisation of the top-k weights
+        set_norm_topk_prob(model, args.norm_topk_prob == "true")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}", flush=True)
 
@@ -364,7 +392,7 @@ def train(args) -> dict:
         batch = next(it)
         waited += time.perf_counter() - t_wait
         nb, k = sample_knobs(rng, args.p_full, args.min_blocks, args.min_top_k)
-        loss = step_loss(model, batch, device, list(range(nb)), k, args.aux)
+        loss = step_loss(model, batch, device, list(range(nb)), k, args.aux, args.router_spread)
         loss.backward()
         weights.grads_to_masters()
         torch.nn.utils.clip_grad_norm_(weights.masters, 1.0)
@@ -428,6 +456,9 @@ def parse_args(argv=None):
     p.add_argument("--wd", type=float, default=0.01)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--aux", type=float, default=0.01, help="router load-balancing loss weight")
+    p.add_argument("--router-spread", type=float, default=0.0, help="weight of the router-entropy term that spreads each token over its top_k experts (0: off)")
+    p.add_argument("--norm-topk-prob", choices=("keep", "true", "false"), default="keep",
+                   help="renormalise the top-k router weights (OLMoE and MolmoE-1B: false); keep: as the model has it")
     p.add_argument("--p-full", type=float, default=0.5, help="probability of training a step at 16,8")
     p.add_argument("--task-weights", default="", help="override shares of the training stream, e.g. 'textvqa=2,coco-caption=0.5' (defaults: TASK_WEIGHTS)")
     p.add_argument("--min-blocks", type=int, default=12)
@@ -437,6 +468,7 @@ def parse_args(argv=None):
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--checkpoint-every", type=int, default=1000, help="save the model every N steps (0: only at the end)")
     p.add_argument("--eval-rows", type=int, default=0, help="after training, score N eval-split rows per task at a few configs")
+    p.add_argument("--eval-configs", default="", help="';'-separated configs for --eval-rows (default: the report's main configs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-from", default="", help="continue training this saved model directory (e.g. harness/zoo/reference)")
     p.add_argument("--standin", action="store_true", help="use the built-in stand-in data (smoke tests only)")
@@ -447,6 +479,6 @@ if __name__ == "__main__":
     _args = parse_args()
     train(_args)
     if _args.eval_rows:
-        from harness.zoo.evaluate_reference import quick_eval
+        from harness.zoo.evaluate_reference import MAIN_CONFIGS, quick_eval
 
-        quick_eval(_args.output, _args.device, _args.eval_rows)
+        quick_eval(_args.output, _args.device, _args.eval_rows, configs=tuple(_args.eval_configs.split(";")) if _args.eval_configs else MAIN_CONFIGS)
