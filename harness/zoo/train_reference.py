@@ -210,7 +210,7 @@ def router_spread_loss(router_logits: list[torch.Tensor], top_k: int, mask: torc
         w = g.float().softmax(-1).topk(top_k, dim=-1).values
         w = w / w.sum(-1, keepdim=True)
         ent = -(w * w.clamp_min(1e-9).log()).sum(-1)
-        spread.append(ent[keep].mean() if ent.shape[0] == keep.shape[0] else ent.mean())
+        spread.append(ent[keep].mean())
     return -torch.stack(spread).mean()
 
 
