@@ -362,6 +362,7 @@ def from_runs(paths: list[str], grid_paths: list[str], argv) -> dict:
     task the runs of the main configurations (``paths``), and every ScienceQA run of the knob grid
     (``grid_paths``: knobs, main score, measured p50 total latency). The numbers are the
     harness's own records."""
+    from harness.errors import HarnessError
     from harness.rundirs import check_comparable, find_run_dirs, load_runs
 
     def fixed(where):
@@ -370,7 +371,7 @@ def from_runs(paths: list[str], grid_paths: list[str], argv) -> dict:
     runs, grid_runs = fixed(paths), fixed(grid_paths)
     runs_all = runs + grid_runs
     if not runs:
-        raise SystemExit("--from-runs: no fixed-configuration run directories found")
+        raise HarnessError("--from-runs: no fixed-configuration run directories found; pass the folder of a `harness sweep --grid reference-main`")
     check_comparable(runs_all, ("model",), "the reference-model report")  # one model, one set of weights
     table: dict[str, dict] = {}
     grid = []
