@@ -128,3 +128,22 @@ def test_set_norm_topk_prob_switches_config_and_every_router():
     assert (weights.sum(-1) < 1 - 1e-4).all()  # raw softmax mass of the two chosen experts
     tr.set_norm_topk_prob(model, True)
     assert torch.allclose(gate(h)[1].sum(-1), torch.ones(5), atol=1e-5)
+
+
+def test_reinit_experts_redraws_only_the_knob_blocks_moe_weights():
+    from transformers import AutoConfig, LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration(AutoConfig.from_pretrained(PKG_DIR))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.5)
+    n = tr.reinit_experts(model, torch.Generator().manual_seed(0))
+    layers = rm.language_layers(model)
+    assert n == sum(p.numel() for layer in layers[1:] for p in layer.mlp.parameters())
+    std = model.config.text_config.initializer_range
+    for layer in layers[1:]:
+        for p in layer.mlp.parameters():
+            assert abs(p.std().item() - std) < 0.2 * std and abs(p.mean().item()) < 0.2 * std
+    assert all((p == 0.5).all() for p in layers[0].mlp.parameters())  # block 0 always runs top_k=8
+    assert all((p == 0.5).all() for p in layers[1].self_attn.parameters())
+    assert all((p == 0.5).all() for p in model.model.vision_tower.parameters())

@@ -296,6 +296,21 @@ def set_norm_topk_prob(model, on: bool) -> None:
         layer.mlp.gate.norm_topk_prob = on
 
 
+@torch.no_grad()
+def reinit_experts(model, generator: torch.Generator | None = None) -> int:
+    """Draw fresh router and expert weights for every block the ``top_k`` knob applies to (1..15),
+    from the model's own init distribution; everything else keeps its trained weights. Returns the
+    number of re-drawn parameters. Used to retrain the MoE layers at full ``top_k`` from a model
+    whose experts had become redundant under training with small ``top_k``."""
+    std = model.config.text_config.initializer_range
+    n = 0
+    for layer in rm.language_layers(model)[1:]:
+        for p in layer.mlp.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p.dtype) * std)
+            n += p.numel()
+    return n
+
+
 def step_loss(model, batch, device, active: list[int], top_k: int, aux_coef: float, spread_coef: float = 0.0) -> torch.Tensor:
     pixels, ids, labels, mask = (t.to(device, non_blocking=True) for t in batch)
     gate_logits: list[torch.Tensor] = []
@@ -344,6 +359,9 @@ def train(args) -> dict:
         tokenizer = rm.build_tokenizer(corpus, vocab_size=args.vocab)
         del examples
         model = rm.build_model(tokenizer).to(device)
+    if args.reinit_experts:
+        n = reinit_experts(model, torch.Generator().manual_seed(args.seed))
+        print(f"re-drew {n / 1e6:.2f}M router and expert weights of blocks 1..{rm.N_BLOCKS - 1}", flush=True)
     if args.norm_topk_prob != "keep":  # switch the routers' renormalisation of the top-k weights
         set_norm_topk_prob(model, args.norm_topk_prob == "true")
     n_params = sum(p.numel() for p in model.parameters())
@@ -471,6 +489,7 @@ def parse_args(argv=None):
     p.add_argument("--eval-configs", default="", help="';'-separated configs for --eval-rows (default: the report's main configs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-from", default="", help="continue training this saved model directory (e.g. harness/zoo/reference)")
+    p.add_argument("--reinit-experts", action="store_true", help="with --init-from: fresh router and expert weights in blocks 1..15")
     p.add_argument("--standin", action="store_true", help="use the built-in stand-in data (smoke tests only)")
     return p.parse_args(argv)
 
