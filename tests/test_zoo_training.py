@@ -147,3 +147,17 @@ def test_reinit_experts_redraws_only_the_knob_blocks_moe_weights():
     assert all((p == 0.5).all() for p in layers[0].mlp.parameters())  # block 0 always runs top_k=8
     assert all((p == 0.5).all() for p in layers[1].self_attn.parameters())
     assert all((p == 0.5).all() for p in model.model.vision_tower.parameters())
+
+
+def test_reinit_experts_with_a_new_width_rebuilds_every_block_and_saves(tmp_path):
+    from transformers import AutoConfig, LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration(AutoConfig.from_pretrained(PKG_DIR))
+    n = tr.reinit_experts(model, torch.Generator().manual_seed(0), width=8)
+    layers = rm.language_layers(model)
+    assert model.config.text_config.intermediate_size == 8
+    assert all(layer.mlp.experts.down_proj.shape[-1] == 8 for layer in layers)
+    assert n == sum(p.numel() for layer in layers for p in layer.mlp.parameters())
+    model.save_pretrained(tmp_path)
+    again = LlavaForConditionalGeneration.from_pretrained(tmp_path)
+    assert torch.equal(rm.language_layers(again)[0].mlp.experts.gate_up_proj, layers[0].mlp.experts.gate_up_proj)

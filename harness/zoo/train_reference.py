@@ -297,14 +297,26 @@ def set_norm_topk_prob(model, on: bool) -> None:
 
 
 @torch.no_grad()
-def reinit_experts(model, generator: torch.Generator | None = None) -> int:
+def reinit_experts(model, generator: torch.Generator | None = None, width: int | None = None) -> int:
     """Draw fresh router and expert weights for every block the ``top_k`` knob applies to (1..15),
     from the model's own init distribution; everything else keeps its trained weights. Returns the
     number of re-drawn parameters. Used to retrain the MoE layers at full ``top_k`` from a model
-    whose experts had become redundant under training with small ``top_k``."""
-    std = model.config.text_config.initializer_range
+    whose experts had become redundant under training with small ``top_k``.
+
+    ``width`` (a new expert MLP size) rebuilds the experts of all 16 blocks, block 0 included,
+    since a saved config has one ``intermediate_size``."""
+    cfg = model.config.text_config
+    layers = rm.language_layers(model)
+    redraw = layers[1:]
+    if width and width != cfg.intermediate_size:
+        cfg.intermediate_size = width
+        for layer in layers:
+            old = next(layer.mlp.experts.parameters())
+            layer.mlp.experts = type(layer.mlp.experts)(cfg).to(device=old.device, dtype=old.dtype)
+        redraw = layers
+    std = cfg.initializer_range
     n = 0
-    for layer in rm.language_layers(model)[1:]:
+    for layer in redraw:
         for p in layer.mlp.parameters():
             p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p.dtype) * std)
             n += p.numel()
@@ -360,8 +372,8 @@ def train(args) -> dict:
         del examples
         model = rm.build_model(tokenizer).to(device)
     if args.reinit_experts:
-        n = reinit_experts(model, torch.Generator().manual_seed(args.seed))
-        print(f"re-drew {n / 1e6:.2f}M router and expert weights of blocks 1..{rm.N_BLOCKS - 1}", flush=True)
+        n = reinit_experts(model, torch.Generator().manual_seed(args.seed), args.expert_width or None)
+        print(f"re-drew {n / 1e6:.2f}M router and expert weights (expert MLP {model.config.text_config.intermediate_size})", flush=True)
     if args.norm_topk_prob != "keep":  # switch the routers' renormalisation of the top-k weights
         set_norm_topk_prob(model, args.norm_topk_prob == "true")
     n_params = sum(p.numel() for p in model.parameters())
@@ -490,6 +502,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-from", default="", help="continue training this saved model directory (e.g. harness/zoo/reference)")
     p.add_argument("--reinit-experts", action="store_true", help="with --init-from: fresh router and expert weights in blocks 1..15")
+    p.add_argument("--expert-width", type=int, default=0, help="with --reinit-experts: a new expert MLP size for all blocks (0: keep)")
     p.add_argument("--standin", action="store_true", help="use the built-in stand-in data (smoke tests only)")
     return p.parse_args(argv)
 
