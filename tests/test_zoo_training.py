@@ -161,3 +161,13 @@ def test_reinit_experts_with_a_new_width_rebuilds_every_block_and_saves(tmp_path
     model.save_pretrained(tmp_path)
     again = LlavaForConditionalGeneration.from_pretrained(tmp_path)
     assert torch.equal(rm.language_layers(again)[0].mlp.experts.gate_up_proj, layers[0].mlp.experts.gate_up_proj)
+
+
+def test_expert_width_without_reinit_is_refused(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        tr.parse_args(["--output", "x", "--expert-width", "8"])
+    assert exc.value.code == 2
+    assert "--expert-width needs --reinit-experts" in capsys.readouterr().err
+    assert tr.parse_args(["--output", "x", "--expert-width", "8", "--reinit-experts"]).expert_width == 8

@@ -504,7 +504,10 @@ def parse_args(argv=None):
     p.add_argument("--reinit-experts", action="store_true", help="with --init-from: fresh router and expert weights in blocks 1..15")
     p.add_argument("--expert-width", type=int, default=0, help="with --reinit-experts: a new expert MLP size for all blocks (0: keep)")
     p.add_argument("--standin", action="store_true", help="use the built-in stand-in data (smoke tests only)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.expert_width and not args.reinit_experts:
+        p.error("--expert-width needs --reinit-experts (new experts must be drawn at the new size)")
+    return args
 
 
 if __name__ == "__main__":
