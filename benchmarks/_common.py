@@ -17,7 +17,7 @@ _TINY = {}
 
 
 def describe(spec: str):
-    """``tiny:<family>`` (a seconds-fast random model from harness.backends.tiny, for CPU smoke runs)
+    """``tiny:<family>`` (a seconds-fast random model from fixtures.tiny, for CPU smoke runs)
     or any ``harness run --model`` spec."""
     if spec.startswith("tiny:"):
         return load(spec).info
@@ -29,7 +29,7 @@ def describe(spec: str):
 def load(spec: str, **kw):
     """The backend for ``spec``; a ``tiny:`` model is built once per process."""
     if spec.startswith("tiny:"):
-        from harness.backends import tiny
+        from fixtures import tiny
 
         if spec not in _TINY:
             _TINY[spec] = tiny.backend(spec.split(":", 1)[1])

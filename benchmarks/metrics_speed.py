@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from harness.jsonio import atomic_write_json  # noqa: E402
-from metrics import get_metric  # noqa: E402
+from harness.metrics import get_metric  # noqa: E402
 
 _WORDS = (
     "yes no red blue green white black two three four one dog cat man woman table tennis frisbee "

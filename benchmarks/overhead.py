@@ -52,12 +52,12 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     import torch
 
-    import metrics
-    import tasks
+    import harness.metrics as metrics
+    import harness.tasks as tasks
     from harness.knobs import Knobs
     from harness.latency.estimator import device_slug, model_slug
     from harness.runner import ensure_fitted, prepare_estimator, run_loaded_task
-    from tasks.data import load_samples
+    from harness.tasks.data import load_samples
 
     dev, dt, impl = resolve_setup(args.device, args.dtype, args.experts_impl)
     info = describe(args.model)

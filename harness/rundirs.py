@@ -179,7 +179,7 @@ class RunInfo:
 
 def _metric_main_subscore(metric: str) -> str | None:
     try:
-        from metrics import get_metric  # the metrics package (optional at read time)
+        from harness.metrics import get_metric  # the metrics package (optional at read time)
     except ImportError:
         return None
     try:

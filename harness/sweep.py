@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.configs import CONFIG_DIR
 from harness.knobs import Knobs
 from harness.policies.knob_space import expand_values, find_toml, parse_knob_space, read_toml, validate_space
 
-GRID_DIR = Path(__file__).resolve().parents[1] / "configs" / "grids"
+GRID_DIR = CONFIG_DIR / "grids"
 _GRID_KNOBS = ("num_blocks", "top_k", "tier")
 GRID_FORMAT = 'use "num_blocks=12..16 top_k=2,4,6,8 tier=low,high", a TOML file, or a name from configs/grids'
 

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from harness.errors import HarnessError
 from harness.registry import Registry
-from metrics.base import Metric, MetricResult
+from harness.metrics.base import Metric, MetricResult
 
 registry: Registry = Registry(
     "metric",
     "harness.metrics",
     builtins={
-        "vqa_score": "metrics.vqa",
-        "vqa_score_molmo": "metrics.vqa",
-        "mc": "metrics.mc",
-        "em": "metrics.em",
-        "ansl_em": "metrics.anls",
-        "cider_score": "metrics.cider",
+        "vqa_score": "harness.metrics.vqa",
+        "vqa_score_molmo": "harness.metrics.vqa",
+        "mc": "harness.metrics.mc",
+        "em": "harness.metrics.em",
+        "ansl_em": "harness.metrics.anls",
+        "cider_score": "harness.metrics.cider",
     },
 )
 

@@ -6,9 +6,9 @@ from typing import Sequence
 
 import Levenshtein
 
-from metrics import registry
-from metrics.base import Metric
-from metrics.normalize import collapse_ws
+from harness.metrics import registry
+from harness.metrics.base import Metric
+from harness.metrics.normalize import collapse_ws
 
 THRESHOLD = 0.5
 

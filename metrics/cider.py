@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 from harness.errors import HarnessError
-from metrics import registry
-from metrics.base import Metric, MetricResult, _type_name, is_str_list
+from harness.metrics import registry
+from harness.metrics.base import Metric, MetricResult, _type_name, is_str_list
 
 JAVA_PACKAGE = "default-jre-headless"
 # Characters the Java tokenizer treats as line ends besides "\n" (pycocoevalcap only replaces "\n").

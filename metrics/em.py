@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from metrics import registry
-from metrics.base import Metric
-from metrics.normalize import vqa_normalize
+from harness.metrics import registry
+from harness.metrics.base import Metric
+from harness.metrics.normalize import vqa_normalize
 
 COUNT_WORDS: dict[str, int] = {
     "none": 0, "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,

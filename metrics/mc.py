@@ -6,8 +6,8 @@ import re
 import string
 from typing import Sequence
 
-from metrics import registry
-from metrics.base import Metric, _type_name
+from harness.metrics import registry
+from harness.metrics.base import Metric, _type_name
 
 LETTERS = string.ascii_uppercase
 

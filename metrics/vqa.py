@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from metrics import registry
-from metrics.base import Metric, _type_name
-from metrics.normalize import vqa_normalize
+from harness.metrics import registry
+from harness.metrics.base import Metric, _type_name
+from harness.metrics.normalize import vqa_normalize
 
 _EXPLAIN_COMMON = """\
 Answer processing (identical to the official GT-Vision-Lab/VQA vqaEval.py, current version):

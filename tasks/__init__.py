@@ -13,22 +13,22 @@ from harness.registry import Registry, import_path
 
 # name or alias -> module that registers it (aliases are listed so a lazy lookup finds them)
 _BUILTINS = {
-    "scienceqa": "tasks.scienceqa",
-    "scienceqa-img": "tasks.scienceqa",
-    "textvqa": "tasks.textvqa",
-    "textvqa-val": "tasks.textvqa",
-    "okvqa": "tasks.okvqa",
-    "ok-vqa": "tasks.okvqa",
-    "vqav2": "tasks.vqav2",
-    "coco-vqa": "tasks.vqav2",
-    "tallyqa": "tasks.tallyqa",
-    "tally-qa": "tasks.tallyqa",
-    "stvqa": "tasks.stvqa",
-    "st-vqa": "tasks.stvqa",
-    "docvqa": "tasks.docvqa",
-    "docvqa-val": "tasks.docvqa",
-    "coco-caption": "tasks.coco_caption",
-    "coco-cap": "tasks.coco_caption",
+    "scienceqa": "harness.tasks.scienceqa",
+    "scienceqa-img": "harness.tasks.scienceqa",
+    "textvqa": "harness.tasks.textvqa",
+    "textvqa-val": "harness.tasks.textvqa",
+    "okvqa": "harness.tasks.okvqa",
+    "ok-vqa": "harness.tasks.okvqa",
+    "vqav2": "harness.tasks.vqav2",
+    "coco-vqa": "harness.tasks.vqav2",
+    "tallyqa": "harness.tasks.tallyqa",
+    "tally-qa": "harness.tasks.tallyqa",
+    "stvqa": "harness.tasks.stvqa",
+    "st-vqa": "harness.tasks.stvqa",
+    "docvqa": "harness.tasks.docvqa",
+    "docvqa-val": "harness.tasks.docvqa",
+    "coco-caption": "harness.tasks.coco_caption",
+    "coco-cap": "harness.tasks.coco_caption",
 }
 
 BUILTIN_TASKS = ("scienceqa", "textvqa", "okvqa", "vqav2", "tallyqa", "stvqa", "docvqa", "coco-caption")
@@ -45,7 +45,7 @@ def register(cls):
 
 def get_task(name: str):
     """The :class:`~tasks.base.Task` for a name, alias or ``package.module:attr`` string."""
-    from tasks.base import Task
+    from harness.tasks.base import Task
 
     obj = registry.get(name)
     if isinstance(obj, type) and issubclass(obj, Task):

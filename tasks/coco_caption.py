@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 
 from harness.types import Sample
-from tasks import register
-from tasks.base import CaptionTask, DatasetSpec
+from harness.tasks import register
+from harness.tasks.base import CaptionTask, DatasetSpec
 
 CAPTION_PROMPT = "Provide a one-sentence caption for the provided image."
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.types import Sample
-from tasks.base import Task
+from harness.tasks.base import Task
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SAMPLES_DIR = PACKAGE_DIR / "samples"
@@ -392,7 +392,7 @@ def subset_indices(n_total: int, limit: int | None, seed: int) -> list[int]:
 def load_samples(task, data="bundled", limit: int | None = None, seed: int = 0, split: str | None = None) -> LoadedData:
     """Load, subset and decode a task's samples. See the module docstring."""
     if not isinstance(task, Task):
-        from tasks import get_task
+        from harness.tasks import get_task
 
         task = get_task(task)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):

@@ -6,8 +6,8 @@ acceptable strings. Scored by ANLS plus exact match. Default prompt as lmms-eval
 
 from __future__ import annotations
 
-from tasks import register
-from tasks.base import ANLSTask, DatasetSpec
+from harness.tasks import register
+from harness.tasks.base import ANLSTask, DatasetSpec
 
 
 @register

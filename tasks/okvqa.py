@@ -6,8 +6,8 @@ through their ``raw_answer`` (what MolmoE scores against). Default prompt as lmm
 
 from __future__ import annotations
 
-from tasks import register
-from tasks.base import SHORT_ANSWER, DatasetSpec, VQATask
+from harness.tasks import register
+from harness.tasks.base import SHORT_ANSWER, DatasetSpec, VQATask
 
 UNANSWERABLE = "\nWhen the provided information is insufficient, respond with 'Unanswerable'."
 

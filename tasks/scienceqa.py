@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from harness.errors import HarnessError
 from harness.types import Sample
-from tasks import register
-from tasks.base import LETTERS, DatasetSpec, MultipleChoiceTask
+from harness.tasks import register
+from harness.tasks.base import LETTERS, DatasetSpec, MultipleChoiceTask
 
 MC_INSTRUCTION = "\nAnswer with the option's letter from the given choices directly."
 

@@ -7,8 +7,8 @@ train JSON's field, and the bundled synthetic split) are scored with ``ansl_em``
 
 from __future__ import annotations
 
-from tasks import register
-from tasks.base import ANLSTask, DatasetSpec
+from harness.tasks import register
+from harness.tasks.base import ANLSTask, DatasetSpec
 
 
 @register

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 from harness.errors import HarnessError
 from harness.types import Sample
-from tasks import register
-from tasks.base import CountTask, DatasetSpec
+from harness.tasks import register
+from harness.tasks.base import CountTask, DatasetSpec
 
 
 @register

@@ -6,8 +6,8 @@ with its first letter capitalised, then the single-word instruction.
 
 from __future__ import annotations
 
-from tasks import register
-from tasks.base import DatasetSpec, VQATask
+from harness.tasks import register
+from harness.tasks.base import DatasetSpec, VQATask
 
 
 @register

@@ -6,8 +6,8 @@ their ``answer`` strings. Default prompt as lmms-eval renders it.
 
 from __future__ import annotations
 
-from tasks import register
-from tasks.base import DatasetSpec, VQATask
+from harness.tasks import register
+from harness.tasks.base import DatasetSpec, VQATask
 
 
 @register

@@ -1,4 +1,4 @@
-"""Shared fixtures: a fast deterministic fake backend/task/metric (see tests/fakes.py) and a helper
+"""Shared fixtures: a fast deterministic fake backend/task/metric (see tests/fixtures/fakes.py) and a helper
 that runs one task end to end into a run directory without any real model."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))  # `from fakes import ...` works in every test file
+sys.path.insert(0, os.path.dirname(__file__))  # `from fakes import ...`, `from fixtures import tiny` in every test file
+sys.path.insert(1, os.path.dirname(os.path.dirname(__file__)))  # the repository root: `tools` (not installed)
 
-from fakes import FakeBackend, FakeInfo, FakeMetric, FakeTask, fake_data  # noqa: E402
+from fixtures.fakes import FakeBackend, FakeInfo, FakeMetric, FakeTask, fake_data  # noqa: E402
 
 
 @pytest.fixture

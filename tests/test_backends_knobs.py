@@ -1,6 +1,6 @@
 """Verification of knob application on tiny real-transformers models (random weights, fp32, CPU):
 OLMoE, Qwen3-MoE, Mixtral, LLaVA+OLMoE, and the MolmoE adapter on a stand-in with MolmoE's module
-layout (``harness.backends.molmoe_standin``)."""
+layout (``fixtures.molmoe_standin``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.backends import molmoe_standin, tiny
+from fixtures import molmoe_standin, tiny
 from harness.knobs import Knobs, select_blocks
 from harness.types import GenRequest
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from harness import backends
-from harness.backends import molmoe_standin
+from fixtures import molmoe_standin
 from harness.backends import random_molmoe as rm
 from harness.backends.modelconfig import find_config, load_settings
 from harness.types import GenRequest

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.backends import tiny
+from fixtures import tiny
 from harness.decode import Decoder, PreparedBatch, left_pad, prompt_positions
 from harness.latency.measure import Timer
 from harness.types import GenRequest

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fakes import FakeBackend, true_decode_step_ms, true_prefill_ms
+from fixtures.fakes import FakeBackend, true_decode_step_ms, true_prefill_ms
 from harness.errors import HarnessError
 from harness.latency.estimator import (EstimatorInput, FittedEstimator, Measurement, error_stats, evaluate,
                                        fit_measurements, fit_weighted_lstsq, load_estimator)

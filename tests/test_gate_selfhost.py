@@ -55,7 +55,7 @@ def test_break_turns_gate_red(tmp_path, capsys):
 
 
 # -- the same with the real runner and records, on the fake backend ----------------------------------
-from fakes import FakeBackend, fake_data  # noqa: E402  (tests/ is on sys.path: conftest)
+from fixtures.fakes import FakeBackend, fake_data  # noqa: E402  (tests/ is on sys.path: conftest)
 
 from harness.knobs import Knobs  # noqa: E402
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from fakes import FakeBackend
+from fixtures.fakes import FakeBackend
 
 PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "grouped_vs_per_sample.py"
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from fakes import FakeMetric, FakeTask, fake_data
+from fixtures.fakes import FakeMetric, FakeTask, fake_data
 from harness.knobs import Knobs
 from harness.runner import run_loaded_task
 from harness.types import GenRequest
 
-tiny = pytest.importorskip("harness.backends.tiny")
+tiny = pytest.importorskip("fixtures.tiny")
 
 SPACE = [Knobs(6, 4, "high"), Knobs(4, 2, "low"), Knobs(5, 3, "medium"), Knobs(3, 1, "high")]
 N = 8
@@ -83,9 +83,9 @@ def test_reference_model_predictions_do_not_depend_on_batching(tmp_path):
 
     from harness.backends import load
     from harness.policies import load_knob_space
-    from metrics import get_metric
-    from tasks import get_task
-    from tasks.data import load_samples
+    from harness.metrics import get_metric
+    from harness.tasks import get_task
+    from harness.tasks.data import load_samples
 
     backend = load("reference", device="cpu", dtype=torch.float32)
     task = get_task("vqav2")

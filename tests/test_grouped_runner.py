@@ -1,4 +1,4 @@
-"""Policy-chosen knobs through the real runner and records, on the fake backend (tests/fakes.py):
+"""Policy-chosen knobs through the real runner and records, on the fake backend (tests/fixtures/fakes.py):
 grouping, batching, no reload between configurations, failures recorded per sample, and the
 budget and oracle policies end to end over a sweep."""
 
@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from fakes import FakeBackend, FakeMetric, FakeTask, fake_data, true_decode_step_ms, true_prefill_ms
+from fixtures.fakes import FakeBackend, FakeMetric, FakeTask, fake_data, true_decode_step_ms, true_prefill_ms
 from harness.knobs import Knobs
 from harness.latency.estimator import Estimate, LatencyEstimator
 from harness.runner import run_loaded_task

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from harness import backends
-from harness.backends import tiny
+from fixtures import tiny
 from harness.errors import HarnessError
 from harness.knobs import Knobs
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from metrics import get_metric
+from harness.metrics import get_metric
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 TOL = 1e-6
@@ -86,7 +86,7 @@ def test_cider_corpora():
 
 
 def test_cider_tokenizer_matches_golden_tokens():
-    from metrics.cider import ptb_tokenize
+    from harness.metrics.cider import ptb_tokenize
 
     rows = [r for r in CIDER if r["corpus"] == "sub10"]
     sentences = [r["prediction"] for r in rows] + [ref for r in rows for ref in r["references"]]

@@ -6,11 +6,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metrics.anls import anls, lenient_exact_match
-from metrics.em import exact_match, extract_count
-from metrics.mc import LETTERS, extract_choice
-from metrics.normalize import collapse_ws, vqa_normalize, vqa_process_digit_article, vqa_process_punctuation
-from metrics.vqa import vqa_accuracy, vqa_accuracy_molmo
+from harness.metrics.anls import anls, lenient_exact_match
+from harness.metrics.em import exact_match, extract_count
+from harness.metrics.mc import LETTERS, extract_choice
+from harness.metrics.normalize import collapse_ws, vqa_normalize, vqa_process_digit_article, vqa_process_punctuation
+from harness.metrics.vqa import vqa_accuracy, vqa_accuracy_molmo
 
 # Any Unicode text, biased towards the characters the rules care about.
 SPECIAL = st.sampled_from(list(".,;:/-()[]{}!?'\"_+=<>@`\\ \t\n\u3000\u00a0") + ["1,0", "..", "a ", "the ", "one", "dont", "İ", "ß", "ﬁ"])
@@ -109,7 +109,7 @@ def _punctuation_step_by_step(text: str) -> str:
     """The official rule spelled out literally: one character at a time, conditions on the input."""
     import re
 
-    from metrics.normalize import VQA_PUNCT
+    from harness.metrics.normalize import VQA_PUNCT
 
     out = text
     for p in VQA_PUNCT:

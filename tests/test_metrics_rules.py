@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import HarnessError
-from metrics import Metric, MetricResult, get_metric, list_metrics, registry
-from metrics.anls import anls, lenient_exact_match
-from metrics.em import exact_match, extract_count
-from metrics.mc import extract_choice
-from metrics.normalize import collapse_ws, vqa_normalize
-from metrics.vqa import vqa_accuracy, vqa_accuracy_molmo
+from harness.metrics import Metric, MetricResult, get_metric, list_metrics, registry
+from harness.metrics.anls import anls, lenient_exact_match
+from harness.metrics.em import exact_match, extract_count
+from harness.metrics.mc import extract_choice
+from harness.metrics.normalize import collapse_ws, vqa_normalize
+from harness.metrics.vqa import vqa_accuracy, vqa_accuracy_molmo
 
 
 # -- VQA answer processing ----------------------------------------------------------------------
@@ -216,7 +216,7 @@ def test_lenient_em():
 
 # -- cider (Java calls kept to a minimum) -------------------------------------------------------
 def test_cider_missing_java_is_one_line_error(monkeypatch):
-    import metrics.cider as cider
+    import harness.metrics.cider as cider
 
     monkeypatch.setattr(cider.shutil, "which", lambda name: None)
     with pytest.raises(HarnessError) as err:
@@ -226,7 +226,7 @@ def test_cider_missing_java_is_one_line_error(monkeypatch):
 
 
 def test_cider_line_breaks_and_punctuation_only_refs():
-    from metrics.cider import cider_scores
+    from harness.metrics.cider import cider_scores
 
     preds = ["a cat\ron a\u2028mat", "a dog", "", "birds"]
     refs = [["a cat on a mat", "cat on mat"], ["a dog runs", "dog"], ["..."], ["two birds fly", "birds"]]
@@ -242,7 +242,7 @@ def test_cider_line_breaks_and_punctuation_only_refs():
 def test_get_metric_aliases_and_module_attr():
     assert get_metric("anls").name == "ansl_em"
     assert get_metric("VQA_Score").name == "vqa_score"
-    assert get_metric("metrics.mc:MultipleChoice").name == "mc"
+    assert get_metric("harness.metrics.mc:MultipleChoice").name == "mc"
     assert get_metric("mc") is get_metric("mc")
 
 

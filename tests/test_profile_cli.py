@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fakes import FakeBackend, FakeInfo
+from fixtures.fakes import FakeBackend, FakeInfo
 
 
 @pytest.fixture

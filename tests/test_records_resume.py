@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from fakes import FakeBackend, fake_data
+from fixtures.fakes import FakeBackend, fake_data
 from harness.errors import HarnessError
 from harness.records import RunRecord, check_writable
 

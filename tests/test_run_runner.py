@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fakes import FakeBackend, FakeCorpusMetric, FakeTask, fake_data
+from fixtures.fakes import FakeBackend, FakeCorpusMetric, FakeTask, fake_data
 from harness.knobs import Knobs
 
 LINE_KEYS = {"id", "task", "knobs", "config", "prediction", "raw_output", "score", "scores", "input_tokens",

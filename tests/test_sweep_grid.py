@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import FakeBackend, FakeInfo  # tests/ is on sys.path (conftest)
+from fixtures.fakes import FakeBackend, FakeInfo  # tests/ is on sys.path (conftest)
 
 from harness.cli import main
 from harness.errors import HarnessError

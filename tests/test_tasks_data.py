@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.errors import HarnessError
-from tasks import BUILTIN_TASKS, get_task
-from tasks.data import decode_image, load_samples, subset_indices
+from harness.tasks import BUILTIN_TASKS, get_task
+from harness.tasks.data import decode_image, load_samples, subset_indices
 
 FIX = Path(__file__).parent / "data" / "tasks"
 SQA = FIX / "scienceqa-test-img-167.parquet"
@@ -226,7 +226,7 @@ def test_scienceqa_real_rows():
 
 # -- the hub (no network in tests: reachability and load_dataset are replaced) ------------------
 def test_hub_unreachable_names_the_alternatives(monkeypatch):
-    import tasks.data as data
+    import harness.tasks.data as data
 
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -304,7 +304,7 @@ def test_corrupt_and_missing_images_fail_only_their_sample(tmp_path):
 
 
 def test_large_sets_open_images_lazily(monkeypatch):
-    import tasks.data as data
+    import harness.tasks.data as data
 
     monkeypatch.setattr(data, "EAGER_DECODE_MAX", 10)
     d = load_samples("scienceqa", SQA, limit=40)

@@ -6,7 +6,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.types import Sample
-from tasks import BUILTIN_TASKS, get_task
+from harness.tasks import BUILTIN_TASKS, get_task
 
 SHORT = "\nAnswer the question using a single word or phrase."
 

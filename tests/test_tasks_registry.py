@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from harness.errors import HarnessError
-from tasks import BUILTIN_TASKS, get_task, include_path, registry
-from tasks.base import Task
+from harness.tasks import BUILTIN_TASKS, get_task, include_path, registry
+from harness.tasks.base import Task
 
 EXPECTED = {
     "scienceqa": ("mc", "lmms-lab/ScienceQA", "ScienceQA-IMG", "test", True),
@@ -49,15 +49,15 @@ def test_unknown_task_suggests_the_closest():
 
 
 def test_module_attr_names_a_task_class():
-    assert get_task("tasks.docvqa:DocVQA").name == "docvqa"
+    assert get_task("harness.tasks.docvqa:DocVQA").name == "docvqa"
     with pytest.raises(HarnessError, match="not a tasks.base.Task"):
-        get_task("tasks.base:majority")
+        get_task("harness.tasks.base:majority")
 
 
 PLUGIN = '''
 from harness.types import Sample
-from tasks import register
-from tasks.base import DatasetSpec, VQATask
+from harness.tasks import register
+from harness.tasks.base import DatasetSpec, VQATask
 
 
 @register
@@ -75,7 +75,7 @@ class {cls}(VQATask):
 
 
 def test_include_path_plugin_runs_end_to_end(tmp_path):
-    from tasks.data import load_samples
+    from harness.tasks.data import load_samples
 
     folder = tmp_path / "plugins"
     folder.mkdir()

@@ -8,9 +8,9 @@ import hashlib
 import pytest
 
 from harness.errors import HarnessError
-from tasks import BUILTIN_TASKS, get_task
-from tasks.data import load_samples
-from tasks.synthetic import BUNDLED_ROWS, BUNDLED_SEED, SAMPLES_DIR, generate_rows, generate_samples, hub_features
+from harness.tasks import BUILTIN_TASKS, get_task
+from harness.tasks.data import load_samples
+from tools.synthetic import BUNDLED_ROWS, BUNDLED_SEED, SAMPLES_DIR, generate_rows, generate_samples, hub_features
 
 
 def image_hash(img) -> str:
@@ -67,7 +67,7 @@ def _disjoint(name, n_train, n_eval):
 
 @pytest.mark.parametrize("name", BUILTIN_TASKS)
 def test_train_and_eval_never_share_an_image(name):
-    from tasks.synthetic import scene_split
+    from tools.synthetic import scene_split
 
     _disjoint(name, 150, 100)
     # the split is a function of the scene: every scene lands in exactly one split
@@ -101,7 +101,7 @@ def test_bundled_package_is_small():
 
 @pytest.mark.parametrize("name", BUILTIN_TASKS)
 def test_targets_score_perfectly_and_a_constant_answer_does_not(name):
-    from metrics import get_metric
+    from harness.metrics import get_metric
 
     task = get_task(name)
     samples = load_samples(name, "bundled").samples
@@ -144,7 +144,7 @@ def test_layouts_sit_on_the_patch_grid():
     clutter never touches a sign (so it can neither hide a letter nor make two scenes one image)."""
     import random
 
-    from tasks import synthetic as S
+    from tools import synthetic as S
 
     for i in range(300):
         rng = random.Random(i)

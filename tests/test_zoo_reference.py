@@ -11,7 +11,7 @@ import torch
 
 import harness
 from harness.knobs import Knobs
-from harness.zoo import reference_model as rm
+from tools import reference_model as rm
 
 PKG_DIR = Path(harness.__file__).resolve().parent / "zoo" / "reference"
 GOLDEN = Path(__file__).resolve().parent / "data" / "zoo" / "predictions.json"
@@ -77,13 +77,13 @@ def _golden_items():
     sha = hashlib.sha256((PKG_DIR / "model.safetensors").read_bytes()).hexdigest()
     assert sha == data["model_sha256"], (
         "the shipped weights changed; regenerate the committed predictions with "
-        "python -m harness.zoo.evaluate_reference --write-golden tests/data/zoo/predictions.json")
+        "python -m tools.evaluate_reference --write-golden tests/data/zoo/predictions.json")
     return data["knobs"], data["items"]
 
 
 def test_fixed_config_reproduces_committed_predictions(backend):
-    from tasks import get_task
-    from tasks.data import load_samples
+    from harness.tasks import get_task
+    from harness.tasks.data import load_samples
 
     from harness.types import GenRequest
 
@@ -98,15 +98,15 @@ def test_fixed_config_reproduces_committed_predictions(backend):
         chosen = [samples.get(e["id"]) for e in expected]
         assert all(c is not None and c.question == e["question"] for c, e in zip(chosen, expected)), (
             f"the bundled {name} samples changed; regenerate the committed predictions with "
-            "python -m harness.zoo.evaluate_reference --write-golden tests/data/zoo/predictions.json")
+            "python -m tools.evaluate_reference --write-golden tests/data/zoo/predictions.json")
         outs = backend.generate([GenRequest(task.prompt(s), s.image, s.id) for s in chosen], task.max_new_tokens, Knobs.parse(knobs).tier)
         assert [task.postprocess(o.text) for o in outs] == [e["prediction"] for e in expected], name
 
 
 def test_accuracy_ordering_full_vs_smallest_config_on_bundled_scienceqa(backend):
-    from metrics import get_metric
-    from tasks import get_task
-    from tasks.data import load_samples
+    from harness.metrics import get_metric
+    from harness.tasks import get_task
+    from harness.tasks.data import load_samples
 
     from harness.types import GenRequest
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.zoo import evaluate_reference as er
+from tools import evaluate_reference as er
 
 
 def _sweep(out: Path, grid: str) -> None:
@@ -84,7 +84,7 @@ def test_report_needs_runs(tmp_path):
 
 
 def test_issue_checks_judge_each_knob_by_a_real_drop():
-    from harness.zoo.evaluate_reference import issue_checks
+    from tools.evaluate_reference import issue_checks
 
     def table(alone_scores):
         full = {"scienceqa": 0.99, "textvqa": 0.8, "coco-caption": 6.0, "tallyqa": 0.8}

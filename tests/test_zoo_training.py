@@ -10,8 +10,8 @@ import torch
 
 import harness
 from harness.backends.prompt import build_input_ids
-from harness.zoo import reference_model as rm
-from harness.zoo import train_reference as tr
+from tools import reference_model as rm
+from tools import train_reference as tr
 
 PKG_DIR = Path(harness.__file__).resolve().parent / "zoo" / "reference"
 

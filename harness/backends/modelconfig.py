@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.configs import CONFIG_DIR as CONFIG_ROOT
 from harness.knobs import TIERS
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "models"
+CONFIG_DIR = CONFIG_ROOT / "models"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ Facts of the remote code this adapter relies on (its layout, read from the publi
 
 What is verified here: the adapter (knob switch, list cache, left-padded batching with shifted
 ``image_input_idx``, ``n_layers`` bookkeeping, tier -> ``max_crops``) against a stand-in with the
-same module layout and calling convention (``harness.backends.molmoe_standin``), with the same
+same module layout and calling convention (``fixtures.molmoe_standin``), with the same
 tests as the transformers families. Not verified offline: loading the real checkpoint, its
 processor's keyword handling for ``max_crops``, and its numerics; the ``compile``/static-cache path
 is not available for MolmoE (its list cache grows by concatenation) and is refused.

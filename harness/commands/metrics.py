@@ -10,7 +10,7 @@ import click
               help="Print the full definition of one metric, with its documented differences from other implementations.")
 def command(explain: str | None) -> None:
     """List metrics, their sub-scores (first = main) and one-line definitions."""
-    from metrics import get_metric, list_metrics, registry
+    from harness.metrics import get_metric, list_metrics, registry
 
     if explain is not None:
         metric = get_metric(explain)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 MOLMOE_NOTE = ("molmoe: adapter tested offline against a stand-in with MolmoE's module layout and calling "
-               "convention (harness.backends.molmoe_standin); loading the real checkpoint, its processor's "
+               "convention (fixtures.molmoe_standin); loading the real checkpoint, its processor's "
                "max_crops keyword and its numerics are not verified here; --compile is refused for it.")
 
 

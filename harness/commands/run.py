@@ -122,7 +122,7 @@ def split_tasks(values) -> list[str]:
 
 
 def resolve_tasks(names: list[str]) -> list:
-    import tasks as task_pkg
+    import harness.tasks as task_pkg
 
     if not names:
         raise HarnessError("no task given; pass --task NAME (repeatable, comma list, or 'all'); see `harness tasks`")
@@ -182,7 +182,7 @@ def command(tasks, knobs, tier, model, data, limit, batch_size, importance, esti
     for folder in include_path:
         import_path(folder)
     task_objs = resolve_tasks(split_tasks(tasks))
-    import metrics as metric_pkg
+    import harness.metrics as metric_pkg
 
     metric_objs = {t.name: metric_pkg.get_metric(t.metric) for t in task_objs}
     if style is not None:
@@ -239,7 +239,7 @@ def command(tasks, knobs, tier, model, data, limit, batch_size, importance, esti
     pcfg = policy_config(fixed, pol_spec, {k: v for k, v in pargs.items()}, info)
 
     # 4. data
-    from tasks.data import load_samples
+    from harness.tasks.data import load_samples
 
     loaded = {t.name: load_samples(t, data, limit, seed) for t in task_objs}
     for name, ld in loaded.items():

@@ -43,7 +43,7 @@ def dump(obj: dict) -> str:
 
 
 def score_file(metric_name: str, path: str) -> tuple[object, list[dict], object]:
-    from metrics import get_metric
+    from harness.metrics import get_metric
 
     metric = get_metric(metric_name)
     items = read_items(path, metric)

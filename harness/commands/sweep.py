@@ -48,7 +48,7 @@ def command(grid_spec, tasks, model, data, limit, batch_size, importance, estima
     if not names:
         raise HarnessError(f"no task given and grid {grid.source} names none; pass --task NAME (repeatable, comma list, or 'all')")
     task_objs = resolve_tasks(names)
-    import metrics as metric_pkg
+    import harness.metrics as metric_pkg
 
     metric_objs = {t.name: metric_pkg.get_metric(t.metric) for t in task_objs}
 
@@ -68,7 +68,7 @@ def command(grid_spec, tasks, model, data, limit, batch_size, importance, estima
         load_importance(importance, info.n_blocks)
         imp_hash = file_sha256(importance)
 
-    from tasks.data import load_samples
+    from harness.tasks.data import load_samples
 
     loaded = {t.name: load_samples(t, data, limit, seed) for t in task_objs}
     for name, ld in loaded.items():

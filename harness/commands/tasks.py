@@ -10,8 +10,8 @@ import click
 
 def task_rows() -> list[dict]:
     """One dict per registered task (built-ins, entry points and --include-path modules)."""
-    from tasks import get_task, registry
-    from tasks.data import bundled_count
+    from harness.tasks import get_task, registry
+    from harness.tasks.data import bundled_count
 
     rows = []
     for name in registry.names():
@@ -43,7 +43,7 @@ def task_rows() -> list[dict]:
 @click.option("--include-path", "include_paths", multiple=True, type=click.Path(), help="Folder of extra task modules to import (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def command(include_paths, as_json):
-    from tasks import include_path
+    from harness.tasks import include_path
 
     for folder in include_paths:
         include_path(folder)
@@ -58,7 +58,7 @@ def command(include_paths, as_json):
     table = Table(
         title="Tasks",
         expand=True,
-        caption="bundled = SYNTHETIC samples made by tasks/synthetic.py (shapes, signs, short documents), "
+        caption="bundled = SYNTHETIC samples made by tools/synthetic.py (shapes, signs, short documents), "
         "not the real benchmark. Unlabeled splits are run but not scored. Every task reads --data hub, --data PATH "
         "(parquet, JSON lines, save_to_disk folder) and, where it ships them, --data bundled.",
     )

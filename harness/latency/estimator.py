@@ -97,7 +97,7 @@ def model_slug(model_info) -> str:
 
 def estimators_dir() -> Path:
     """The packaged ``configs/estimators`` folder."""
-    import configs
+    import harness.configs as configs
 
     return Path(configs.__file__).resolve().parent / "estimators"
 

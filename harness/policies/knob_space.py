@@ -25,9 +25,10 @@ import tomllib
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.configs import CONFIG_DIR
 from harness.knobs import Knobs, parse_tier
 
-KNOB_SPACE_DIR = Path(__file__).resolve().parents[2] / "configs" / "knob_spaces"
+KNOB_SPACE_DIR = CONFIG_DIR / "knob_spaces"
 _KEYS = {"description", "grid", "configs", "tasks"}  # tasks: harness sweep grid files (ignored here)
 _GRID_KEYS = {"num_blocks", "top_k", "tier"}
 

@@ -3,8 +3,8 @@
 Seeded and self-contained (torch, transformers, tokenizers, PIL, numpy and this repo only), so it
 runs on a bare GPU box with ``PYTHONPATH=.``::
 
-    python -m harness.zoo.train_reference --device cuda --time-budget 330 --output OUT/reference
-    python -m harness.zoo.train_reference --device cpu --steps 3 --batch 4 --corpus-rows 20 --output /tmp/ref  # smoke
+    python -m tools.train_reference --device cuda --time-budget 330 --output OUT/reference
+    python -m tools.train_reference --device cpu --steps 3 --batch 4 --corpus-rows 20 --output /tmp/ref  # smoke
 
 Knob-aware training, so reduced configurations degrade gracefully instead of collapsing: every
 optimizer step samples one configuration, applied exactly as the harness applies knobs (skipped
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.zoo import reference_model as rm
+from tools import reference_model as rm
 
 TASKS = ("scienceqa", "textvqa", "okvqa", "vqav2", "tallyqa", "stvqa", "docvqa", "coco-caption")
 # relative share of each task's rows in the training stream: more of what is slow to learn
@@ -65,8 +65,8 @@ class Example:
 def _task_examples(args: tuple[str, int, int]) -> list[Example]:
     """Examples of one task from ``generate_rows(task, "train", n, seed)`` (runs in a worker)."""
     name, n_rows, seed = args
-    from tasks import get_task
-    from tasks.synthetic import generate_rows
+    from harness.tasks import get_task
+    from tools.synthetic import generate_rows
 
     task = get_task(name)
     out = []
@@ -514,6 +514,6 @@ if __name__ == "__main__":
     _args = parse_args()
     train(_args)
     if _args.eval_rows:
-        from harness.zoo.evaluate_reference import MAIN_CONFIGS, quick_eval
+        from tools.evaluate_reference import MAIN_CONFIGS, quick_eval
 
         quick_eval(_args.output, _args.device, _args.eval_rows, configs=tuple(_args.eval_configs.split(";")) if _args.eval_configs else MAIN_CONFIGS)

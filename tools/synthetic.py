@@ -17,7 +17,7 @@ image's pixels are hashed and the hash decides the split (1 in 8 images belong t
 no train image can ever equal an eval image, for any seeds and sizes. Row ``i``
 depends only on ``(task, split, seed, i)``: ``n=50`` is a prefix of ``n=100``.
 
-``python -m tasks.synthetic --write-bundled`` regenerates ``tasks/samples/<task>.parquet``.
+``python -m tools.synthetic --write-bundled`` regenerates ``tasks/samples/<task>.parquet``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ SIZE = 192
 SPLITS = ("eval", "train")
 EVAL_SHARE = 8  # one image hash in EVAL_SHARE belongs to the eval split
 BUNDLED_SEED = 0
-SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+from harness.tasks.data import SAMPLES_DIR  # noqa: E402
 # rows per bundled file (TallyQA rows hold 3 questions each)
 BUNDLED_ROWS = {
     "scienceqa": 100,
@@ -583,7 +583,7 @@ def scene_split(task: str, scene) -> str:
 def _task_name(task) -> str:
     name = getattr(task, "name", task)
     if name not in GENERATORS:
-        from tasks import get_task
+        from harness.tasks import get_task
 
         name = get_task(name).name
     if name not in GENERATORS:
@@ -622,7 +622,7 @@ def generate_rows(task, split: str, n: int, seed: int = 0) -> list[dict]:
 def generate_samples(task, split: str, n: int, seed: int = 0) -> list:
     """``generate_rows`` turned into :class:`~harness.types.Sample` objects by the task itself
     (TallyQA rows give several samples each), e.g. for training: ``task.prompt(s)`` -> ``task.target(s)``."""
-    from tasks import get_task
+    from harness.tasks import get_task
 
     task_obj = get_task(_task_name(task))
     out = []
@@ -686,7 +686,7 @@ def _main(argv=None) -> int:
     import argparse
     import time
 
-    ap = argparse.ArgumentParser(prog="python -m tasks.synthetic", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.synthetic", description=__doc__.split("\n\n")[0])
     ap.add_argument("--write-bundled", action="store_true", help="regenerate tasks/samples/<task>.parquet")
     ap.add_argument("--out", type=Path, default=None, help="folder for --write-bundled (default: tasks/samples)")
     ap.add_argument("--task", action="append", help="only these tasks (repeatable)")

@@ -11,7 +11,7 @@ Two engines, same inputs:
 - ``own``: a small batched greedy loop without a KV cache (right-padded, causal, so padding never
   reaches a real token); fast on a GPU for an accuracy-only grid, and used when no backend exists.
 
-    python -m harness.zoo.evaluate_reference --output leaderboard/reference-model.md
+    python -m tools.evaluate_reference --output leaderboard/reference-model.md
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from harness.knobs import Knobs
-from harness.zoo import reference_model as rm
-from harness.zoo.train_reference import TASKS
+from tools import reference_model as rm
+from tools.train_reference import TASKS
 
 MAIN_CONFIGS = ("16,8,high", "16,8,low", "12,8,high", "16,2,high", "14,6,medium", "12,2,low")
 
@@ -43,8 +43,8 @@ class TaskResult:
 
 
 def load_task_samples(name: str, limit: int | None = None):
-    from tasks import get_task
-    from tasks.data import load_samples
+    from harness.tasks import get_task
+    from harness.tasks.data import load_samples
 
     task = get_task(name)
     data = load_samples(task, "bundled", limit=limit)
@@ -134,7 +134,7 @@ class BackendEngine:
 
 
 def evaluate_task(engine, task, samples, knobs: Knobs, **gen_kwargs) -> TaskResult:
-    from metrics import get_metric
+    from harness.metrics import get_metric
 
     engine.apply_knobs(knobs)
     prompts = [task.prompt(s) for s in samples]
@@ -152,8 +152,8 @@ def quick_eval(model_dir, device: str, n_rows: int, configs=MAIN_CONFIGS) -> dic
     """Exact match of the post-processed answer against ``task.target`` (and the task's own metric
     when the metrics package has it) on the first ``n_rows`` eval-split rows of every task: the
     rows the bundled samples are made of. A quick knob-response check right after training."""
-    from tasks import get_task
-    from tasks.synthetic import generate_rows
+    from harness.tasks import get_task
+    from tools.synthetic import generate_rows
 
     engine = OwnEngine(model_dir, device, batch=128)
     table = {}
@@ -188,8 +188,8 @@ def write_golden(path: str | Path, spec: str = "reference") -> dict:
     the weights' sha256: the regression test compares a fresh run against this file."""
     import hashlib
 
-    from tasks import get_task
-    from tasks.data import load_samples
+    from harness.tasks import get_task
+    from harness.tasks.data import load_samples
 
     from harness.types import GenRequest
 
@@ -214,7 +214,7 @@ def write_golden(path: str | Path, spec: str = "reference") -> dict:
 
 
 def main_score(result: TaskResult, metric_name: str) -> float:
-    from metrics import get_metric
+    from harness.metrics import get_metric
 
     return float(result.scores[get_metric(metric_name).subscores[0]])
 
@@ -272,7 +272,7 @@ def issue_checks(table: dict, grid: list[dict]) -> list[tuple[str, str, bool]]:
 
 
 def write_markdown(path: Path, table: dict, grid: list[dict], meta: dict) -> None:
-    from tasks import get_task
+    from harness.tasks import get_task
 
     configs = list(next(iter(table.values())).keys()) if table else []
     lines = [
@@ -314,7 +314,7 @@ def write_markdown(path: Path, table: dict, grid: list[dict], meta: dict) -> Non
 
 
 def run(args) -> dict:
-    from tasks import get_task
+    from harness.tasks import get_task
 
     if args.engine == "own":
         engine = OwnEngine(args.model_dir, args.device, batch=args.batch)
@@ -345,7 +345,7 @@ def run(args) -> dict:
         "engine": "harness hf: backend, fp32" if args.engine == "backend" else "own batched greedy loop, fp32",
         "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} torch thread(s), {os.cpu_count()} cores",
         "latency_mode": "batch size 1, perf_counter_ns, prefill + decode",
-        "command": "python -m harness.zoo.evaluate_reference " + " ".join(args.argv),
+        "command": "python -m tools.evaluate_reference " + " ".join(args.argv),
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     out = {"meta": meta, "table": table, "grid": grid, "raw": raw}
@@ -393,7 +393,7 @@ def from_runs(paths: list[str], grid_paths: list[str], argv) -> dict:
                   f"`{str(first.summary.get('model_fingerprint'))[:12]}`)",
         "device": first.environment_label,
         "latency_mode": "measured p50 total ms per sample from each run's summary.json",
-        "command": "python -m harness.zoo.evaluate_reference " + " ".join(argv),
+        "command": "python -m tools.evaluate_reference " + " ".join(argv),
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     return {"meta": meta, "table": table, "grid": grid}
