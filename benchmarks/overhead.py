@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     import harness.tasks as tasks
     from harness.knobs import Knobs
     from harness.latency.estimator import device_slug, model_slug
-    from harness.runner import ensure_fitted, prepare_estimator, run_loaded_task
+    from harness import api
+    from harness.setup import ensure_fitted, prepare_estimator
     from harness.tasks.data import load_samples
 
     dev, dt, impl = resolve_setup(args.device, args.dtype, args.experts_impl)
@@ -78,9 +79,10 @@ def main(argv=None) -> int:
         backend.apply_knobs(knobs)
         backend.generate([GenRequest(task.prompt(data.samples[0]), data.samples[0].image)], 2, knobs.tier)
     with tempfile.TemporaryDirectory() as tmp:
-        summary, lines = run_loaded_task(backend=backend, task=task, metric=metric, data=data, out_dir=Path(tmp) / "run",
-                                         knobs=knobs, estimator=est, estimator_note=note or fit_note,
-                                         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, seed=args.seed)
+        result = api.evaluate(task, knobs, backend=backend, data=data, output=Path(tmp) / "run", metric=metric,
+                              estimator=est if est is not None else "none", batch_size=args.batch_size,
+                              max_new_tokens=args.max_new_tokens, seed=args.seed)
+        summary, lines = result.summary, result.samples[0]
     t = summary["timing"]
     wall = t["loop_s"]
     model_s = t["model_ms"] / 1000.0

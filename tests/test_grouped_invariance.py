@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.fakes import FakeMetric, FakeTask, fake_data
+from fixtures.fakes import FakeMetric, FakeTask, evaluate_loaded, fake_data
 from harness.knobs import Knobs
-from harness.runner import run_loaded_task
 from harness.types import GenRequest
 
 tiny = pytest.importorskip("fixtures.tiny")
@@ -45,8 +44,7 @@ def data():
 
 
 def outputs(backend, data, tmp, name, **kw):
-    _, lines = run_loaded_task(backend=backend, task=FakeTask(), metric=FakeMetric(), data=data, out_dir=tmp / name,
-                               max_new_tokens=MAX_NEW, **kw)
+    _, lines = evaluate_loaded(backend, FakeTask(), data, tmp / name, metric=FakeMetric(), max_new_tokens=MAX_NEW, **kw)
     assert not [ln["error"] for ln in lines if ln["error"]]
     return {ln["id"]: (ln["config"], ln["raw_output"], ln["output_tokens"]) for ln in lines}
 
@@ -93,9 +91,8 @@ def test_reference_model_predictions_do_not_depend_on_batching(tmp_path):
     space = load_knob_space("full", backend.info)
     runs = {}
     for bs in (1, 8):
-        summary, lines = run_loaded_task(backend=backend, task=task, metric=get_metric(task.metric), data=data,
-                                         out_dir=tmp_path / f"b{bs}", policy="random", policy_args={"seed": "1"},
-                                         knob_space=space, batch_size=bs)
+        summary, lines = evaluate_loaded(backend, task, data, tmp_path / f"b{bs}", metric=get_metric(task.metric),
+                                         policy="random", policy_args={"seed": "1"}, knob_space=space, batch_size=bs)
         assert summary["n_failed"] == 0
         runs[bs] = ({ln["id"]: (ln["config"], ln["prediction"]) for ln in lines}, summary["score"])
     assert len({c for c, _ in runs[1][0].values()}) >= 4

@@ -11,10 +11,9 @@ from collections import Counter
 
 import pytest
 
-from fixtures.fakes import FakeBackend, FakeMetric, FakeTask, fake_data, true_decode_step_ms, true_prefill_ms
+from fixtures.fakes import FakeBackend, FakeMetric, FakeTask, evaluate_loaded, fake_data, true_decode_step_ms, true_prefill_ms
 from harness.knobs import Knobs
 from harness.latency.estimator import Estimate, LatencyEstimator
-from harness.runner import run_loaded_task
 
 SPACE = [Knobs(4, 2, "low"), Knobs(5, 4, "medium"), Knobs(6, 2, "medium"), Knobs(8, 4, "low"), Knobs(8, 4, "high")]
 FULL = Knobs(8, 4, "high")
@@ -37,8 +36,7 @@ class TrueEstimator(LatencyEstimator):
 
 def run(tmp_path, name, n=24, **kw):
     backend = kw.pop("backend", None) or FakeBackend()
-    summary, lines = run_loaded_task(backend=backend, task=FakeTask(), metric=FakeMetric(), data=fake_data(n),
-                                     out_dir=tmp_path / name, **kw)
+    summary, lines = evaluate_loaded(backend, FakeTask(), fake_data(n), tmp_path / name, metric=FakeMetric(), **kw)
     return summary, {ln["id"]: ln for ln in lines}, backend
 
 

@@ -57,7 +57,7 @@ def command(model, device, dtype, grid, repeats, warmup, seed, holdout, importan
             from_measurements, quiet, as_json):
     """Profile latency on this device and fit the latency estimator."""
     from harness import backends
-    from harness.runner import DEFAULT_EXPERTS_IMPL, resolve_device, resolve_dtype
+    from harness.setup import DEFAULT_EXPERTS_IMPL, resolve_device, resolve_dtype
     from harness.latency.estimator import writable_fit_path
     from harness.latency.profile import parse_grid, profile_backend, save_profile
 

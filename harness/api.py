@@ -1,0 +1,367 @@
+"""The public Python entry point and the ONE run orchestration.
+
+``harness run``, ``harness sweep``, the tests and notebooks all come through here::
+
+    import harness
+
+    result = harness.evaluate(task="scienceqa", knobs="14,6")       # the bundled model and samples
+    print(result.summary["score"], result.summary["latency_ms"]["measured"]["total"]["mean"])
+    print(result.run_dir)                                           # samples.jsonl, summary.json, run.json
+
+Three steps, each validated before the next costs anything:
+
+1. :func:`prepare` resolves tasks, metrics, the model's config (no weights), device, dtype, the
+   importance file, the estimator spec and the data; every bad input raises ``HarnessError``;
+2. :func:`open_units` opens one run directory per unit of work (a task at fixed knobs or under a
+   policy; a sweep has one unit per (task, configuration)), refusing folders that hold another
+   configuration, before any weights load;
+3. :func:`run_units` loads the model once (or uses the backend passed in), fits an estimator on
+   first use when needed, and executes the unfinished units through :mod:`harness.runner`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from harness.errors import HarnessError
+from harness.knobs import Knobs, parse_tier
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` returns: one summary and run directory per task (or sweep unit)."""
+
+    summaries: list[dict]
+    run_dirs: list[Path]
+    samples: list[list[dict]] = field(default_factory=list)  # per run: the sample lines, in data order
+
+    @property
+    def summary(self) -> dict:
+        if len(self.summaries) != 1:
+            raise ValueError(f"{len(self.summaries)} runs: use .summaries")
+        return self.summaries[0]
+
+    @property
+    def run_dir(self) -> Path:
+        if len(self.run_dirs) != 1:
+            raise ValueError(f"{len(self.run_dirs)} runs: use .run_dirs")
+        return self.run_dirs[0]
+
+
+@dataclass
+class Context:
+    """Everything validated before any weights load, shared by the units of one call."""
+
+    tasks: list
+    metrics: dict[str, Any]
+    info: Any
+    model: str
+    device: str
+    dtype: str
+    experts_impl: str
+    data: dict[str, Any]  # task name -> LoadedData
+    seed: int = 0
+    batch_size: int = 1
+    style: str | None = None
+    max_new_tokens: int | None = None
+    importance: Any = None
+    importance_hash: str | None = None
+    estimator_spec: str | None = None
+    latency_budget_ms: float | None = None
+    accuracy_table: str | None = None
+    knob_space: str | None = None
+    knob_space_configs: list | None = None
+    quiet: bool = True
+    compile: bool = False
+    backend: Any = None
+    estimator: Any = None  # set by bind()
+    estimator_note: str | None = None  # a loaded backend (tests, notebooks) or None: loaded by run_units
+    timing: dict = field(default_factory=dict)
+
+    def max_new(self, task) -> int:
+        from harness.setup import task_max_new_tokens
+
+        return self.max_new_tokens or task_max_new_tokens(task, self.style)
+
+
+@dataclass
+class Unit:
+    """One run directory: one task at fixed knobs (``knobs``) or under a policy."""
+
+    task: Any
+    folder: Path
+    knobs: Knobs | None = None
+    policy: Any = "fixed"  # a spec string or a Policy object
+    policy_args: dict = field(default_factory=dict)
+    record: Any = None
+
+
+# -- 1. validation ------------------------------------------------------------------------------------
+def split_names(values) -> list[str]:
+    """``("a,b", "c")`` -> ``["a", "b", "c"]`` (order kept, duplicates dropped)."""
+    if isinstance(values, str):
+        values = [values]
+    names: list[str] = []
+    for v in values or ():
+        for part in str(v).split(","):
+            part = part.strip()
+            if part and part not in names:
+                names.append(part)
+    return names
+
+
+def resolve_tasks(tasks) -> list:
+    """Task names (``all`` = the built-ins), Task objects, or a mix -> Task objects."""
+    import harness.tasks as task_pkg
+
+    items = [tasks] if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)) else list(tasks)
+    names = [t for t in items if isinstance(t, str)]
+    objs = [t for t in items if not isinstance(t, str) and t is not None]
+    names = split_names(names)
+    if not names and not objs:
+        raise HarnessError("no task given; pass --task NAME (repeatable, comma list, or 'all'); see `harness tasks`")
+    if any(n.lower() == "all" for n in names):
+        names = list(getattr(task_pkg, "BUILTIN_TASKS", ())) or task_pkg.registry.names()
+    out, seen = [], set()
+    for t in [task_pkg.get_task(n) for n in names] + objs:
+        if t.name not in seen:
+            seen.add(t.name)
+            out.append(t)
+    return out
+
+
+def _file_sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def prepare(*, task, model: str = "reference", data="bundled", limit: int | None = None, batch_size: int = 1,
+            importance=None, estimator: str | None = None, device: str = "auto", dtype: str = "auto", seed: int = 0,
+            style: str | None = None, max_new_tokens: int | None = None, experts_impl: str | None = None,
+            latency_budget_ms: float | None = None, accuracy_table: str | None = None, knob_space: str | None = None,
+            include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
+            compile: bool = False) -> Context:
+    """Validate everything that can be checked without weights (see the module docstring)."""
+    from harness.registry import import_path
+    from harness.setup import DEFAULT_EXPERTS_IMPL, resolve_device, resolve_dtype
+
+    t0 = time.perf_counter()
+    for folder in include_path or ():
+        import_path(folder)
+    task_objs = resolve_tasks(task)
+    import harness.metrics as metric_pkg
+
+    if metric is not None:
+        m = metric_pkg.get_metric(metric) if isinstance(metric, str) else metric
+        metrics = {t.name: m for t in task_objs}
+    else:
+        metrics = {t.name: metric_pkg.get_metric(t.metric) for t in task_objs}
+    if style is not None:
+        for t in task_objs:
+            styles = tuple(getattr(t, "styles", ()) or ())
+            if styles and style not in styles:
+                raise HarnessError(f"task '{t.name}' has no prompt style '{style}'; use one of {', '.join(styles)}")
+
+    if backend is not None:
+        info = backend.info
+        model = getattr(info, "name", model)
+        dev, dt = str(getattr(backend, "device", "cpu")), str(getattr(backend, "dtype", "")).replace("torch.", "")
+        impl = getattr(backend, "experts_impl", None) or experts_impl or DEFAULT_EXPERTS_IMPL
+    else:
+        from harness import backends
+
+        info = backends.describe(model)
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        impl = experts_impl or DEFAULT_EXPERTS_IMPL
+    imp_hash = None
+    if isinstance(importance, (str, Path)):
+        from harness.knobs import load_importance
+
+        load_importance(importance, info.n_blocks)
+        imp_hash = _file_sha256(importance)
+
+    space = None
+    if isinstance(knob_space, (list, tuple)):  # candidate configurations given directly (Python API)
+        space, knob_space = [k if isinstance(k, Knobs) else Knobs.parse(str(k)) for k in knob_space], None
+        space = [k.with_tier(k.tier or getattr(info, "default_tier", None) or "medium") for k in space]
+        for k in space:
+            info.validate(k)
+    elif knob_space is not None:
+        from harness.policies import load_knob_space
+
+        space = load_knob_space(knob_space, info)
+
+    from harness.tasks.data import load_samples
+
+    loaded = {}
+    for t in task_objs:
+        ld = data if hasattr(data, "samples") else load_samples(t, data, limit, seed)
+        if not ld.samples:
+            raise HarnessError(f"task '{t.name}' has no samples in --data {data}; check the path or --limit")
+        loaded[t.name] = ld
+    ctx = Context(tasks=task_objs, metrics=metrics, info=info, model=model, device=dev, dtype=dt, experts_impl=impl,
+                  data=loaded, seed=seed, batch_size=int(batch_size), style=style, max_new_tokens=max_new_tokens,
+                  importance=importance, importance_hash=imp_hash, estimator_spec=estimator,
+                  latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table, knob_space=knob_space,
+                  knob_space_configs=space, quiet=quiet, compile=bool(compile), backend=backend)
+    ctx.timing["startup_s"] = time.perf_counter() - t0
+    return ctx
+
+
+def fixed_knobs(ctx: Context, knobs=None, tier=None, policy=None, policy_args: dict | None = None) -> Knobs | None:
+    """The fixed configuration of a run (``--knobs``, or the full model when no policy is given), validated
+    against the model; None under a policy."""
+    if tier is not None:
+        tier = parse_tier(tier)
+    fixed = None
+    if knobs is not None:
+        fixed = knobs if isinstance(knobs, Knobs) else Knobs.parse(str(knobs), tier=tier)
+        if tier is not None and isinstance(knobs, Knobs):
+            fixed = fixed.with_tier(tier)
+    elif policy in (None, "fixed") and not (policy_args or {}).get("knobs"):
+        fixed = Knobs(ctx.info.n_blocks, ctx.info.default_top_k, tier)
+    if fixed is not None and policy not in (None, "fixed"):
+        raise HarnessError(f"--knobs and --policy {policy} are exclusive; --knobs means --policy fixed")
+    if fixed is not None:
+        fixed.check_generic()
+        ctx.info.validate(fixed)
+        if fixed.tier is None:
+            fixed = fixed.with_tier(getattr(ctx.info, "default_tier", None) or "medium")
+    return fixed
+
+
+def default_output(task_names: list[str], config_slug: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    label = task_names[0] if len(task_names) == 1 else f"{len(task_names)}tasks"
+    return Path("runs") / f"{stamp}-{label}-{config_slug}"
+
+
+# -- 2. run directories -------------------------------------------------------------------------------
+def unit_run_config(ctx: Context, unit: Unit) -> dict:
+    """Everything that must match for ``unit.folder`` to be resumed."""
+    from harness.summary import make_run_config, policy_config
+
+    spec = unit.policy if isinstance(unit.policy, str) else getattr(unit.policy, "name", "custom")
+    args = dict(unit.policy_args)
+    if spec == "fixed" and unit.knobs is not None:
+        args = {"knobs": str(unit.knobs)}
+    extra = {"importance": ctx.importance_hash, "experts_impl": ctx.experts_impl, "compile": ctx.compile,
+             "accuracy_table": ctx.accuracy_table, "knob_space": ctx.knob_space}
+    return make_run_config(task=unit.task, model=ctx.model, data=ctx.data[unit.task.name],
+                           policy=policy_config(unit.knobs, spec, args, ctx.info), batch_size=ctx.batch_size,
+                           style=ctx.style, max_new_tokens=ctx.max_new(unit.task), device=ctx.device, dtype=ctx.dtype,
+                           seed=ctx.seed, estimator=ctx.estimator_spec, latency_budget_ms=ctx.latency_budget_ms,
+                           extra=extra)
+
+
+def open_units(ctx: Context, units: list[Unit]) -> list[Unit]:
+    """Open (create or check for resume) every unit's run directory; nothing loads yet."""
+    from harness.records import RunRecord
+
+    for u in units:
+        u.record = RunRecord.open(u.folder, unit_run_config(ctx, u))
+    return units
+
+
+# -- 3. execution ---------------------------------------------------------------------------------------
+def _load_backend(ctx: Context):
+    if ctx.backend is None:
+        from harness import backends
+
+        t0 = time.perf_counter()
+        ctx.backend = backends.load(ctx.model, device=ctx.device, dtype=ctx.dtype, importance=ctx.importance,
+                                    experts_impl=ctx.experts_impl, compile=ctx.compile)
+        ctx.timing["model_load_s"] = time.perf_counter() - t0
+    return ctx.backend
+
+
+def bind(ctx: Context, units: list[Unit], estimator=None) -> None:
+    """Prepare the estimator (a spec is loaded; a missing fit becomes a pending fit on first use) and
+    build each unit's policy, so that policy configuration errors surface before any weights load.
+    Units with the same policy spec and arguments share one policy object."""
+    from harness.setup import build_policy, prepare_estimator
+
+    if estimator is not None:
+        ctx.estimator, ctx.estimator_note = estimator, None
+    else:
+        ctx.estimator, ctx.estimator_note = prepare_estimator(ctx.estimator_spec, ctx.info, ctx.device, ctx.quiet)
+    built: dict[str, Any] = {}
+    for u in units:
+        if not isinstance(u.policy, str):
+            continue
+        args = dict(u.policy_args)
+        if u.policy == "fixed" and u.knobs is not None:
+            args.setdefault("knobs", str(u.knobs))
+        key = f"{u.policy}|{sorted(args.items())}"
+        if key not in built:
+            built[key] = build_policy(u.policy, args, info=ctx.info, estimator=ctx.estimator,
+                                      knob_space=ctx.knob_space_configs, accuracy_table=ctx.accuracy_table,
+                                      seed=ctx.seed, max_new_tokens=max(ctx.max_new(t) for t in ctx.tasks),
+                                      tasks=tuple(t.name for t in ctx.tasks), latency_budget_ms=ctx.latency_budget_ms)
+        u.policy = built[key]
+
+
+def run_units(ctx: Context, units: list[Unit], reporter: Callable[[], Any] | None = None) -> list[tuple[dict, list[dict]]]:
+    """Execute bound ``units`` (see :func:`bind`) on one loaded model; returns (summary, sample lines)
+    per unit (both also written to each unit's folder)."""
+    from harness.runner import execute
+    from harness.setup import ensure_fitted
+
+    if not units:
+        return []
+    backend = _load_backend(ctx)
+    est, fit_note = ensure_fitted(ctx.estimator, backend, ctx.info, ctx.device, ctx.seed, ctx.quiet)
+    note = ctx.estimator_note or fit_note
+    results = []
+    for u in units:
+        summary, lines = execute(backend=backend, task=u.task, metric=ctx.metrics[u.task.name],
+                                 data=ctx.data[u.task.name], record=u.record, policy=u.policy, fixed_knobs=u.knobs,
+                                 estimator=est, estimator_note=note, batch_size=ctx.batch_size, style=ctx.style,
+                                 max_new_tokens=ctx.max_new(u.task), latency_budget_ms=ctx.latency_budget_ms,
+                                 seed=ctx.seed, reporter=reporter() if reporter else None,
+                                 extra_timing={k: round(v, 3) for k, v in ctx.timing.items()})
+        results.append((summary, lines))
+        if (summary.get("estimator_info") or {}).get("disabled"):
+            est = None  # do not retry a failing estimator plugin on every unit
+            note = (summary.get("notes") or [note])[-1]
+    return results
+
+
+def evaluate(task, knobs=None, *, model: str = "reference", data="bundled", limit: int | None = None,
+             tier: str | None = None, batch_size: int = 1, policy=None, policy_args: dict | None = None,
+             latency_budget_ms: float | None = None, accuracy_table: str | None = None, knob_space: str | None = None,
+             importance=None, estimator=None, output=None, device: str = "auto", dtype: str = "auto", seed: int = 0,
+             style: str | None = None, max_new_tokens: int | None = None, experts_impl: str | None = None,
+             include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
+             reporter: Callable[[], Any] | None = None, compile: bool = False) -> EvalResult:
+    """Evaluate a model on one or more tasks at fixed knobs (``knobs="14,6"``) or under a policy
+    (``policy="random"``), writing one run directory per task; re-running into the same ``output``
+    resumes. ``backend`` may be an already loaded backend (then ``model``/``device``/``dtype`` come from
+    it); ``data`` may be a data spec (``bundled``, ``hub``, a path) or a loaded ``LoadedData``.
+    ``estimator`` is a spec string or an estimator object. Returns the summaries and run directories."""
+    est_obj = None if estimator is None or isinstance(estimator, str) else estimator
+    ctx = prepare(task=task, model=model, data=data, limit=limit, batch_size=batch_size, importance=importance,
+                  estimator=estimator if isinstance(estimator, str) else getattr(estimator, "name", None),
+                  device=device, dtype=dtype, seed=seed, style=style, max_new_tokens=max_new_tokens,
+                  experts_impl=experts_impl, latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table,
+                  knob_space=knob_space, include_path=include_path, metric=metric, backend=backend, quiet=quiet,
+                  compile=compile)
+    pol_spec = policy or "fixed"
+    pargs = dict(policy_args or {})
+    fixed = fixed_knobs(ctx, knobs, tier, policy if isinstance(policy, str) or policy is None else "custom", pargs)
+    if not isinstance(pol_spec, str):
+        fixed = None
+    slug = fixed.slug if fixed is not None else f"policy-{str(getattr(pol_spec, 'name', pol_spec)).replace(':', '-').replace('.', '-')}"
+    root = Path(output) if output else default_output([t.name for t in ctx.tasks], slug)
+    units = [Unit(task=t, folder=root if len(ctx.tasks) == 1 else root / t.name, knobs=fixed, policy=pol_spec,
+                  policy_args=pargs) for t in ctx.tasks]
+    bind(ctx, units, estimator=est_obj)
+    open_units(ctx, units)
+    results = run_units(ctx, units, reporter=reporter)
+    return EvalResult([r[0] for r in results], [u.folder for u in units], [r[1] for r in results])

@@ -1,0 +1,114 @@
+"""Run set-up shared by ``harness run``, ``harness sweep``, ``harness profile``, the Python API and
+the benchmarks: device and dtype resolution, the estimator (with a fit on first use), the policy."""
+
+from __future__ import annotations
+
+import time
+
+from harness.errors import HarnessError
+
+
+def build_policy(spec: str, args: dict | None, *, info, estimator, knob_space=None, accuracy_table=None, seed=0,
+                 max_new_tokens=16, tasks=(), latency_budget_ms=None):
+    from harness.policies import build, default_knob_space
+    from harness.policies.base import PolicyContext
+
+    ctx = PolicyContext(model_info=info, knob_space=list(knob_space) if knob_space else default_knob_space(info),
+                        estimator=estimator, accuracy_table=accuracy_table, seed=seed, max_new_tokens=max_new_tokens,
+                        tasks=tuple(tasks), latency_budget_ms=latency_budget_ms)
+    return build(spec, args or {}, ctx)
+
+
+def task_max_new_tokens(task, style: str | None) -> int:
+    fn = getattr(task, "max_new_tokens_for", None)
+    if callable(fn):
+        try:
+            return int(fn(style))
+        except Exception:
+            pass
+    return int(getattr(task, "max_new_tokens", 16) or 16)
+
+
+
+# transformers' grouped_mm experts kernel is the fastest on GPU and on CPU too (the eager per-expert
+# loop is 2-10x slower on CPU for 64 experts, with multi-second first calls); backends fall back to
+# eager where it is unavailable.
+DEFAULT_EXPERTS_IMPL = "grouped_mm"
+
+
+def warn(message: str, quiet: bool = False) -> None:
+    """Warnings always reach stderr (even with --quiet): they explain missing numbers."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def resolve_device(device: str) -> str:
+    dev = (device or "auto").strip().lower()
+    if dev == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if dev.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise HarnessError(f"--device {device} requested but CUDA is not available here; use --device cpu or auto")
+    elif dev not in ("cpu", "mps"):
+        raise HarnessError(f"unknown --device '{device}'; use auto, cpu or cuda[:N]")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    d = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
+    if d == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    return d
+
+
+def prepare_estimator(spec: str | None, info, device: str, quiet: bool):
+    """-> (estimator or None or PendingFit, note). Bad specs raise; a plugin that fails on a probe
+    call is dropped with a note (the run continues without estimates)."""
+    from harness.latency.estimator import load_estimator, probe
+
+    if spec is not None and spec.strip().lower() in ("none", "off", "no"):
+        return None, "estimator disabled (--estimator none)"
+    est = load_estimator(spec, info, device)
+    if type(est).__name__ == "PendingFit":
+        return est, None
+    why = probe(est)
+    if why:
+        note = f"{why}; the run continues without estimates"
+        warn(note, quiet)
+        return None, note
+    return est, None
+
+
+def ensure_fitted(est, backend, info, device: str, seed: int, quiet: bool):
+    """A PendingFit becomes a quick fit on the loaded model, saved for the next runs."""
+    from harness.latency.estimator import writable_fit_path
+    from harness.latency.profile import quick_fit
+
+    if est is None or type(est).__name__ != "PendingFit":
+        return est, None
+    path = writable_fit_path(info, device)
+    warn(f"no latency estimator fit for {info.name} on this device; fitting a quick one now "
+         f"(run `harness profile --model {info.name}` for a full one)", quiet)
+    t0 = time.perf_counter()
+    try:
+        fitted = quick_fit(backend, info, device, seed=seed)
+    except HarnessError:
+        raise
+    except Exception as exc:
+        note = f"the quick estimator fit failed ({type(exc).__name__}: {exc}); the run continues without estimates"
+        warn(note, quiet)
+        return None, note
+    try:
+        fitted.save(path)
+        saved = f"saved to {path}"
+    except OSError as exc:
+        saved = f"not saved ({exc.strerror or exc})"
+    note = f"estimator: quick fit for {info.name} on {device} made on first use in {time.perf_counter() - t0:.1f}s, {saved}"
+    warn(note, quiet)
+    est.fitted = fitted
+    return fitted, note

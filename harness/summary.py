@@ -1,0 +1,200 @@
+"""What a finished run says about itself: the score block (``finalize``), ``summary.json``
+(``build_summary``) and the run configuration that decides whether a directory may be resumed
+(``make_run_config``, ``policy_config``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from harness.knobs import Knobs
+from harness.latency.aggregate import estimator_error, latency_block
+from harness.types import Sample
+
+
+def finalize(record, task, metric, samples: Sequence[Sample], labeled: bool) -> tuple[list[dict], dict]:
+    """Score over all finished lines (corpus metrics included) in data order.
+
+    Returns ``(lines in data order, score block)``; the score block holds ``score``, ``scores``,
+    ``score_ci95``, ``groups`` and notes. Failed samples are scored as empty predictions (wrong).
+    For corpus-level metrics the per-sample scores are filled into the lines.
+    """
+    from harness.stats import bootstrap_ci
+
+    by_id = record.finished
+    lines = [by_id[str(s.id)] for s in samples if str(s.id) in by_id]
+    block: dict[str, Any] = {"score": None, "scores": {}, "score_ci95": None, "groups": {}, "notes": []}
+    if metric is None:
+        return lines, block
+    if not labeled:
+        block["notes"].append("this split has no public labels: predictions were written, scoring was refused")
+        return lines, block
+    sample_of = {str(s.id): s for s in samples}
+    scored = [(ln, sample_of[ln["id"]]) for ln in lines if sample_of[ln["id"]].labeled]
+    if not scored:
+        block["notes"].append("no labeled samples to score")
+        return lines, block
+    items = [task.metric_item(s, ln["prediction"] if ln.get("prediction") is not None else "") for ln, s in scored]
+    result = metric.score(items)
+    subs = tuple(getattr(metric, "subscores", ()) or tuple(result.aggregate))
+    main = subs[0] if subs else None
+    block["scores"] = {k: float(v) for k, v in result.aggregate.items()}
+    block["score"] = block["scores"].get(main) if main else None
+    per_main = [float(d.get(main, 0.0) or 0.0) for d in result.per_item]
+    lo, hi = bootstrap_ci(per_main, seed=0)
+    block["score_ci95"] = [lo, hi]
+    if getattr(metric, "corpus_level", False):
+        for (ln, _), d in zip(scored, result.per_item):
+            ln["scores"] = {k: v for k, v in dict(d).items() if k != "id"}
+            ln["score"] = d.get(main)
+        block["notes"].append("corpus-level metric: the score is over all samples; the CI resamples per-sample scores")
+    if any(ln.get("error") for ln, _ in scored):
+        block["notes"].append("failed samples are scored as wrong (empty prediction)")
+    # sub-scores per sample group (e.g. TallyQA simple / complex)
+    groups: dict[str, list[int]] = {}
+    for i, (_, s) in enumerate(scored):
+        if s.group:
+            groups.setdefault(str(s.group), []).append(i)
+    for g, idx in sorted(groups.items()):
+        sub = metric.score([items[i] for i in idx]) if getattr(metric, "corpus_level", False) else None
+        if sub is not None:
+            agg = {k: float(v) for k, v in sub.aggregate.items()}
+        else:
+            agg = {k: float(sum(float(result.per_item[i].get(k, 0.0) or 0.0) for i in idx) / len(idx)) for k in subs}
+        g_lo, g_hi = bootstrap_ci([per_main[i] for i in idx], seed=0)
+        block["groups"][g] = {"n": len(idx), "score": agg.get(main), "scores": agg, "score_ci95": [g_lo, g_hi]}
+        if main in agg:
+            block["scores"][g] = agg[main]
+    return lines, block
+
+
+
+
+def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_config: dict, info, data, backend,
+                  batch_size: int, policy_desc: dict, fixed_knobs: Knobs | None, estimator_desc: dict | None,
+                  estimator_note: str | None, latency_budget_ms: float | None, timing: dict | None,
+                  n_total: int) -> dict:
+    from harness import __version__
+
+    per_batch = int(batch_size) > 1
+    n_failed = sum(1 for ln in lines if ln.get("error"))
+    hist = Counter(ln["config"] for ln in lines if ln.get("config"))
+    lat = latency_block(lines, per_batch)
+    budget = None
+    if latency_budget_ms is not None:
+        if per_batch:
+            budget = {"budget_ms": latency_budget_ms, "count": None, "rate": None,
+                      "note": "measured latency is per batch; budget violations are counted at --batch-size 1"}
+        else:
+            ok = [ln for ln in lines if not ln.get("error") and ln.get("measured")]
+            cnt = sum(1 for ln in ok if ln["measured"]["total_ms"] > latency_budget_ms)
+            budget = {"budget_ms": latency_budget_ms, "count": cnt, "rate": (cnt / len(ok)) if ok else None}
+    est_means = None
+    if lat["estimated"]:
+        est_means = lat["estimated"]["total"]["mean"]
+    timing_out = None
+    if timing:
+        loop = timing.get("loop_s") or 0.0
+        model_s = (timing.get("model_ms") or 0.0) / 1000.0
+        timing_out = {**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in timing.items()},
+                      "overhead_share": (max(loop - model_s, 0.0) / loop) if loop > 0 else None}
+    notes = list(score_block.get("notes", []))
+    if per_batch:
+        notes.append(f"latency figures are per batch of up to {batch_size} samples, not per sample")
+    if estimator_note:
+        notes.append(estimator_note)
+    return {
+        "task": task.name,
+        "metric": getattr(metric, "name", None),
+        "model": getattr(info, "name", None),
+        "model_fingerprint": (run_config or {}).get("model_fingerprint"),
+        "model_info": _plain(info),
+        "data": {"source": data.source, "synthetic": bool(data.synthetic), "fingerprint": data.fingerprint,
+                 "subset": data.subset, "labeled": bool(data.labeled)},
+        "knobs": fixed_knobs.to_dict() if fixed_knobs else None,
+        "config": str(fixed_knobs) if fixed_knobs else None,
+        "policy": policy_desc,
+        "n": len(lines),
+        "n_expected": n_total,
+        "complete": len(lines) == n_total,
+        "n_failed": n_failed,
+        "score": score_block.get("score"),
+        "score_name": (tuple(getattr(metric, "subscores", ()) or ()) or (None,))[0],
+        "scores": score_block.get("scores"),
+        "score_ci95": score_block.get("score_ci95"),
+        "groups": score_block.get("groups") or {},
+        "latency_ms": lat,
+        "latency_mode": "per-batch" if per_batch else "per-sample",
+        "batch_size": int(batch_size),
+        "estimator": (estimator_desc or {}).get("name") if estimator_desc else None,
+        "estimator_info": estimator_desc,
+        "estimator_error": estimator_error(lines, per_batch),
+        "estimated_vs_measured_total_ms": {"estimated_mean": est_means, "measured_mean": lat["measured"]["total"]["mean"]},
+        "knobs_histogram": dict(sorted(hist.items())),
+        "latency_budget": budget,
+        "device": str(getattr(backend, "device", "")),
+        "device_name": _device_name(getattr(backend, "device", "cpu")),
+        "dtype": str(getattr(backend, "dtype", "")).replace("torch.", ""),
+        "clock": next((ln["measured"].get("clock") for ln in lines if ln.get("measured")), None),
+        "harness_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timing": timing_out,
+        "notes": notes,
+        "run_config": run_config,
+    }
+
+
+def _plain(obj) -> dict | None:
+    if obj is None:
+        return None
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(obj):
+        return asdict(obj)
+    return {k: v for k, v in vars(obj).items() if not k.startswith("_")} if hasattr(obj, "__dict__") else None
+
+
+def _device_name(device) -> str:
+    from harness.latency.profile import device_name
+
+    return device_name(str(device))
+
+
+
+def make_run_config(*, task, model: str, data, policy: dict, batch_size: int, style: str | None,
+                    max_new_tokens: int | None, device: str, dtype: str, seed: int, estimator: str | None,
+                    latency_budget_ms: float | None = None, extra: dict | None = None) -> dict:
+    """Everything that must match for a directory to be resumed (``run.json`` / ``run_config``)."""
+    from harness.backends import model_fingerprint
+
+    cfg = {
+        "task": task.name,
+        "model": model,
+        "model_fingerprint": model_fingerprint(model),
+        "data": {"source": data.source, "fingerprint": data.fingerprint, "subset": data.subset},
+        "policy": policy,
+        "batch_size": int(batch_size),
+        "style": style,
+        "max_new_tokens": max_new_tokens,
+        "device": str(device),
+        "dtype": str(dtype),
+        "seed": int(seed),
+        "estimator": estimator,
+        "latency_budget_ms": latency_budget_ms,
+    }
+    cfg.update(extra or {})
+    import json
+
+    return json.loads(json.dumps(cfg, default=str))
+
+
+def policy_config(knobs: Knobs | None, policy_spec: str | None, policy_args: dict | None, info) -> dict:
+    """The policy part of a run config: ``{"name": "fixed", "knobs": "14,6,medium"}`` or
+    ``{"name": SPEC, "args": {...}}``."""
+    if policy_spec in (None, "fixed") and knobs is not None:
+        k = knobs if knobs.tier else knobs.with_tier(getattr(info, "default_tier", None) or "medium")
+        return {"name": "fixed", "knobs": str(k)}
+    return {"name": policy_spec, "args": dict(policy_args or {})}
