@@ -7,8 +7,10 @@ batch, run one decode step); :class:`Decoder` runs greedy decoding over a **left
 - the attention mask grows by one column per step (static caches use one fixed-width mask whose
   future columns are zero, so every decode step has the same shapes);
 - each sample stops at an EOS token or ``max_new_tokens``; the batch stops when all have;
-- timing: ``prefill`` (from the first op of the prompt forward, vision encoder included, to the
-  first token's logits) and one ``decode_step`` per step, through :mod:`harness.latency.measure`.
+- timing, through :mod:`harness.latency.measure`: ``prefill`` from the first op of the prompt
+  forward (vision encoder included) to the first token; ``decode`` from the first token to the
+  last; one ``decode_step`` per step, each from the previous token to its own (so the steps add up
+  to ``decode`` and the loop's bookkeeping between steps is counted, not lost).
 
 ``compile=True`` switches to a static KV cache (bucketed length) and ``torch.compile`` of the
 decode step (``mode="reduce-overhead"`` = CUDA graphs on GPU); the interface is the same.
@@ -130,7 +132,8 @@ class Decoder:
             start = timer.mark()
             logits = model.prefill(batch, prefill_mask, positions, cache, timer)
             nxt = logits.argmax(-1)
-            timer.add("prefill", start, timer.mark())
+            first = last = timer.mark()  # the first token exists: prefill ends, decode starts
+            timer.add("prefill", start, first)
 
             out = torch.full((bsz, max_new_tokens), int(pad_token_id), dtype=torch.long, device=device)
             finished = torch.zeros(bsz, dtype=torch.bool, device=device)
@@ -148,11 +151,14 @@ class Decoder:
                 mask[:, prompt_len + i] = 1
                 step_mask = mask if static else mask[:, : prompt_len + i + 1]
                 tokens = out[:, i : i + 1].clone()
-                start = timer.mark()
                 logits = self._step(tokens, step_mask, pos.clone(), cache)
                 nxt = logits.argmax(-1)
-                timer.add("decode_step", start, timer.mark())
+                now = timer.mark()  # step i+1 = previous token to this one, bookkeeping included
+                timer.add("decode_step", last, now)
+                last = now
                 pos = pos + 1
+            if n_steps > 1:
+                timer.add("decode", first, last)
 
         gen = out[:, :n_steps].tolist()
         eos_set = set(eos.tolist())

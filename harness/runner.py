@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from harness.errors import HarnessError
 from harness.knobs import TIER_INDEX, Knobs
+from harness.latency.measure import WARMUP_MAX_CALLS, Warmup, batch_bucket
 from harness.types import GenOutput, GenRequest, Sample
 
 from harness.policies.base import PolicyInput
@@ -33,7 +34,7 @@ class RunOptions:
     latency_budget_ms: float | None = None
     seed: int = 0
     policy_chunk: int = 256  # samples per policy.choose call
-    warmup: int = 1  # untimed generate calls before the first timed batch (one-time costs out of sample 1)
+    warmup: int = WARMUP_MAX_CALLS  # most untimed calls per (configuration, tier, batch bucket); 0 = none
 
 
 class Reporter:
@@ -95,6 +96,8 @@ class Runner:
         self.tiers = list(getattr(info, "tiers", None) or [self.default_tier])
         self.timing = {"generate_s": 0.0, "model_ms": 0.0, "loop_s": 0.0, "batches": 0, "samples": 0}
         self._current_knobs: Knobs | None = None
+        warm = getattr(backend, "needs_warmup", True) and int(options.warmup) > 0
+        self.warmup = Warmup(max_calls=int(options.warmup) if warm else 0)
 
     # -- preparation ------------------------------------------------------------------------------
     def _prepare(self, items: list[_Item]) -> None:
@@ -191,28 +194,25 @@ class Runner:
                 self.reporter.advance(1, "failed")
         max_new = self.options.max_new_tokens or int(getattr(self.task, "max_new_tokens", 16) or 16)
         plan = self.plan(items)
-        t_warm = time.perf_counter()
-        if plan and getattr(self.backend, "needs_warmup", True):
-            self._warmup(plan[0][0], plan[0][1][0], max_new)
-        self.timing["warmup_s"] = time.perf_counter() - t_warm
         for knobs, batch in plan:
             self._run_batch(record, knobs, batch, batch_id, max_new)
             batch_id += 1
+        self.timing["warmup_s"] = self.warmup.seconds
+        self.timing["warmup"] = self.warmup.summary()
         self.timing["loop_s"] = time.perf_counter() - t_loop - self.timing["warmup_s"]
         self.reporter.stop()
         return self.timing
 
-    def _warmup(self, knobs: Knobs, item: _Item, max_new: int) -> None:
-        """Untimed calls so one-time costs (kernel selection, allocator growth, lazy init) do not
-        land on the first sample's latency. Failures here are ignored: the timed call reports them.
-        Skipped for backends with ``needs_warmup = False`` (nothing to warm up)."""
-        for _ in range(max(0, int(self.options.warmup))):
-            try:
-                self._apply(knobs)
-                self.backend.generate([item.request], min(2, max_new), knobs.tier)
-            except Exception:
-                self._current_knobs = None
-                return
+    def _warm(self, knobs: Knobs, batch: list[_Item], max_new: int) -> None:
+        """Untimed calls on this very batch before the first measured call of its (configuration,
+        tier, batch bucket), until two agree within 5% (:class:`harness.latency.measure.Warmup`):
+        compilation, capture, autotuning and clock ramp-up stay out of every sample's latency.
+        A failing call ends the warm-up; the timed call reports the failure."""
+        def call() -> float:
+            t = self.backend.generate([it.request for it in batch], max_new, knobs.tier)[0].timings
+            return float(t.prefill_ms + t.decode_ms) if t is not None else 0.0
+
+        self.warmup.ensure((str(knobs), batch_bucket(len(batch))), call)
 
     def _apply(self, knobs: Knobs) -> None:
         if knobs != self._current_knobs:
@@ -222,9 +222,10 @@ class Runner:
     def _run_batch(self, record, knobs: Knobs, batch: list[_Item], batch_id: int, max_new: int) -> None:
         outs: list[GenOutput] | None = None
         err = None
-        t0 = time.perf_counter()
+        t0, warm0 = time.perf_counter(), self.warmup.seconds
         try:
             self._apply(knobs)
+            self._warm(knobs, batch, max_new)
             outs = list(self.backend.generate([it.request for it in batch], max_new, knobs.tier))
             if len(outs) != len(batch):
                 err = f"backend returned {len(outs)} outputs for a batch of {len(batch)}"
@@ -233,7 +234,7 @@ class Runner:
         except Exception as exc:
             err = f"backend failed on this batch: {type(exc).__name__}: {exc}"
             self._current_knobs = None  # the model state is unknown: re-apply next time
-        self.timing["generate_s"] += time.perf_counter() - t0
+        self.timing["generate_s"] += time.perf_counter() - t0 - (self.warmup.seconds - warm0)
         self.timing["batches"] += 1
         if err is not None or outs is None:
             for it in batch:

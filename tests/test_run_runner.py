@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -181,5 +182,48 @@ def test_warmup_call_is_untimed_and_not_recorded(run_fake):
 
     backend = Warm()
     summary, lines, _ = run_fake(backend=backend, data=fake_data(5))
-    assert sum(n for _, n in backend.batches) == 6  # one warm-up call + five samples
+    # the fake's timings repeat exactly: two warm-up calls agree, then five timed samples
+    assert sum(n for _, n in backend.batches) == 2 + 5
     assert summary["n"] == 5 and summary["timing"]["warmup_s"] >= 0
+    w = summary["timing"]["warmup"]
+    assert w["keys"] == 1 and w["calls"] == 2 and w["unsettled"] == 0
+
+
+class Compiling(FakeBackend):
+    """The first calls of each (knobs, tier, batch size) are slow (compilation, clock ramp-up), as
+    on a GPU: 50x, then 3x, then the steady time."""
+
+    needs_warmup = True
+
+    def __init__(self):
+        super().__init__()
+        self.seen = {}
+
+    def generate(self, requests, max_new_tokens, tier=None):
+        outs = super().generate(requests, max_new_tokens, tier)
+        key = (str(self.knobs.with_tier(tier or self.knobs.tier or self.info.default_tier)), len(requests))
+        n = self.seen[key] = self.seen.get(key, 0) + 1
+        factor = {1: 50.0, 2: 3.0}.get(n, 1.0)
+        t = outs[0].timings
+        slow = dataclasses.replace(t, prefill_ms=t.prefill_ms * factor, decode_ms=t.decode_ms * factor,
+                                   decode_step_ms=[x * factor for x in t.decode_step_ms])
+        for o in outs:
+            o.timings = slow
+        return outs
+
+
+def test_no_sample_is_timed_before_its_configuration_is_warm(run_fake, tmp_path):
+    from fakes import true_prefill_ms
+
+    summary, lines, _ = run_fake(backend=Compiling(), data=fake_data(6), knobs="6,2")
+    first = lines[0]
+    v, t = first["vision_tokens"], first["text_tokens"]
+    # the first sample's latency is the steady one, not the compiling call's
+    assert first["measured"]["prefill_ms"] == pytest.approx(true_prefill_ms(v, t, 6, 2))
+    w = summary["timing"]["warmup"]
+    assert w["keys"] == 1 and w["calls"] == 4 and w["unsettled"] == 0  # 50x, 3x, 1x, 1x: the last two agree
+    # batches of 4 then 1: two batch buckets, each warmed before its first timed call
+    summary, lines, _ = run_fake(backend=Compiling(), data=fake_data(5), knobs="6,2", batch_size=4, out=tmp_path / "b4")
+    assert summary["timing"]["warmup"]["keys"] == 2
+    _, steady, _ = run_fake(data=fake_data(5), knobs="6,2", batch_size=4, out=tmp_path / "steady")
+    assert [ln["measured"] for ln in lines] == [ln["measured"] for ln in steady]
