@@ -213,7 +213,7 @@ class Compiling(FakeBackend):
 
 
 def test_no_sample_is_timed_before_its_configuration_is_warm(run_fake, tmp_path):
-    from fakes import true_prefill_ms
+    from fixtures.fakes import true_prefill_ms
 
     summary, lines, _ = run_fake(backend=Compiling(), data=fake_data(6), knobs="6,2")
     first = lines[0]
