@@ -49,11 +49,10 @@ class LazyGroup(click.Group):
         try:
             return super().resolve_command(ctx, args)
         except click.UsageError:
-            import difflib
+            from harness.suggest import did_you_mean
 
             name = args[0] if args else ""
-            close = difflib.get_close_matches(name, list(COMMANDS), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(name, COMMANDS)
             raise click.UsageError(f"No such command '{name}'.{hint}")
 
 

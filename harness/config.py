@@ -68,11 +68,11 @@ def config_values(path: str | Path, command: click.Command, command_name: str, s
             value = ",".join(str(v) for v in value)
         values[param.name] = value
     if unknown:
-        import difflib
+        from harness.suggest import closest
 
         known = sorted({opt[2:] for param in set(lookup.values()) for opt in param.opts if opt.startswith("--")})
-        hints = [f"'{close[0]}' for '{k}'" for k in sorted(unknown)
-                 for close in [difflib.get_close_matches(k.replace("_", "-"), known, n=1)] if close]
+        hints = [f"'{close}' for '{k}'" for k in sorted(unknown)
+                 for close in [closest(k.replace("_", "-"), known)] if close]
         hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
         raise HarnessError(f"--config '{path}': unknown key(s) {', '.join(sorted(unknown))}{hint}; known keys: {', '.join(known)}")
     return values

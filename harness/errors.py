@@ -1,4 +1,5 @@
-"""The one error type users see: a one-line message naming the problem and the fix.
+"""What users are told: the one error type (a one-line message naming the problem and the fix) and
+the one warning function.
 
 The CLI turns a :class:`HarnessError` into ``error: <message>`` on stderr and exit code 2,
 without a traceback. Library code raises it for every bad-input condition.
@@ -12,3 +13,11 @@ class HarnessError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def warn(message: str, quiet: bool = False) -> None:
+    """``warning: <message>`` on stderr. Warnings always print (even with --quiet): they explain
+    missing or surprising numbers."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr, flush=True)

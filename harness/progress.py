@@ -3,7 +3,7 @@ and the results table that ``harness run`` and ``harness sweep`` print."""
 
 from __future__ import annotations
 
-from harness.setup import warn
+from harness.errors import warn
 
 
 def _stderr_console():

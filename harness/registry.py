@@ -13,7 +13,6 @@ Unknown names raise :class:`~harness.errors.HarnessError` with a did-you-mean su
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Generic, Iterable, TypeVar
 
 from harness.errors import HarnessError
+from harness.suggest import did_you_mean
 
 T = TypeVar("T")
 
@@ -159,8 +159,7 @@ class Registry(Generic[T]):
         if key in self._items:
             return self._items[key]
         known = sorted(set(self._items) | set(self._aliases))
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(key, known, cutoff=0.5)
         raise HarnessError(f"unknown {self.kind} '{name}'.{hint} Known: {', '.join(sorted(self._items))}")
 
     def __contains__(self, name: str) -> bool:

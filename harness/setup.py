@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, warn
 
 
 def build_policy(spec: str, args: dict | None, *, info, estimator, knob_space=None, accuracy_table=None, seed=0,
@@ -34,13 +34,6 @@ def task_max_new_tokens(task, style: str | None) -> int:
 # loop is 2-10x slower on CPU for 64 experts, with multi-second first calls); backends fall back to
 # eager where it is unavailable.
 DEFAULT_EXPERTS_IMPL = "grouped_mm"
-
-
-def warn(message: str, quiet: bool = False) -> None:
-    """Warnings always reach stderr (even with --quiet): they explain missing numbers."""
-    import sys
-
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def resolve_device(device: str) -> str:

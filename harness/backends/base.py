@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import torch
 
 from harness.decode import Decoder, PreparedBatch
-from harness.errors import HarnessError
+from harness.errors import HarnessError, warn
 from harness.knobs import Knobs, parse_importance, select_blocks
 from harness.latency.measure import Timer
 from harness.types import GenOutput, GenRequest, StepTimings
@@ -43,10 +42,6 @@ class ModelInfo:
     @property
     def knob_range(self) -> str:
         return f"num_blocks {self.min_blocks}..{self.n_blocks}, top_k 1..{self.max_top_k} (default {self.default_top_k})"
-
-
-def warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr)
 
 
 def set_experts_impl(model, impl: str) -> str:

@@ -177,10 +177,9 @@ def convert_args(policy: str, params: dict[str, Param], args: dict[str, Any]) ->
     for key, value in (args or {}).items():
         k = str(key).strip().replace("-", "_")
         if k not in params:
-            import difflib
+            from harness.suggest import did_you_mean
 
-            close = difflib.get_close_matches(k, list(params), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(k, params)
             raise HarnessError(f"policy '{policy}' has no argument '{key}'.{hint} {known_args_text(params)}")
         out[k] = params[k].convert(policy, k, value)
     for k, p in params.items():

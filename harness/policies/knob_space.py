@@ -50,10 +50,9 @@ def find_toml(spec: str, directory: Path, what: str, *, also: str = "", unknown_
         return p
     named = directory / f"{spec}.toml"
     if not named.is_file():
-        import difflib
+        from harness.suggest import did_you_mean
 
-        close = difflib.get_close_matches(spec, names, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(spec, names)
         raise HarnessError(f"unknown {what} '{spec}'.{hint} Known: {', '.join(names)}{unknown_tail}")
     return named
 
