@@ -74,10 +74,6 @@ class Knobs:
         """File-name friendly form: ``b14-k6`` or ``b14-k6-high``."""
         return f"b{self.num_blocks}-k{self.top_k}" + (f"-{self.tier}" if self.tier else "")
 
-    @property
-    def tier_index(self) -> int | None:
-        return None if self.tier is None else TIER_INDEX.get(self.tier)
-
     def with_tier(self, tier: str) -> "Knobs":
         return Knobs(self.num_blocks, self.top_k, tier)
 

@@ -170,14 +170,3 @@ class RunRecord:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def read_run(folder: str | Path) -> tuple[dict, list[dict]]:
-    """``(summary, sample lines)`` of a finished run directory (for reports)."""
-    from harness.jsonio import iter_jsonl
-
-    folder = Path(folder)
-    summary = read_json(folder / SUMMARY_FILE, "run summary")
-    path = folder / SAMPLES_FILE
-    lines = [obj for _, obj in iter_jsonl(path)] if path.exists() and path.stat().st_size else []
-    return summary, lines

@@ -108,11 +108,6 @@ def extract_choice(answer: str, choices: Sequence[str]) -> tuple[int, str]:
     return -1, RULE_NONE
 
 
-def mc_accuracy(answer: str, choices: Sequence[str], target: int) -> float:
-    index, _ = extract_choice(answer, choices)
-    return 1.0 if index == target else 0.0
-
-
 @registry.register("mc", aliases=("multiple_choice", "scienceqa"))
 class MultipleChoice(Metric):
     __doc__ = EXPLAIN

@@ -59,10 +59,6 @@ def answer_text(ref: Any) -> str:
     return ref
 
 
-def _normalized_refs(references: Sequence[Any]) -> list[str]:
-    return [vqa_normalize(answer_text(r)) for r in references]
-
-
 def vqa_accuracy(prediction: str, references: Sequence[Any]) -> float:
     """Official VQA accuracy of one prediction against its human answers (strings or dicts)."""
     n = len(references)

@@ -5,11 +5,9 @@ accuracy-latency grid and its Pareto front) and a JSON of every number. Prompts,
 metrics come from the tasks and metrics packages; inputs are built by the backend's
 :func:`harness.backends.prompt.build_input_ids` and pixels by :mod:`harness.backends.imaging`.
 
-Two engines, same inputs:
-- ``backend`` (default): the harness ``hf:`` backend (``harness.backends.load``), its decode loop
-  and latency measurement; batch size 1 for latency figures.
-- ``own``: a small batched greedy loop without a KV cache (right-padded, causal, so padding never
-  reaches a real token); fast on a GPU for an accuracy-only grid, and used when no backend exists.
+Generation goes through the harness ``hf:`` backend (``harness.backends.load``): its knob
+application, its decode loop and its latency measurement (batch size 1 for latency figures; larger
+batches for a fast accuracy-only pass, e.g. right after training).
 
     python -m tools.evaluate_reference --output leaderboard/reference-model.md
 """
@@ -51,78 +49,23 @@ def load_task_samples(name: str, limit: int | None = None):
     return task, [s for s in data.samples if s.error is None]
 
 
-class OwnEngine:
-    """Batched greedy decoding with plain forwards (no cache); knobs applied as the harness does."""
-
-    def __init__(self, model_dir: str | Path, device: str = "cpu", batch: int = 64):
-        from transformers import AutoTokenizer, LlavaForConditionalGeneration
-
-        self.device = torch.device(device)
-        self.model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).to(self.device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.sizes = rm.tier_sizes()
-        self.batch = batch
-        self.knobs = Knobs(rm.N_BLOCKS, rm.DEFAULT_TOP_K, "high")
-
-    def apply_knobs(self, knobs: Knobs) -> None:
-        self.knobs = knobs
-
-    @torch.no_grad()
-    def generate(self, prompts: list[str], images: list, max_new_tokens: int, tier: str) -> list[str]:
-        from harness.backends.imaging import preprocess_batch
-
-        size = self.sizes[tier]
-        out: list[str] = []
-        active = list(range(self.knobs.num_blocks))
-        eos = self.tokenizer.eos_token_id
-        for s in range(0, len(prompts), self.batch):
-            ps, ims = prompts[s : s + self.batch], images[s : s + self.batch]
-            seqs = [rm.prompt_ids(self.tokenizer, p, rm.vision_tokens(size)) for p in ps]
-            lens = torch.tensor([len(q) for q in seqs])
-            ids = torch.full((len(seqs), int(lens.max()) + max_new_tokens), self.tokenizer.pad_token_id, dtype=torch.long)
-            for i, q in enumerate(seqs):
-                ids[i, : len(q)] = torch.tensor(q)
-            ids, lens = ids.to(self.device), lens.to(self.device)
-            pixels = preprocess_batch(ims, size).to(self.device)
-            done = torch.zeros(len(seqs), dtype=torch.bool, device=self.device)
-            gen = [[] for _ in seqs]
-            feats = rm.image_features(self.model, pixels)
-            with rm.knobs_applied(self.model, active, self.knobs.top_k):
-                for step in range(max_new_tokens):
-                    width = int(lens.max())
-                    embeds = rm.embed_inputs(self.model, ids[:, :width], features=feats)
-                    hidden = self.model.model.language_model(inputs_embeds=embeds).last_hidden_state
-                    last = hidden[torch.arange(len(seqs), device=self.device), lens - 1]
-                    nxt = self.model.lm_head(last).argmax(-1)
-                    for i in range(len(seqs)):
-                        if not done[i]:
-                            if int(nxt[i]) == eos:
-                                done[i] = True
-                            else:
-                                gen[i].append(int(nxt[i]))
-                    ids[torch.arange(len(seqs), device=self.device), lens] = torch.where(done, torch.full_like(nxt, self.tokenizer.pad_token_id), nxt)
-                    lens = lens + (~done).long()
-                    if bool(done.all()):
-                        break
-            out.extend(self.tokenizer.decode(g, skip_special_tokens=True) for g in gen)
-        return out
-
-
 class BackendEngine:
     """The harness ``hf:`` backend: the same decode loop and timing as ``harness run``."""
 
-    def __init__(self, spec: str = "reference", device: str = "cpu"):
+    def __init__(self, spec: str = "reference", device: str = "cpu", batch: int = 1):
         from harness.backends import load
 
         self.backend = load(spec, device=device, dtype=torch.float32)
+        self.batch = batch
         self.last_latency_ms: list[float] = []
 
     def apply_knobs(self, knobs: Knobs) -> None:
         self.backend.apply_knobs(knobs)
 
-    def generate(self, prompts: list[str], images: list, max_new_tokens: int, tier: str, batch: int = 1) -> list[str]:
+    def generate(self, prompts: list[str], images: list, max_new_tokens: int, tier: str, batch: int | None = None) -> list[str]:
         from harness.types import GenRequest
 
+        batch = batch or self.batch
         texts, self.last_latency_ms = [], []
         reqs = [GenRequest(prompt=p, image=im) for p, im in zip(prompts, images)]
         for s in range(0, len(reqs), batch):
@@ -155,7 +98,13 @@ def quick_eval(model_dir, device: str, n_rows: int, configs=MAIN_CONFIGS) -> dic
     from harness.tasks import get_task
     from tools.synthetic import generate_rows
 
-    engine = OwnEngine(model_dir, device, batch=128)
+    import shutil
+
+    from harness.configs import CONFIG_DIR
+
+    if not Path(model_dir, "harness.toml").is_file():  # the reference model's tiers and prompt template
+        shutil.copyfile(CONFIG_DIR / "models" / "reference.toml", Path(model_dir, "harness.toml"))
+    engine = BackendEngine(f"hf:{model_dir}", device, batch=128)
     table = {}
     for name in TASKS:
         task = get_task(name)
@@ -316,10 +265,7 @@ def write_markdown(path: Path, table: dict, grid: list[dict], meta: dict) -> Non
 def run(args) -> dict:
     from harness.tasks import get_task
 
-    if args.engine == "own":
-        engine = OwnEngine(args.model_dir, args.device, batch=args.batch)
-    else:
-        engine = BackendEngine(args.spec, args.device)
+    engine = BackendEngine(args.spec, args.device)
     configs = [Knobs.parse(c) for c in args.configs.split(";")] if args.configs else [Knobs.parse(c) for c in MAIN_CONFIGS]
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
     table: dict[str, dict] = {}
@@ -329,7 +275,7 @@ def run(args) -> dict:
         table[task.name] = {}
         for k in configs:
             t0 = time.time()
-            r = evaluate_task(engine, task, samples, k, **({"batch": args.batch} if args.engine == "backend" else {}))
+            r = evaluate_task(engine, task, samples, k, batch=args.batch)
             table[task.name][str(k)] = {"score": main_score(r, task.metric), "scores": r.scores, "n": r.n}
             raw.append(r.__dict__)
             print(f"{task.name:14s} {str(k):12s} {main_score(r, task.metric):.3f}  ({time.time() - t0:.1f}s)", flush=True)
@@ -337,12 +283,12 @@ def run(args) -> dict:
     if args.grid:
         task, samples = load_task_samples("scienceqa", args.grid_limit)
         for k in grid_configs():
-            r = evaluate_task(engine, task, samples, k, **({"batch": 1} if args.engine == "backend" else {}))
+            r = evaluate_task(engine, task, samples, k, batch=1)
             grid.append({"knobs": str(k), "score": main_score(r, task.metric), "latency_ms": r.latency_ms or float("nan"), "n": r.n})
             print(f"grid {str(k):12s} mc={grid[-1]['score']:.3f} lat={grid[-1]['latency_ms']:.1f}ms", flush=True)
         mark_pareto(grid)
     meta = {
-        "engine": "harness hf: backend, fp32" if args.engine == "backend" else "own batched greedy loop, fp32",
+        "engine": "harness hf: backend, fp32",
         "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} torch thread(s), {os.cpu_count()} cores",
         "latency_mode": "batch size 1, perf_counter_ns, prefill + decode",
         "command": "python -m tools.evaluate_reference " + " ".join(args.argv),
@@ -404,9 +350,7 @@ def parse_args(argv=None):
 
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description="Evaluate the reference model on the bundled samples")
-    p.add_argument("--model-dir", default=str(rm.REFERENCE_DIR))
-    p.add_argument("--spec", default="reference", help="backend spec for --engine backend")
-    p.add_argument("--engine", choices=("backend", "own"), default="backend")
+    p.add_argument("--spec", default="reference", help="model spec (reference, hf:<dir>)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--configs", default="", help="';'-separated knobs, e.g. '16,8,high;12,2,low'")

@@ -175,30 +175,18 @@ def language_layers(model):
 
 
 @contextlib.contextmanager
-def knobs_applied(model, active_blocks: Sequence[int], top_k: int, block0_top_k: int = DEFAULT_TOP_K) -> Iterator[None]:
-    """Run only ``active_blocks`` (block 0 first, ascending) with ``top_k`` experts after block 0.
+def knobs_applied(model, active_blocks: Sequence[int], top_k: int) -> Iterator[None]:
+    """Run only ``active_blocks`` (block 0 first, ascending) with ``top_k`` experts after block 0, through
+    the harness's own knob switch (:class:`harness.backends.layouts.KnobSwitch`, the one knob
+    application); restores the full model on exit."""
+    from harness.backends.layouts import OLMOE, KnobSwitch
 
-    The same mechanism the harness applies at evaluation: skipped layers are removed from the
-    executed ``ModuleList`` (each kept layer keeps its ``layer_idx``) and ``mlp.gate.top_k`` is set.
-    Restores the full model on exit.
-    """
-    import torch.nn as nn
-
-    lm = model.model.language_model
-    full = lm.layers
-    if not active_blocks or active_blocks[0] != 0:
-        raise ValueError("block 0 must be active")
-    saved = [layer.mlp.gate.top_k for layer in full]
-    kept = nn.ModuleList([full[i] for i in active_blocks])
-    for pos, layer in enumerate(kept):
-        layer.mlp.gate.top_k = block0_top_k if pos == 0 else top_k
-    lm.layers = kept
+    switch = KnobSwitch(model.model.language_model, "layers", OLMOE, model.config.text_config)
+    switch.apply(active_blocks, top_k)
     try:
         yield
     finally:
-        lm.layers = full
-        for layer, k in zip(full, saved):
-            layer.mlp.gate.top_k = k
+        switch.apply(range(switch.n_blocks), switch.default_top_k[0])
 
 
 # -- input layout ------------------------------------------------------------------------------
@@ -216,13 +204,12 @@ def target_ids(tokenizer, target: str) -> list[int]:
 
 
 def image_features(model, pixel_values):
-    """Projected patch features ``[B, n_vision, hidden]``: the computation of ``LlavaModel``'s
-    ``get_image_features`` (vision tower with ``interpolate_pos_encoding`` for the 64/128 px tiers,
-    last layer, CLS dropped, projector), written against the vision tower's own forward so it does
-    not depend on how a transformers version routes keyword arguments."""
-    inner = model.model
-    vis = inner.vision_tower(pixel_values, interpolate_pos_encoding=True)
-    return inner.multi_modal_projector(vis.last_hidden_state[:, 1:])
+    """Projected patch features ``[B, n_vision, hidden]``, computed by the ``hf:`` backend's own
+    LLaVA vision path (:class:`harness.backends.hf.LlavaVision`)."""
+    from harness.backends.hf import LlavaVision
+
+    vision = LlavaVision(model)
+    return vision.project(vision.features(pixel_values))
 
 
 def embed_inputs(model, input_ids, pixel_values=None, features=None):

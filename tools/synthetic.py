@@ -659,10 +659,6 @@ def hub_features(task):
     return Features(table[name])
 
 
-def bundled_path(task) -> Path:
-    return SAMPLES_DIR / f"{_task_name(task)}.parquet"
-
-
 def write_bundled(out_dir: Path | None = None, tasks=None) -> list[Path]:
     """Regenerate the bundled synthetic eval files (seed ``BUNDLED_SEED``)."""
     import pyarrow.parquet as pq

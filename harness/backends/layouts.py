@@ -95,6 +95,7 @@ class KnobSwitch:
         blocks = getattr(self.parent, self.attr)
         if not isinstance(blocks, torch.nn.ModuleList):
             raise HarnessError(f"{blocks_path} is not a ModuleList; the {layout.family} layout does not match this model")
+        self.full_list = blocks  # the model's own ModuleList, put back whenever every block is active
         self.all_blocks = list(blocks)
         self.routers = [layout.router(b) for b in self.all_blocks]
         if self.routers[0] is None and not any(self.routers):
@@ -118,7 +119,8 @@ class KnobSwitch:
         for i, router in enumerate(self.routers):
             if router is not None:
                 router.top_k = top_k if (i in keep and i != 0) else self.default_top_k[i]
-        setattr(self.parent, self.attr, torch.nn.ModuleList([self.all_blocks[i] for i in active]))
+        kept = self.full_list if len(active) == self.n_blocks else torch.nn.ModuleList([self.all_blocks[i] for i in active])
+        setattr(self.parent, self.attr, kept)
         if self.on_apply is not None:
             self.on_apply(active)
         self.active, self.top_k = active, top_k

@@ -221,9 +221,3 @@ def describe_policy(policy) -> dict:
         except Exception:  # noqa: BLE001
             pass
     return {"name": getattr(policy, "name", type(policy).__name__)}
-
-
-def list_policies() -> list[tuple[str, str]]:
-    """(name, one-line summary) of every known policy."""
-    return [(name, getattr(obj, "summary", "") or (obj.__doc__ or "").strip().split("\n")[0])
-            for name, obj in REGISTRY.items()]

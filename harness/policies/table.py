@@ -64,10 +64,6 @@ class AccuracyTable:
     def models(self) -> list[str]:
         return sorted({r.model for r in self.rows if r.model})
 
-    def for_task(self, task: str) -> list[TableRow]:
-        t = _norm(task)
-        return [r for r in self.rows if _norm(r.task) == t]
-
     def has_samples(self) -> bool:
         return any(r.samples for r in self.rows)
 
