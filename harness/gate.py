@@ -9,23 +9,32 @@ Baseline file (``harness gate --write-baseline FILE RUN_DIRS...``), JSON, determ
                "failed": [ids], "scores": {id: main score},
                "predictions": {id: short sha256 of the prediction text}}]}
 
-Candidate runs are matched to baseline entries by (task, configuration or policy). For each pair:
+Candidate runs are matched to baseline entries by (task, configuration or policy). A baseline
+configuration with no candidate run fails (``allow_missing_configs`` reports it instead). For each
+pair:
 
+- **Samples**: baseline sample ids missing from the candidate fail the pair (a candidate that
+  silently dropped samples must not pass); with ``allow_missing_samples`` they are reported and
+  the rest is gated. Ids only in the candidate are reported.
 - **Accuracy**: paired bootstrap (:func:`harness.stats.paired_bootstrap_diff`) of candidate minus
   baseline main scores over the sample ids both have; a *regression* when the mean drop exceeds
   ``tolerance`` (absolute) AND the 95% CI of the difference lies below zero. Failed samples count
-  as 0 (a failure is a wrong answer). Ids present on one side only are reported. A significant
-  rise is reported as ``improved``; with ``two_sided`` it fails as ``changed`` (for the harness's
-  own CI, where any significant change of a fixed model's score means the harness changed).
+  as 0 (a failure is a wrong answer). A significant rise is reported as ``improved``; with
+  ``two_sided`` it fails as ``changed`` (for the harness's own CI, where any significant change of
+  a fixed model's score means the harness changed).
 - **Predictions**: the share of common samples whose prediction text differs from the baseline's
   (hashes stored in the baseline); with ``max_changed`` set, a larger share fails. On a
   deterministic device (CPU, float32) a break such as an ignored knob changes predictions even
   when the score happens not to move.
 - **Latency**: ratio of the candidate's p50 total latency to the baseline's; a *regression* when
-  it exceeds ``latency_tolerance``. Measured latency is compared when device, dtype and batch size
-  equal the baseline's; otherwise estimated latency is compared, and the row says so.
+  it exceeds ``latency_tolerance``. Measured latency is only comparable on the baseline's device,
+  dtype and batch size. Anywhere else the row says ``not comparable (device)`` (or dtype, batch
+  size): a slowdown cannot be seen there. Estimated latency is still compared, and a larger
+  estimate (more tokens for the same configuration) still fails.
 
-Different models or item sets (data fingerprints) for a matched pair are bad input (exit 2).
+A different model (name or weights fingerprint) is bad input (exit 2) unless
+``allow_model_change``: then the new model is gated against the old baseline with the same paired
+test on the sample ids both runs have. A different item set (data fingerprint) is always bad input.
 """
 
 from __future__ import annotations
@@ -39,7 +48,6 @@ from typing import Sequence
 
 from harness.errors import HarnessError
 from harness.jsonio import atomic_write_text, read_json
-from harness.pareto import md_table
 from harness.rundirs import RunInfo, check_unique_configs
 from harness.stats import paired_bootstrap_diff
 
@@ -77,7 +85,7 @@ def baseline_entry(run: RunInfo) -> dict:
         "config": run.label, "knobs": run.config.knobs.to_dict() if run.config.knobs else None,
         "policy": run.config.policy, "fingerprint": run.fingerprint, "data_source": run.data_source,
         "device": run.device, "dtype": run.dtype, "batch_size": run.batch_size,
-        "environment": run.environment_label, "n": run.n, "score": run.score,
+        "environment": run.environment_label, "model_fingerprint": run.summary.get("model_fingerprint"), "n": run.n, "score": run.score,
         "latency_p50_ms": {"measured": run.lat("measured"), "estimated": run.lat("estimated")},
         "failed": failed, "scores": {k: scores[k] for k in sorted(scores)},
         "predictions": {k: preds[k] for k in sorted(preds)},
@@ -119,7 +127,9 @@ class GateResult:
     n_common: int = 0
     missing_in_candidate: list[str] = field(default_factory=list)
     new_in_candidate: list[str] = field(default_factory=list)
+    samples: str = "ok"  # ok | missing (fails) | missing (allowed)
     failed_candidate: int = 0
+    base_model: str | None = None  # set when the model changed (--allow-model-change)
     base_score: float | None = None
     cand_score: float | None = None
     diff: float | None = None
@@ -128,35 +138,94 @@ class GateResult:
     n_changed_predictions: int | None = None  # common samples whose prediction text differs
     predictions: str = "ok"  # ok | changed (above max_changed) | skipped
     latency_kind: str | None = None  # measured | estimated
+    latency_comparable: bool | None = None  # False: measured latency cannot be compared (other device)
+    base_environment: str | None = None
+    cand_environment: str | None = None
     base_latency: float | None = None
     cand_latency: float | None = None
     ratio: float | None = None
-    latency: str = "ok"  # ok | regression | skipped
+    latency: str = "ok"  # ok | regression | skipped | not comparable (device|dtype|batch size)
     notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
         return (self.accuracy in ("regression", "changed", "not run") or self.latency == "regression"
-                or self.predictions == "changed")
+                or self.predictions == "changed" or self.samples == "missing")
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
         d["ci"] = list(self.ci) if self.ci else None
+        d["n_missing"] = len(self.missing_in_candidate)
         d["failed"] = self.failed
         return d
 
 
+def _model_id(name: str, fingerprint: str | None) -> str:
+    return f"{name}@{fingerprint}" if fingerprint else name
+
+
+def _check_model(run: RunInfo, base: dict, res: GateResult, where: str, allow_model_change: bool) -> None:
+    """Same model name, and same weights where both sides recorded a fingerprint."""
+    cand_fp, base_fp = run.summary.get("model_fingerprint"), base.get("model_fingerprint")
+    same = run.model == base["model"] and (not cand_fp or not base_fp or cand_fp == base_fp)
+    if same:
+        return
+    cand, old = _model_id(run.model, cand_fp if base_fp else None), _model_id(base["model"], base_fp if cand_fp else None)
+    if not allow_model_change:
+        raise HarnessError(f"gate {where}: the model differs from the baseline's ('{cand}' in '{run.path}' vs '{old}'); "
+                           "gate runs of the baseline's model, rewrite the baseline, or pass --allow-model-change "
+                           "to compare the new model with the old baseline on their common samples")
+    res.base_model = old
+    res.notes.append(f"model changed ({old} -> {cand}): paired comparison on the common samples")
+
+
+def _environment_difference(run: RunInfo, base: dict) -> str | None:
+    """None when measured latency is comparable with the baseline's; else what differs."""
+    if run.environment_label == base["environment"]:
+        return None
+    if base.get("dtype") is not None and run.dtype != base.get("dtype"):
+        return "dtype"
+    if base.get("batch_size") is not None and run.batch_size != base.get("batch_size"):
+        return "batch size"
+    return "device"
+
+
+def _compare_latency(run: RunInfo, base: dict, res: GateResult, latency_tolerance: float | None) -> None:
+    if latency_tolerance is None:
+        res.latency = "skipped"
+        res.notes.append("latency not gated (--no-latency)")
+        return
+    differs = _environment_difference(run, base)
+    res.base_environment, res.cand_environment = base["environment"], run.environment_label
+    res.latency_comparable = differs is None
+    res.latency_kind = "measured" if differs is None else "estimated"
+    res.cand_latency = run.lat(res.latency_kind)
+    res.base_latency = (base.get("latency_p50_ms") or {}).get(res.latency_kind)
+    if differs is not None:
+        res.latency = f"not comparable ({differs})"
+        res.notes.append(f"{differs} differs from the baseline's ({run.environment_label} vs {base['environment']}): "
+                         "measured latency not comparable; only the estimate is checked")
+    if res.cand_latency is None or res.base_latency is None or not res.base_latency > 0:
+        if differs is None:
+            res.latency = "skipped"
+        side = "candidate" if res.cand_latency is None else "baseline"
+        res.notes.append(f"no {res.latency_kind} latency in the {side}: latency not compared")
+        return
+    res.ratio = res.cand_latency / res.base_latency
+    if res.ratio > latency_tolerance:
+        res.latency = "regression"
+
+
 def compare(run: RunInfo, base: dict, *, tolerance: float, latency_tolerance: float | None,
-            seed: int = 0, two_sided: bool = False, max_changed: float | None = None) -> GateResult:
+            seed: int = 0, two_sided: bool = False, max_changed: float | None = None,
+            allow_missing_samples: bool = False, allow_model_change: bool = False) -> GateResult:
     """One candidate run against its baseline entry."""
     where = f"{run.task} {run.label}"
-    if run.model != base["model"]:
-        raise HarnessError(f"gate {where}: the model differs from the baseline's ('{run.model}' in '{run.path}' vs "
-                           f"'{base['model']}'); gate runs of the baseline's model or rewrite the baseline")
+    res = GateResult(task=run.task, config=run.label, model=run.model, run_dir=str(run.path))
+    _check_model(run, base, res, where, allow_model_change)
     if run.fingerprint != base["fingerprint"]:
         raise HarnessError(f"gate {where}: the item set differs from the baseline's (fingerprint {run.fingerprint[:12]} "
-                           f"in '{run.path}' vs {base['fingerprint'][:12]}); run the same data, --limit and --seed as the baseline")
-    res = GateResult(task=run.task, config=run.label, model=run.model, run_dir=str(run.path))
+                           f"in '{run.path}' vs {base['fingerprint'][:12]}); run the same data, --limit and --subset-seed as the baseline")
     cand, failed = run.sample_scores()
     res.failed_candidate = len(failed)
     bscores = {str(k): float(v) for k, v in base["scores"].items()}
@@ -189,37 +258,22 @@ def compare(run: RunInfo, base: dict, *, tolerance: float, latency_tolerance: fl
     else:
         res.predictions = "skipped"
     if res.missing_in_candidate:
-        res.notes.append(f"{len(res.missing_in_candidate)} baseline sample(s) missing in the candidate")
+        n_miss = len(res.missing_in_candidate)
+        res.samples = "missing (allowed)" if allow_missing_samples else "missing"
+        res.notes.append(f"{n_miss} of {len(bscores)} baseline sample(s) missing in the candidate"
+                         + (" (allowed: gated on the rest)" if allow_missing_samples else
+                            " (fails; --allow-missing-samples gates the rest)"))
     if res.new_in_candidate:
         res.notes.append(f"{len(res.new_in_candidate)} candidate sample(s) not in the baseline")
     if failed:
         res.notes.append(f"{len(failed)} failed sample(s) in the candidate, scored 0")
-
-    # latency
-    if latency_tolerance is None:
-        res.latency = "skipped"
-        res.notes.append("latency not gated (--no-latency)")
-        return res
-    same_env = run.environment_label == base["environment"]
-    res.latency_kind = "measured" if same_env else "estimated"
-    if not same_env:
-        res.notes.append(f"device differs from the baseline's ({run.environment_label} vs {base['environment']}): "
-                         "estimated latency compared")
-    res.cand_latency = run.lat(res.latency_kind)
-    res.base_latency = (base.get("latency_p50_ms") or {}).get(res.latency_kind)
-    if res.cand_latency is None or res.base_latency is None or not res.base_latency > 0:
-        res.latency = "skipped"
-        side = "candidate" if res.cand_latency is None else "baseline"
-        res.notes.append(f"no {res.latency_kind} latency in the {side}: latency not compared")
-        return res
-    res.ratio = res.cand_latency / res.base_latency
-    if res.ratio > latency_tolerance:
-        res.latency = "regression"
+    _compare_latency(run, base, res, latency_tolerance)
     return res
 
 
 def run_gate(runs: Sequence[RunInfo], baseline: list[dict], *, tolerance: float = DEFAULT_TOLERANCE,
-             latency_tolerance: float | None = DEFAULT_LATENCY_TOLERANCE, require_all: bool = False,
+             latency_tolerance: float | None = DEFAULT_LATENCY_TOLERANCE, allow_missing_configs: bool = False,
+             allow_missing_samples: bool = False, allow_model_change: bool = False,
              seed: int = 0, two_sided: bool = False, max_changed: float | None = None) -> list[GateResult]:
     if max_changed is not None and not 0.0 <= max_changed <= 1.0:
         raise HarnessError(f"--max-changed {max_changed} must be a share between 0 and 1 (e.g. 0.05)")
@@ -242,58 +296,20 @@ def run_gate(runs: Sequence[RunInfo], baseline: list[dict], *, tolerance: float 
                                "add it with `harness gate --write-baseline`")
         matched.add(key)
         results.append(compare(r, base, tolerance=tolerance, latency_tolerance=latency_tolerance, seed=seed,
-                               two_sided=two_sided, max_changed=max_changed))
+                               two_sided=two_sided, max_changed=max_changed,
+                               allow_missing_samples=allow_missing_samples, allow_model_change=allow_model_change))
     for key in sorted(set(index) - matched):
         e = index[key]
         res = GateResult(task=e["task"], config=e["config"], model=e["model"], base_score=e.get("score"),
-                         accuracy="not run" if require_all else "ok", latency="skipped", predictions="skipped")
-        res.notes.append("in the baseline but not among the runs" + ("" if require_all else " (not gated; --require-all fails it)"))
+                         accuracy="ok" if allow_missing_configs else "not run", latency="skipped", predictions="skipped")
+        res.notes.append("in the baseline but not among the runs"
+                         + (" (allowed by --allow-missing-configs)" if allow_missing_configs
+                            else " (fails; --allow-missing-configs reports it instead)"))
         results.append(res)
     results.sort(key=lambda x: (x.task, x.config))
     return results
 
 
-# -- reporting ----------------------------------------------------------------------------------
-COLUMNS = ("task", "config", "baseline", "candidate", "diff [95% CI]", "samples", "accuracy", "predictions changed",
-           "latency p50 ms", "ratio", "latency", "notes")
-
-
-def _f(v: float | None, spec: str = ".3f") -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def cells(r: GateResult) -> list[str]:
-    diff = "-" if r.diff is None else f"{r.diff:+.3f} [{r.ci[0]:+.3f}, {r.ci[1]:+.3f}]"
-    samples = "-" if r.accuracy == "not run" else f"{r.n_common} paired"
-    if r.missing_in_candidate or r.new_in_candidate:
-        samples += f", {len(r.missing_in_candidate)} missing, {len(r.new_in_candidate)} new"
-    lat = "-"
-    if r.latency_kind and r.base_latency is not None and r.cand_latency is not None:
-        lat = f"{r.base_latency:.1f} -> {r.cand_latency:.1f} ({r.latency_kind})"
-    acc = r.accuracy.upper() if r.accuracy in ("regression", "changed", "not run") else r.accuracy
-    pred = "-" if r.n_changed_predictions is None else f"{r.n_changed_predictions}/{r.n_common}"
-    if r.predictions == "changed":
-        pred += " CHANGED"
-    return [r.task, r.config, _f(r.base_score), _f(r.cand_score), diff, samples, acc, pred,
-            lat, "-" if r.ratio is None else f"{r.ratio:.2f}x", r.latency.upper() if r.latency == "regression" else r.latency,
-            "; ".join(r.notes)]
-
-
 def verdict(results: Sequence[GateResult]) -> bool:
     """True when the gate passes."""
     return not any(r.failed for r in results)
-
-
-def to_markdown(results: Sequence[GateResult], *, tolerance: float, latency_tolerance: float | None, baseline: str,
-                two_sided: bool = False, max_changed: float | None = None) -> str:
-    ok = verdict(results)
-    n_bad = sum(r.failed for r in results)
-    lat = "not gated" if latency_tolerance is None else f"fails on a p50 ratio above {latency_tolerance:g}x"
-    acc = (f"a paired bootstrap change (either way) above {tolerance:g} with a 95% CI excluding zero" if two_sided
-           else f"a paired bootstrap drop above {tolerance:g} with a 95% CI below zero")
-    pred = "not gated" if max_changed is None else f"more than {max_changed:.0%} of predictions differ"
-    lines = [f"## harness gate: {'PASS' if ok else 'FAIL'}", "",
-             f"{len(results)} configuration(s) against `{baseline}`; {n_bad} failing. Accuracy fails on {acc}; "
-             f"predictions: {pred}; latency: {lat}.", "",
-             md_table(COLUMNS, [cells(r) for r in results]), ""]
-    return "\n".join(lines)

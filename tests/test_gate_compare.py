@@ -1,4 +1,5 @@
-"""Regression gate: pass, accuracy fail, latency fail, missing samples, device differs, bad input."""
+"""Regression gate: pass, accuracy fail, latency fail, missing samples and configurations, device differs,
+model change, bad input."""
 
 import json
 import sys
@@ -80,6 +81,7 @@ def test_small_drop_within_tolerance_passes(baseline, tmp_path, capsys):
 
 def test_latency_regression_and_no_latency(baseline, tmp_path, capsys):
     make_run(tmp_path / "slow", knobs="16,8,high", scores=GOOD, ids=IDS, latency_ms=160, estimated_ms=90)
+    make_run(tmp_path / "slow", knobs="12,2,high", scores=GOOD[::-1], ids=IDS, latency_ms=60, estimated_ms=55)
     code, out, _ = cli(["gate", "--baseline", baseline, tmp_path / "slow"], capsys)
     assert code == 1 and "1.60x" in out
     code, _, _ = cli(["gate", "--baseline", baseline, tmp_path / "slow", "--latency-tolerance", "2"], capsys)
@@ -88,29 +90,95 @@ def test_latency_regression_and_no_latency(baseline, tmp_path, capsys):
     assert code == 0
 
 
-def test_device_differs_compares_estimated_latency(baseline, tmp_path, capsys):
-    # measured 10x slower on another device, estimate unchanged: passes, and says so
+def test_device_differs_is_not_comparable(baseline, tmp_path, capsys):
+    # measured 10x slower on another device, estimate unchanged: the gate cannot see the slowdown
+    # and must say so instead of printing "ok"
+    for where in ("gpu", "gpu2"):
+        make_run(tmp_path / where, knobs="12,2,high", scores=GOOD[::-1], ids=IDS, latency_ms=6, estimated_ms=55,
+                 device="cuda", device_name="NVIDIA H100 80GB HBM3", dtype="float32")
     make_run(tmp_path / "gpu", knobs="16,8,high", scores=GOOD, ids=IDS, latency_ms=1000, estimated_ms=95,
-             device="cuda", device_name="NVIDIA H100 80GB HBM3", dtype="bfloat16")
-    (res,) = [r for r in run_gate(load_runs([tmp_path / "gpu"]), read_baseline(baseline)) if r.run_dir]
-    assert res.latency_kind == "estimated" and res.ratio == pytest.approx(95 / 90) and res.latency == "ok"
-    assert any("device differs" in n for n in res.notes)
-    # and a slower estimate fails
+             device="cuda", device_name="NVIDIA H100 80GB HBM3", dtype="float32")
+    (res, _) = sorted(run_gate(load_runs([tmp_path / "gpu"]), read_baseline(baseline)), key=lambda r: r.config != "16,8,high")
+    assert res.latency == "not comparable (device)" and res.latency_comparable is False and not res.failed
+    assert res.latency_kind == "estimated" and res.ratio == pytest.approx(95 / 90)
+    code, out, _ = cli(["gate", "--baseline", baseline, tmp_path / "gpu", "--json"], capsys)
+    doc = json.loads(out)
+    assert code == 0 and {r["latency"] for r in doc["results"]} == {"not comparable (device)"}
+    assert doc["results"][0]["latency_comparable"] is False
+    assert any("not comparable" in c for c in doc["caveats"])
+    code, out, _ = cli(["gate", "--baseline", baseline, tmp_path / "gpu"], capsys)
+    assert code == 0 and "not comparable (device)" in out and " ok " not in out.split("latency")[-1]
+    # a larger estimate (more tokens for the same configuration) still fails
     make_run(tmp_path / "gpu2", knobs="16,8,high", scores=GOOD, ids=IDS, latency_ms=10, estimated_ms=200,
-             device="cuda", dtype="bfloat16")
+             device="cuda", device_name="NVIDIA H100 80GB HBM3", dtype="float32")
     code, out, _ = cli(["gate", "--baseline", baseline, tmp_path / "gpu2"], capsys)
-    assert code == 1 and "estimated" in out
+    assert code == 1 and "estimated" in out and "REGRESSION" in out
+    # another dtype on the same device says which
+    make_run(tmp_path / "bf16", knobs="16,8,high", scores=GOOD, ids=IDS, latency_ms=50, estimated_ms=90, dtype="bfloat16")
+    (res,) = [r for r in run_gate(load_runs([tmp_path / "bf16"]), read_baseline(baseline)) if r.run_dir]
+    assert res.latency == "not comparable (dtype)"
 
 
-def test_missing_samples_reported(baseline, tmp_path):
+def test_missing_samples_fail_unless_allowed(baseline, tmp_path, capsys):
     make_run(tmp_path / "part", knobs="16,8,high", scores=GOOD[:30] + [1.0], ids=IDS[:30] + ["extra"],
-             fingerprint=json.loads(baseline.read_text())["runs"][1]["fingerprint"])
-    (res, not_run) = sorted(run_gate(load_runs([tmp_path / "part"]), read_baseline(baseline)), key=lambda r: r.run_dir is None)
+             fingerprint=json.loads(baseline.read_text())["runs"][1]["fingerprint"], latency_ms=100)
+    make_run(tmp_path / "part", knobs="12,2,high", scores=GOOD[::-1], ids=IDS, latency_ms=60)
+    results = run_gate(load_runs([tmp_path / "part"]), read_baseline(baseline))
+    (res,) = [r for r in results if r.config == "16,8,high"]
     assert res.n_common == 30 and res.missing_in_candidate == IDS[30:] and res.new_in_candidate == ["extra"]
-    assert any("10 baseline sample(s) missing" in n for n in res.notes)
-    assert not_run.config == "12,2,high" and not not_run.failed  # not run: reported, not failed by default
-    results = run_gate(load_runs([tmp_path / "part"]), read_baseline(baseline), require_all=True)
-    assert any(r.accuracy == "not run" and r.failed for r in results)
+    assert res.accuracy == "ok" and res.samples == "missing" and res.failed  # scores agree, samples lost: fails
+    code, out, _ = cli(["gate", "--baseline", baseline, tmp_path / "part"], capsys)
+    assert code == 1 and "10 MISSING" in out
+    code, out, _ = cli(["gate", "--baseline", baseline, tmp_path / "part", "--allow-missing-samples"], capsys)
+    assert code == 0 and "10 missing (allowed)" in out and "10 baseline sample(s) missing" in out
+    # piped output (not a terminal): each table row on one line, no folded cells
+    (row,) = [line for line in out.splitlines() if "16,8,high" in line]
+    assert "10 missing (allowed)" in row and "gated on the rest" in row
+    code, out, _ = cli(["gate", "--baseline", baseline, tmp_path / "part", "--allow-missing-samples", "--json"], capsys)
+    assert json.loads(out)["results"][1]["n_missing"] == 10
+
+
+def test_missing_configuration_fails_unless_allowed(baseline, tmp_path, capsys):
+    make_run(tmp_path / "one", knobs="16,8,high", scores=GOOD, ids=IDS, latency_ms=100)
+    (res, not_run) = sorted(run_gate(load_runs([tmp_path / "one"]), read_baseline(baseline)), key=lambda r: r.run_dir is None)
+    assert not res.failed and not_run.config == "12,2,high" and not_run.accuracy == "not run" and not_run.failed
+    code, out, _ = cli(["gate", "--baseline", baseline, tmp_path / "one"], capsys)
+    assert code == 1 and "NOT RUN" in out
+    code, out, _ = cli(["gate", "--baseline", baseline, tmp_path / "one", "--require-all"], capsys)
+    assert code == 1  # the old flag is accepted and means the default
+    code, out, _ = cli(["gate", "--baseline", baseline, tmp_path / "one", "--allow-missing-configs"], capsys)
+    assert code == 0 and "not run, allowed by --allow-missing-configs" in out
+
+
+def test_model_change_needs_flag_and_is_paired(baseline, tmp_path, capsys):
+    worse = [0.0 if i % 3 == 0 else s for i, s in enumerate(GOOD)]
+    make_run(tmp_path / "new", knobs="16,8,high", scores=worse, ids=IDS, latency_ms=100, model="hf:/ckpt/v2")
+    make_run(tmp_path / "new", knobs="12,2,high", scores=GOOD[::-1], ids=IDS, latency_ms=60, model="hf:/ckpt/v2")
+    code, _, err = cli(["gate", "--baseline", baseline, tmp_path / "new"], capsys)
+    assert code == 2 and "model differs" in err and "--allow-model-change" in err and err.count("\n") == 1
+    code, out, _ = cli(["gate", "--baseline", baseline, tmp_path / "new", "--allow-model-change"], capsys)
+    assert code == 1 and "REGRESSION" in out and "model changed" in out
+    results = run_gate(load_runs([tmp_path / "new"]), read_baseline(baseline), allow_model_change=True)
+    (res,) = [r for r in results if r.config == "16,8,high"]
+    assert res.base_model == "reference" and res.diff == pytest.approx(sum(worse) / 40 - 0.75)
+    (ok,) = [r for r in results if r.config == "12,2,high"]
+    assert not ok.failed and ok.n_common == 40
+
+
+def test_retrained_weights_are_a_model_change(baseline, tmp_path, capsys):
+    doc = json.loads(baseline.read_text())
+    for e in doc["runs"]:
+        e["model_fingerprint"] = "aaaa"
+    baseline.write_text(json.dumps(doc))
+    for knobs, sc in (("16,8,high", GOOD), ("12,2,high", GOOD[::-1])):
+        run = make_run(tmp_path / "re", knobs=knobs, scores=sc, ids=IDS, latency_ms=100)
+        summ = json.loads((run / "summary.json").read_text())
+        summ["model_fingerprint"] = "bbbb"
+        (run / "summary.json").write_text(json.dumps(summ))
+    code, _, err = cli(["gate", "--baseline", baseline, tmp_path / "re", "--no-latency"], capsys)
+    assert code == 2 and "reference@bbbb" in err and "reference@aaaa" in err
+    code, _, _ = cli(["gate", "--baseline", baseline, tmp_path / "re", "--no-latency", "--allow-model-change"], capsys)
+    assert code == 0
 
 
 def test_failed_samples_count_as_wrong(baseline, tmp_path):

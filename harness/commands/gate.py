@@ -19,7 +19,14 @@ from harness.errors import HarnessError
 @click.option("--latency-tolerance", type=float, default=1.5, show_default=True,
               help="Largest tolerated ratio of candidate to baseline p50 total latency.")
 @click.option("--no-latency", is_flag=True, help="Do not gate latency (e.g. on a noisy shared CI machine).")
-@click.option("--require-all", is_flag=True, help="Fail when a baseline configuration has no run among RUN_DIRS.")
+@click.option("--allow-missing-samples", is_flag=True,
+              help="Report baseline samples missing from a candidate run instead of failing; gate the rest.")
+@click.option("--allow-missing-configs", is_flag=True,
+              help="Report baseline configurations with no run among RUN_DIRS instead of failing.")
+@click.option("--require-all", is_flag=True, hidden=True,
+              help="Accepted for older scripts: requiring every configuration is the default.")
+@click.option("--allow-model-change", is_flag=True,
+              help="Gate a different model (or retrained weights) against the baseline: paired test on the common samples.")
 @click.option("--two-sided", is_flag=True,
               help="Also fail on a significant score rise (any change of a fixed model's score: for the harness's own CI).")
 @click.option("--max-changed", type=float, default=None,
@@ -29,11 +36,13 @@ from harness.errors import HarnessError
               help="Also write a markdown summary (e.g. $GITHUB_STEP_SUMMARY).")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON instead of the rich table.")
 @click.pass_context
-def command(ctx, run_dirs, baseline, write_to, tolerance, latency_tolerance, no_latency, require_all, two_sided,
-            max_changed, seed, markdown_path, as_json):
+def command(ctx, run_dirs, baseline, write_to, tolerance, latency_tolerance, no_latency, allow_missing_samples,
+            allow_missing_configs, require_all, allow_model_change, two_sided, max_changed, seed, markdown_path, as_json):
     """Compare runs with a committed baseline: paired bootstrap on per-sample scores (regression
-    when the drop exceeds --tolerance and its CI excludes zero) and p50 latency ratio (estimated
-    latency when the device differs from the baseline's). Exit 0 pass, 1 regression, 2 bad input.
+    when the drop exceeds --tolerance and its CI excludes zero) and p50 latency ratio (measured
+    latency only on the baseline's device; elsewhere "not comparable (device)" and only the
+    estimate is checked). Missing samples and configurations fail unless allowed.
+    Exit 0 pass, 1 regression, 2 bad input.
 
     RUN_DIRS are run directories or folders holding them; runs are matched to baseline entries
     by task and configuration (or policy)."""
@@ -49,19 +58,25 @@ def command(ctx, run_dirs, baseline, write_to, tolerance, latency_tolerance, no_
         return
     entries = gate.read_baseline(baseline)
     lat_tol = None if no_latency else latency_tolerance
+    if require_all and allow_missing_configs:
+        raise HarnessError("--require-all and --allow-missing-configs contradict each other; requiring all is the default, drop --require-all")
     results = gate.run_gate(runs, entries, tolerance=tolerance, latency_tolerance=lat_tol,
-                            require_all=require_all, seed=seed, two_sided=two_sided, max_changed=max_changed)
+                            allow_missing_configs=allow_missing_configs, allow_missing_samples=allow_missing_samples,
+                            allow_model_change=allow_model_change, seed=seed, two_sided=two_sided, max_changed=max_changed)
     ok = gate.verdict(results)
+    from harness import gate_report
+
     if as_json:
         import json
 
-        click.echo(json.dumps({"pass": ok, "results": [r.to_dict() for r in results]}, indent=2))
+        click.echo(json.dumps({"pass": ok, "caveats": gate_report.caveat_lines(results),
+                               "results": [r.to_dict() for r in results]}, indent=2))
     else:
         _print_rich(results, ok)
     if markdown_path:
         from harness.jsonio import atomic_write_text
 
-        text = gate.to_markdown(results, tolerance=tolerance, latency_tolerance=lat_tol, baseline=baseline,
+        text = gate_report.to_markdown(results, tolerance=tolerance, latency_tolerance=lat_tol, baseline=baseline,
                                 two_sided=two_sided, max_changed=max_changed)
         try:
             atomic_write_text(markdown_path, text)
@@ -72,25 +87,19 @@ def command(ctx, run_dirs, baseline, write_to, tolerance, latency_tolerance, no_
 
 
 def _print_rich(results, ok) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    from harness.gate import COLUMNS, cells
+    from harness.console import print_table
+    from harness.gate_report import COLUMNS, caveat_lines, cells
 
     table = Table(title=f"harness gate: {'PASS' if ok else 'FAIL'}", title_justify="left")
     for col in COLUMNS:
         table.add_column(col, overflow="fold")
     for r in results:
         table.add_row(*cells(r), style="red" if r.failed else None)
-    _console().print(table)
-
-
-def _console():
-    """A rich console; when output is not a terminal (CI logs, pipes) wide enough not to fold."""
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
+    print_table(table)
+    for line in caveat_lines(results):
+        click.echo(f"note: {line}")
 
 
 def _warn(message: str) -> None:

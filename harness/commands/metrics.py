@@ -22,7 +22,7 @@ def command(explain: str | None) -> None:
         click.echo(metric.explain.rstrip())
         return
 
-    from rich.console import Console
+    from harness.console import print_table
     from rich.table import Table
 
     table = Table(title="Metrics (first sub-score = main; details: harness metrics --explain NAME)")
@@ -33,4 +33,4 @@ def command(explain: str | None) -> None:
     for metric in list_metrics():
         table.add_row(metric.name, ", ".join(metric.subscores),
                       "corpus" if metric.corpus_level else "item", metric.summary)
-    Console().print(table)
+    print_table(table)

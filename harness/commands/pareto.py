@@ -46,12 +46,11 @@ RICH_COLUMNS = ("config", "score [95% CI]", "n", "meas. p50 ms pre/dec/total", "
 
 
 def _print_rich(tables) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from harness.console import print_table
     from harness.pareto import table_cells
 
-    console = _console()
     for t in tables:
         table = Table(title=f"{t.task} ({t.metric}) - {t.model} - {t.environment} - frontier on {t.stat} {t.part}",
                       title_justify="left")
@@ -61,15 +60,7 @@ def _print_rich(tables) -> None:
             cells = table_cells(t, row)
             style = "bold" if row.pareto.get("measured") else None
             table.add_row(*cells, style=style)
-        console.print(table)
-
-
-def _console():
-    """A rich console; when output is not a terminal (CI logs, pipes) wide enough not to fold."""
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
+        print_table(table)
 
 
 def _warn(message: str) -> None:

@@ -51,7 +51,7 @@ def command(include_paths, as_json):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
+    from harness.console import print_table
     from rich.table import Table
     from rich.text import Text
 
@@ -76,4 +76,4 @@ def command(include_paths, as_json):
             dataset.append(" (unlabeled: not scored)", style="yellow")
         bundled = Text(f"{r['bundled_samples']} synthetic", style="magenta") if r["bundled_synthetic"] else Text("-")
         table.add_row(name, Text(r["metric"]), dataset, Text("\n".join(r["sources"])), bundled)
-    Console().print(table)
+    print_table(table)
