@@ -26,15 +26,31 @@ from harness.suggest import did_you_mean
 T = TypeVar("T")
 
 
+def describe_exception(exc: BaseException) -> str:
+    """``Type: first line of the message`` (``file:line:`` first for a syntax error)."""
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename}:{exc.lineno}: " if exc.filename else ""
+        return f"{where}{type(exc).__name__}: {exc.msg}"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def import_attr(spec: str):
-    """Import ``package.module:attr`` (attr may be dotted) and return the object."""
+    """Import ``package.module:attr`` (attr may be dotted) and return the object. The module may
+    also be a file (``path/to/file.py:attr``) or the file name of a module that ``--include-path``
+    imported (``file:attr`` for ``DIR/file.py``)."""
     if ":" not in spec:
         raise HarnessError(f"'{spec}' is not of the form package.module:attr")
     mod_name, attr = spec.split(":", 1)
-    try:
-        obj = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise HarnessError(f"cannot import module '{mod_name}' from '{spec}': {exc}; check the name and PYTHONPATH")
+    if mod_name.endswith(".py") or "/" in mod_name:
+        path = Path(mod_name)
+        if not path.is_file():
+            raise HarnessError(f"'{mod_name}' (from '{spec}') is not a Python file; pass path/to/file.py:attr or package.module:attr")
+        obj = _import_file(path)
+    elif mod_name in _INCLUDED:
+        obj = _INCLUDED[mod_name]
+    else:
+        obj = _import_module(mod_name, spec)
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise HarnessError(f"module '{mod_name}' has no attribute '{attr}' (from '{spec}')")
@@ -42,29 +58,54 @@ def import_attr(spec: str):
     return obj
 
 
+def _import_module(mod_name: str, spec: str):
+    try:
+        return importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and mod_name.startswith(exc.name):
+            hint = " or the --include-path folder holding it" if "." not in mod_name else ""
+            raise HarnessError(f"cannot import module '{mod_name}' from '{spec}': {exc}; check the name and PYTHONPATH{hint}")
+        raise HarnessError(f"module '{mod_name}' (from '{spec}') failed to import: {describe_exception(exc)}; fix the module")
+    except BaseException as exc:  # a user's broken plugin: one line, not a traceback
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise HarnessError(f"module '{mod_name}' (from '{spec}') failed to import: {describe_exception(exc)}; fix the module")
+
+
+# file stem -> module, for the files --include-path imported (so ``file:attr`` finds them)
+_INCLUDED: dict[str, object] = {}
+
+
+def _import_file(path: Path):
+    """Import one Python file outside the package under a private module name (once)."""
+    name = f"harness_include_{abs(hash(str(path.resolve())))}_{path.stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a user's broken plugin: one line, not a traceback
+        del sys.modules[name]
+        raise HarnessError(f"cannot import plugin file '{path}': {describe_exception(exc)}; fix the file")
+    return module
+
+
 def import_path(folder: str | Path) -> list[str]:
     """Import every ``*.py`` file of a folder outside the package (``--include-path``).
 
-    Returns the module names imported; decorators in them register their plugins.
+    Returns the module names imported; decorators in them register their plugins, and
+    ``file:attr`` names an object of ``DIR/file.py`` (a plain class needs no decorator).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise HarnessError(f"--include-path '{folder}' is not a directory; pass a folder of Python modules")
     names = []
     for path in sorted(folder.glob("*.py")):
-        name = f"harness_include_{abs(hash(str(path.resolve())))}_{path.stem}"
-        if name in sys.modules:
-            names.append(name)
-            continue
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:  # a user's broken plugin: one line, not a traceback
-            del sys.modules[name]
-            raise HarnessError(f"cannot import plugin file '{path}': {type(exc).__name__}: {exc}")
-        names.append(name)
+        module = _import_file(path)
+        _INCLUDED.setdefault(path.stem, module)
+        names.append(module.__name__)
     return names
 
 
@@ -116,7 +157,7 @@ class Registry(Generic[T]):
             try:
                 obj = ep.load()
             except Exception as exc:
-                raise HarnessError(f"entry point '{ep.name}' of group {self.group} failed to load: {type(exc).__name__}: {exc}")
+                raise HarnessError(f"entry point '{ep.name}' of group {self.group} failed to load: {describe_exception(exc)}")
             # a module whose import registered it, or the object itself
             if key not in self._items and not isinstance(obj, type(importlib)):
                 self.add(ep.name, obj)
@@ -158,8 +199,7 @@ class Registry(Generic[T]):
         key = self._aliases.get(key, key)
         if key in self._items:
             return self._items[key]
-        known = sorted(set(self._items) | set(self._aliases))
-        hint = did_you_mean(key, known, cutoff=0.5)
+        hint = did_you_mean(key, set(self._items) | set(self._aliases), cutoff=0.5)
         raise HarnessError(f"unknown {self.kind} '{name}'.{hint} Known: {', '.join(sorted(self._items))}")
 
     def __contains__(self, name: str) -> bool:

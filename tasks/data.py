@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
@@ -130,8 +131,19 @@ def decode_image(value, base_dir: Path | None = None, load: bool = True) -> tupl
         img.load()
         return (img if img.mode == "RGB" else img.convert("RGB")), None
     except Exception as exc:  # corrupt bytes, missing file, truncated PNG ...
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        return None, f"unreadable image: {type(exc).__name__}: {msg}"
+        return None, f"unreadable image: {_image_error_text(exc)}"
+
+
+def _image_error_text(exc: Exception) -> str:
+    """``Type: first line`` without object reprs (``<_io.BytesIO object at 0x7f...>``): the text of
+    a failed sample is the same in every run, so runs and resumed runs compare equal."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return "UnidentifiedImageError: not an image format Pillow can read"
+    msg = str(exc).splitlines()[0] if str(exc) else ""
+    msg = re.sub(r"<[^<>]*? at 0x[0-9a-fA-F]+>", "<object>", msg)
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
 # -- tables: rows without images, images on demand --------------------------------------------
@@ -221,7 +233,8 @@ def _read_saved(path: Path, split: str, image_column: str) -> _Table:
         elif len(ds) == 1:
             ds = next(iter(ds.values()))
         else:
-            raise HarnessError(f"'{path}' holds splits {', '.join(ds)} but not '{split}'; pass --split with one of them")
+            raise HarnessError(f"'{path}' holds splits {', '.join(ds)} but not the task's split '{split}'; "
+                               f"pass one split's folder, e.g. --data {path / next(iter(ds))}")
     return _dataset_table(ds, str(path), image_column)
 
 
@@ -242,7 +255,8 @@ def _read_folder(path: Path, task: Task, split: str) -> tuple[_Table, bool]:
     chosen = [p for p in shards if p.name.split("-")[0].split(".")[0] == split or p.parent.name == split]
     if not chosen:
         found = sorted({p.name.split("-")[0].split(".")[0] for p in shards})
-        raise HarnessError(f"folder '{path}' has no parquet shards for split '{split}' (found: {', '.join(found)}); pass --split or the file itself")
+        raise HarnessError(f"folder '{path}' has no parquet shards for the task's split '{split}' (found: {', '.join(found)}); "
+                           f"pass the shard file itself, e.g. --data {shards[0]}")
     import pyarrow as pa
 
     tables, synthetic = [], True
@@ -413,7 +427,8 @@ def load_samples(task, data="bundled", limit: int | None = None, seed: int = 0, 
         if not path.is_file():
             raise HarnessError(f"task {task.name} ships no bundled samples; use --data hub or --data PATH")
         if split not in (None, task.dataset.split, "eval"):
-            raise HarnessError(f"bundled samples have one synthetic evaluation split; drop --split {split} or use --data hub / PATH")
+            raise HarnessError(f"bundled samples have one synthetic evaluation split, not '{split}'; load them without "
+                               "a split, or load that split from 'hub' or a path")
         table, _ = _read_parquet(path, task.image_column)
         source, synthetic, split_name = f"bundled-synthetic:{_rel(path)}", True, "synthetic-eval"
     elif str(data) == "hub":

@@ -53,8 +53,9 @@ def test_bundled_samples_are_labelled_synthetic_and_complete(name):
 
 
 def test_bundled_rejects_other_splits():
-    with pytest.raises(HarnessError, match="one synthetic evaluation split"):
+    with pytest.raises(HarnessError, match="one synthetic evaluation split") as err:
         load_samples("vqav2", "bundled", split="test")
+    assert "--split" not in str(err.value)  # no such flag
 
 
 # -- subsets and fingerprints ---------------------------------------------------------------------
@@ -151,8 +152,11 @@ def test_saved_datasetdict_picks_the_split(tmp_path):
     datasets.DatasetDict({"validation": ds, "test": datasets.Dataset(pq.read_table(FIX / "docvqa_test.parquet"))}).save_to_disk(str(tmp_path / "dd"))
     assert load_samples("docvqa", str(tmp_path / "dd")).labeled is True
     assert load_samples("docvqa", str(tmp_path / "dd"), split="test").labeled is False
-    with pytest.raises(HarnessError, match="holds splits validation, test but not 'train'"):
+    with pytest.raises(HarnessError, match="holds splits validation, test but not the task's split 'train'") as err:
         load_samples("docvqa", str(tmp_path / "dd"), split="train")
+    # the fix it names exists on the command line (there is no --split flag) and works
+    assert "--split" not in str(err.value) and f"--data {tmp_path / 'dd' / 'validation'}" in str(err.value)
+    assert load_samples("docvqa", str(tmp_path / "dd" / "validation")).labeled is True
 
 
 def test_hub_snapshot_folder_of_parquet_shards(tmp_path):
@@ -169,8 +173,11 @@ def test_hub_snapshot_folder_of_parquet_shards(tmp_path):
     d = load_samples("scienceqa", tmp_path / "snap")
     assert len(d.samples) == 167 and d.fingerprint == load_samples("scienceqa", SQA).fingerprint
     assert len(load_samples("scienceqa", tmp_path / "snap", split="validation").samples) == 5
-    with pytest.raises(HarnessError, match="no parquet shards for split 'train' \\(found: test, validation\\)"):
+    with pytest.raises(HarnessError, match="no parquet shards for the task's split 'train' \\(found: test, validation\\)") as err:
         load_samples("scienceqa", tmp_path / "snap", split="train")
+    assert "--split" not in str(err.value)
+    suggested = str(err.value).split("--data ")[1]
+    assert len(load_samples("scienceqa", suggested).samples) == 100
     (tmp_path / "empty").mkdir()
     with pytest.raises(HarnessError, match="neither a save_to_disk dataset nor holds parquet files"):
         load_samples("scienceqa", tmp_path / "empty")
@@ -317,6 +324,9 @@ def test_large_sets_open_images_lazily(monkeypatch):
 
 def test_decode_image_never_raises():
     assert decode_image(b"garbage")[0] is None
+    # the message is the same in every run: no memory address of an in-memory file object
+    assert decode_image(b"garbage")[1] == "unreadable image: UnidentifiedImageError: not an image format Pillow can read"
+    assert " at 0x" not in decode_image({"bytes": b"\x89PNG\r\n\x1a\nshort"})[1]
     assert decode_image(12)[1].startswith("unreadable image: unsupported")
     img, err = decode_image("data:image/png;base64," + png_b64())
     assert err is None and img.size == (8, 6)

@@ -46,7 +46,10 @@ def parse_spec(spec: str) -> Spec:
         return Spec("hf", str(REFERENCE_DIR), "reference", "reference")
     kind, sep, target = spec.partition(":")
     if not sep or not target:
-        raise HarnessError(f"unknown model '{spec}'; use one of: {SPEC_FORMS}")
+        from harness.suggest import did_you_mean
+
+        hint = did_you_mean(spec, ("reference", *(f"random:{m}" for m in RANDOM_MODELS)))
+        raise HarnessError(f"unknown model '{spec}'.{hint} Use one of: {SPEC_FORMS}")
     kind = kind.lower()
     if kind == "hf":
         return Spec("hf", target, spec, Path(target.rstrip("/")).name.lower())
