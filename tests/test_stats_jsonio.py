@@ -18,6 +18,29 @@ def test_bootstrap_ci_brackets_mean_and_is_seeded():
     assert bootstrap_ci([0.5]) == (0.5, 0.5)
 
 
+def test_bootstrap_is_scipys_bca_interval():
+    from scipy import stats
+
+    x = np.r_[np.ones(70), np.zeros(30)]
+    ref = stats.bootstrap((x,), np.mean, n_resamples=2000, method="BCa", rng=np.random.default_rng(3))
+    assert bootstrap_ci(x, seed=3) == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high))
+    d = np.r_[np.zeros(30), -np.ones(10)]
+    ref = stats.bootstrap((d,), np.mean, n_resamples=2000, method="BCa", rng=np.random.default_rng(0))
+    assert paired_bootstrap_diff(d, np.zeros(40))[1:] == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high))
+
+
+def test_bootstrap_degenerate_and_large_inputs():
+    # all equal: no spread (BCa alone would give NaN)
+    assert bootstrap_ci([1.0] * 40) == (1.0, 1.0)
+    # one differing value: a finite interval that reaches the mean's possible range
+    lo, hi = paired_bootstrap_diff([0.0] + [1.0] * 39, [1.0] * 40)[1:]
+    assert np.isfinite(lo) and lo < 0 and hi == 0
+    # a big set uses the percentile interval (BCa's jackknife is O(n^2)) and stays tight
+    x = np.r_[np.ones(7000), np.zeros(3000)]
+    lo, hi = bootstrap_ci(x)
+    assert 0.68 < lo < 0.7 < hi < 0.72
+
+
 def test_paired_bootstrap_detects_consistent_drop():
     base = np.ones(200)
     cand = base.copy()

@@ -8,10 +8,7 @@ last component of an ``hf:`` id/path, lower-cased), else defaults derived from t
 
 from __future__ import annotations
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
