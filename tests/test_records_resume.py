@@ -98,16 +98,32 @@ def test_garbage_last_line_is_redone(tmp_path):
     assert (tmp_path / "samples.jsonl").read_text() == '{"id": "a"}\n'
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_output_dir(tmp_path):
+def test_unwritable_output_dir(tmp_path, monkeypatch):
+    """An existing folder where no file can be created (permissions, read-only mount): refused up
+    front. Simulated at the file-creation call so that it fails for every user, root included
+    (root ignores permission bits, and CI runs as root)."""
+    import tempfile
+
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
-    try:
-        with pytest.raises(HarnessError, match="not writable"):
-            check_writable(ro / "sub")
-    finally:
-        ro.chmod(0o700)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(HarnessError, match=r"'.*ro' is not writable \(Permission denied\)"):
+        check_writable(ro)
+    assert list(ro.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["/proc/harness-test-unwritable/run", "/sys/harness-test-unwritable"])
+def test_output_dir_in_a_kernel_filesystem_is_not_writable(where):
+    """Real paths nobody can create folders in, whatever the user."""
+    mount = "/" + where.split("/")[1]
+    if not os.path.isdir(mount):
+        pytest.skip(f"no {mount} on this system")
+    with pytest.raises(HarnessError, match="not writable"):
+        check_writable(where)
 
 
 def test_output_dir_below_a_file_is_not_writable(tmp_path):
