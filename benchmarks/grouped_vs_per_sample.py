@@ -1,4 +1,4 @@
-"""Grouped execution vs per-sample execution of policy-chosen knobs (issue 7, point 5).
+"""Grouped execution vs per-sample execution of policy-chosen knobs.
 
 The old way: knobs are global model state, so each sample is run alone -- apply its knobs,
 generate at batch 1, next sample. The harness way (``harness.runner.Runner``): the policy chooses

@@ -1,4 +1,4 @@
-"""Knobs: the per-sample configuration of an adaptive MoE VLM (design section 1).
+"""Knobs: the per-sample configuration of an adaptive MoE VLM (docs/contracts.md, "Knobs").
 
 - ``num_blocks``: active transformer blocks *including block 0*, which is always kept; the other
   ``num_blocks - 1`` are the highest-scoring of blocks ``1..N-1`` by an importance file (ties go to

@@ -1,4 +1,4 @@
-"""Reading run directories (design section 4) for reports: Pareto tables, the leaderboard, the gate.
+"""Reading run directories (docs/contracts.md, "Run directories") for reports: Pareto tables, the leaderboard, the gate.
 
 One place knows the run-record layout on the reading side:
 

@@ -1,4 +1,4 @@
-"""The metric interface: a named scorer over design-section-3 items.
+"""The metric interface: a named scorer over metric items (docs/contracts.md).
 
 An *item* is a dict ``{"id", "prediction", "references", ...}`` (``mc`` adds ``choices`` and
 ``answer``; ``cider_score`` adds ``image_id``). A :class:`Metric` turns a list of items into a

@@ -2,7 +2,7 @@
 
 A task turns one dataset row (in the hub schema) into :class:`~harness.types.Sample` objects,
 renders prompts in named styles, post-processes model text, and builds the metric item dict of
-design section 3. It adds no metric code: ``metric`` names a metric in ``metrics.registry``.
+docs/contracts.md, "Metric items". It adds no metric code: ``metric`` names a metric in ``metrics.registry``.
 
 Prompt styles: ``default`` is the prompt as lmms-eval renders it for the benchmark; ``molmo`` is
 MolmoE's ``User: <style_tag>: <prompt> Assistant:`` with its per-task style tag and the
@@ -104,7 +104,7 @@ class Task:
         return ""
 
     def metric_item(self, sample: Sample, prediction: str) -> dict:
-        """The design-section-3 item dict for this task's metric (plus ``group`` when the sample
+        """The metric item dict (docs/contracts.md) for this task's metric (plus ``group`` when the sample
         belongs to a sub-score group, e.g. TallyQA simple/complex)."""
         item = {"id": sample.id, "prediction": prediction, "references": sample.references}
         if sample.group is not None:

@@ -1,4 +1,4 @@
-"""User estimators with the design-section-2 signature plug in unchanged (--estimator module:attr)."""
+"""User estimators with the signature of docs/contracts.md plug in unchanged (--estimator module:attr)."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def test_report_numbers_are_the_runs_own(sweeps, tmp_path):
     out = tmp_path / "report.md"
     er.write_markdown(out, data["table"], data["grid"], data["meta"])
     text = out.read_text()
-    assert "`harness sweep` run directories" in text and "Issue 5 acceptance checks" in text
+    assert "`harness sweep` run directories" in text and "Acceptance checks" in text
     assert "scienceqa: 12,2,low at least 0.10 below 16,8,high" in text
     assert f"{len(grid)} runs" not in text  # the count covers both sweeps
     assert "12 runs" in text  # 8 main + 4 grid

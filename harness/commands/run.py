@@ -25,7 +25,7 @@ from harness.config import config_option
 @model_run_options(
     output=click.option("--output", "-o", type=str,
                         help="Run directory (default runs/<time>-<task>-<config>/; one subfolder per task when several)."),
-    estimator="builtin (default), none, a fit .json, or module:attr[@checkpoint] (design section 2 signature).",
+    estimator="builtin (default), none, a fit .json, or module:attr[@checkpoint] (signature: docs/contracts.md).",
     seed="Seed of the subset, bootstrap and policies.",
     include_path="Folder of plugin modules (tasks, metrics, policies) to import.",
     experts_impl="transformers experts implementation (default grouped_mm; eager where unavailable).",

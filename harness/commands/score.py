@@ -1,6 +1,6 @@
 """``harness score --metric NAME FILE.jsonl [--output OUT.jsonl]``: score predictions without a model.
 
-Input: one JSON object per line (design section 3): ``{"id", "prediction", "references"}``, plus
+Input: one JSON object per line (docs/contracts.md): ``{"id", "prediction", "references"}``, plus
 ``choices`` and ``answer`` for ``mc`` and ``image_id`` for ``cider_score``. Output: one line per
 input line, ``{"id": ..., <sub-score>: float, ...}`` (plus extras such as ``pred_index``), to
 ``--output`` or else to stdout; then the aggregate ``{"metric", "n", "scores"}`` as the last line

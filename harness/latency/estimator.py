@@ -1,4 +1,4 @@
-"""Latency estimators: the built-in least-squares fit and user plugins (design section 2).
+"""Latency estimators: the built-in least-squares fit and user plugins (docs/contracts.md, "Latency estimators").
 
 An estimator maps one sample's configuration and token counts to milliseconds:
 
@@ -456,7 +456,7 @@ class PluginError(Exception):
 
 
 class PluginEstimator(LatencyEstimator):
-    """Wraps a user's module/callable with the design-section-2 keyword-tensor signature."""
+    """Wraps a user's module/callable with the keyword-tensor signature of docs/contracts.md."""
 
     def __init__(self, fn: Callable, spec: str):
         self.fn = fn

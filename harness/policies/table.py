@@ -2,7 +2,7 @@
 
 Accepted inputs:
 
-- a run directory (``summary.json`` + ``samples.jsonl``, design section 4), or a folder holding
+- a run directory (``summary.json`` + ``samples.jsonl``, docs/contracts.md), or a folder holding
   run directories at any depth (e.g. a ``harness sweep`` output folder);
 - the JSON written by ``harness pareto`` (``{"tasks": [{"task": ..., "rows": [{"knobs": ...,
   "score": ..., "run_dir": ...}]}]}``), or any JSON whose objects carry ``knobs`` and ``score`` and

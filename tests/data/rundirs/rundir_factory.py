@@ -1,4 +1,4 @@
-"""Builds run directories exactly as design section 4 describes them, for report tests.
+"""Builds run directories exactly as docs/contracts.md describes them, for report tests.
 
 ``make_run(root, ...)`` writes ``samples.jsonl`` (one line per sample) and ``summary.json`` whose
 aggregates (score, CI, latency statistics) are computed from those samples with the harness's own
