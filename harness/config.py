@@ -66,7 +66,7 @@ def config_values(path: str | Path, command: click.Command, command_name: str, s
             value = [value]
         if isinstance(value, list) and not param.multiple and param.nargs == 1:
             value = ",".join(str(v) for v in value)
-        values[param.name] = value
+        values[param.name] = _checked(path, key, param, value)
     if unknown:
         from harness.suggest import closest
 
@@ -76,6 +76,17 @@ def config_values(path: str | Path, command: click.Command, command_name: str, s
         hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
         raise HarnessError(f"--config '{path}': unknown key(s) {', '.join(sorted(unknown))}{hint}; known keys: {', '.join(known)}")
     return values
+
+
+def _checked(path, key: str, param: click.Parameter, value):
+    """Refuse what click's converters would silently coerce but the same flag refuses: a float or a
+    boolean for an integer option (``int(2.5)`` is 2, ``int(True)`` is 1)."""
+    if isinstance(param.type, (click.types.IntParamType,)) and not param.is_flag:
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, bool) or isinstance(v, float):
+                raise HarnessError(f"--config '{path}': {key} = {str(v).lower() if isinstance(v, bool) else v} "
+                                   f"is not an integer; write a whole number (as --{param.name.replace('_', '-')} needs)")
+    return value
 
 
 def config_option(command_name: str):

@@ -42,3 +42,26 @@ def run_fake(tmp_path):
                                style=style) + (backend,)
 
     return _run
+
+
+@pytest.fixture
+def harness_cli(monkeypatch, tmp_path):
+    """``harness_cli("run", ...) -> exit code``: the real CLI with the fake backend (any model spec),
+    estimator fits and the user cache under ``tmp_path``, run from ``tmp_path``."""
+    import harness.backends as hb
+    import harness.latency.estimator as E
+
+    monkeypatch.setattr(hb, "describe", lambda spec: FakeInfo(name=spec))
+    monkeypatch.setattr(hb, "load", lambda spec, **kw: FakeBackend())
+    monkeypatch.setattr(E, "estimators_dir", lambda: tmp_path / "estimators")
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+    def call(*args):
+        from harness.cli import main
+
+        with pytest.raises(SystemExit) as exc:
+            main([*map(str, args)])
+        return exc.value.code
+
+    return call

@@ -9,34 +9,11 @@ import textwrap
 
 import pytest
 
-from fixtures.fakes import FakeBackend, FakeInfo
-
 BROKEN = {
     "syntax": ("def f(:\n    pass\n", "SyntaxError"),
     "raises": ("import os\nraise RuntimeError('boom at import\\nsecond line of the message')\n", "RuntimeError: boom at import"),
     "needs_missing_dep": ("import no_such_dependency_xyz\n", "No module named 'no_such_dependency_xyz'"),
 }
-
-
-@pytest.fixture
-def harness_cli(monkeypatch, tmp_path):
-    import harness.backends as hb
-    import harness.latency.estimator as E
-
-    monkeypatch.setattr(hb, "describe", lambda spec: FakeInfo(name=spec))
-    monkeypatch.setattr(hb, "load", lambda spec, **kw: FakeBackend())
-    monkeypatch.setattr(E, "estimators_dir", lambda: tmp_path / "estimators")
-    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-
-    def call(*args):
-        from harness.cli import main
-
-        with pytest.raises(SystemExit) as exc:
-            main([*map(str, args)])
-        return exc.value.code
-
-    return call
 
 
 @pytest.fixture
