@@ -7,6 +7,7 @@ code 2, never a traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -63,25 +64,40 @@ def cli():
     accuracy next to measured and estimated latency."""
 
 
+RESUMABLE = ("run", "sweep", "profile")  # commands whose re-run picks up where an interrupted one stopped
+
+
+def _aborted(argv) -> None:
+    """Ctrl-C: ``aborted`` on a line of its own (progress bars are stopped before this point)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args if not a.startswith("-")), "")
+    hint = ("; finished work is saved: re-run the same command to resume" if command in RESUMABLE else "")
+    click.echo(f"aborted{hint}", err=True)
+    sys.exit(130)
+
+
 def main(argv=None):
     try:
         rc = cli.main(args=argv, prog_name="harness", standalone_mode=False)
     except HarnessError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _aborted(argv)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" '{exc.filename}'" if exc.filename else ""
+        click.echo(f"error: cannot write{where}: {exc.strerror or exc}; free space and re-run the same command "
+                   "(run, sweep and profile resume)", err=True)
+        sys.exit(2)
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

@@ -5,6 +5,13 @@ Resume: opening a directory that already holds a run with the *same* configurati
 finished lines, so the runner skips those ids; a half-written last line (the process was killed
 mid-write) is cut off and that sample is redone. A directory holding a run with a *different*
 configuration is refused with a one-line message naming what differs.
+
+Nothing is created before there is something to keep: :meth:`RunRecord.open` only checks the
+folder (writable, resumable), and the folder and ``run.json`` appear when the first sample line is
+about to be written. A run that fails earlier (the model does not load, a bad estimator file)
+leaves no folder behind. A write that fails (disk full, quota) cuts the half-written line off
+again, removes a folder this run created if it holds no finished sample, and becomes a one-line
+:class:`~harness.errors.HarnessError` saying that re-running resumes.
 """
 
 from __future__ import annotations
@@ -25,18 +32,37 @@ RECORD_FORMAT = "harness-run/1"
 
 
 def check_writable(folder: str | Path) -> Path:
-    """Create ``folder`` if needed and prove a file can be written there (nothing is left behind)."""
+    """Prove that ``folder`` can be created or written without creating it: a file is created and
+    removed in the nearest folder that exists (``folder`` itself, or an ancestor)."""
     p = Path(folder)
     if p.exists() and not p.is_dir():
         raise HarnessError(f"output path '{p}' exists and is not a directory; pass --output to a folder")
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
     try:
-        p.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".harness-write-test.", dir=p)
+        if not probe.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        fd, tmp = tempfile.mkstemp(prefix=".harness-write-test.", dir=probe)
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
         raise HarnessError(f"output directory '{p}' is not writable ({exc.strerror or exc}); pass --output to a writable folder")
     return p
+
+
+def disk_error(exc: OSError, path: Path, what: str, kept: int | None = None) -> HarnessError:
+    """A failed write (disk full, quota, I/O error) as one line that says what was kept."""
+    why = exc.strerror or str(exc)
+    kept_txt = "" if kept is None else f" ({kept} finished sample(s) kept)"
+    return HarnessError(f"cannot write {what} '{path}': {why}; free space (or pass --output elsewhere) and "
+                        f"re-run the same command to resume{kept_txt}")
+
+
+def write_line(fh, text: str) -> None:
+    """Write one record line and flush it to the OS (the one place sample lines hit the disk)."""
+    fh.write(text)
+    fh.flush()
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
@@ -54,14 +80,17 @@ def _short(v: Any) -> str:
 
 
 class RunRecord:
-    """One task's run directory, opened for appending."""
+    """One task's run directory, opened for appending (created on the first write)."""
 
-    def __init__(self, folder: Path, run_config: dict, finished: dict[str, dict], resumed_from: int):
+    def __init__(self, folder: Path, run_config: dict, finished: dict[str, dict], resumed_from: int,
+                 exists: bool = True):
         self.folder = folder
         self.run_config = run_config
         self.finished = finished  # id -> line (in file order)
         self.resumed_from = resumed_from  # number of lines found at open
         self._fh = None
+        self._exists = exists  # folder and run.json are on disk
+        self._created: list[Path] | None = None  # set once this run wrote run.json: the folders it created
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
@@ -82,11 +111,44 @@ class RunRecord:
         elif samples_path.exists() and samples_path.stat().st_size > 0:
             raise HarnessError(f"'{folder}' holds {SAMPLES_FILE} but no {RUN_FILE}, so it cannot be resumed safely; pass another --output")
         else:
-            from harness.jsonio import atomic_write_json as _w
-
-            _w(run_path, {"format": RECORD_FORMAT, "run_config": run_config})
+            return cls(folder, run_config, {}, 0, exists=False)
         finished = cls._read_finished(samples_path)
         return cls(folder, run_config, finished, len(finished))
+
+    def _materialize(self) -> None:
+        """Create the folder and ``run.json`` (before the first line is written)."""
+        if self._exists:
+            return
+        missing = []
+        p = self.folder
+        while not p.exists() and p != p.parent:
+            missing.append(p)
+            p = p.parent
+        try:
+            self._created = missing
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.folder / RUN_FILE, {"format": RECORD_FORMAT, "run_config": self.run_config})
+        except OSError as exc:
+            self._remove_created()
+            raise disk_error(exc, self.folder / RUN_FILE, "the run file")
+        self._exists = True
+
+    def _remove_created(self) -> None:
+        """Undo what this run created (run.json, folders) when no finished sample is in it."""
+        if self._created is None or self.finished:
+            return
+        for name in (SAMPLES_FILE, RUN_FILE):
+            try:
+                (self.folder / name).unlink()
+            except OSError:
+                pass
+        for p in self._created:  # deepest first
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        self._created = None
+        self._exists = self.folder.is_dir() and (self.folder / RUN_FILE).exists()
 
     @staticmethod
     def _read_finished(path: Path) -> dict[str, dict]:
@@ -133,12 +195,35 @@ class RunRecord:
         return self.folder / SUMMARY_FILE
 
     def append(self, line: dict) -> None:
-        """Append one finished sample and flush it to the OS before returning."""
-        if self._fh is None:
-            self._fh = open(self.samples_path, "a", encoding="utf-8")
-        self._fh.write(dumps_line(line) + "\n")
-        self._fh.flush()
+        """Append one finished sample and flush it to the OS before returning. A failed write
+        leaves the file as it was before the call."""
+        self._materialize()
+        text = dumps_line(line) + "\n"
+        start = None
+        try:
+            if self._fh is None:
+                self._fh = open(self.samples_path, "a", encoding="utf-8")
+            start = self._fh.tell()
+            write_line(self._fh, text)
+        except OSError as exc:
+            self._undo_partial(start)
+            raise disk_error(exc, self.samples_path, "sample records", kept=len(self.finished))
         self.finished[str(line["id"])] = line
+
+    def _undo_partial(self, start: int | None) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.close()
+            except OSError:
+                pass
+            self._fh = None
+        if start is not None:
+            try:
+                with open(self.samples_path, "r+b") as fh:
+                    fh.truncate(start)
+            except OSError:
+                pass
+        self._remove_created()
 
     def extend(self, lines: Iterable[dict]) -> None:
         for line in lines:
@@ -147,13 +232,21 @@ class RunRecord:
     def rewrite_samples(self, lines: list[dict]) -> None:
         """Replace ``samples.jsonl`` atomically (used to fill in corpus-level per-sample scores)."""
         self.close()
+        self._materialize()
         from harness.jsonio import atomic_write_text
 
-        atomic_write_text(self.samples_path, "".join(dumps_line(x) + "\n" for x in lines))
+        try:
+            atomic_write_text(self.samples_path, "".join(dumps_line(x) + "\n" for x in lines))
+        except OSError as exc:
+            raise disk_error(exc, self.samples_path, "sample records", kept=len(self.finished))
         self.finished = {str(x["id"]): x for x in lines}
 
     def write_summary(self, summary: dict) -> None:
-        atomic_write_json(self.summary_path, summary)
+        self._materialize()
+        try:
+            atomic_write_json(self.summary_path, summary)
+        except OSError as exc:
+            raise disk_error(exc, self.summary_path, "the summary", kept=len(self.finished))
 
     def close(self) -> None:
         if self._fh is not None:

@@ -184,6 +184,14 @@ class Runner:
         t_loop = time.perf_counter()
         items = [_Item(i, s) for i, s in enumerate(samples) if str(s.id) not in record.finished]
         self.reporter.start(self.task.name, len(samples), len(samples) - len(items))
+        try:  # the progress bar ends on its own line whatever ends the loop (Ctrl-C, a full disk)
+            self._loop(record, items)
+        finally:
+            self.reporter.stop()
+        self.timing["loop_s"] = time.perf_counter() - t_loop - self.timing["warmup_s"]
+        return self.timing
+
+    def _loop(self, record, items: list) -> None:
         self._prepare(items)
         self._choose(items)
         batch_id = 1 + max([int(x.get("batch_id") or 0) for x in record.finished.values()] or [0])
@@ -199,9 +207,6 @@ class Runner:
             batch_id += 1
         self.timing["warmup_s"] = self.warmup.seconds
         self.timing["warmup"] = self.warmup.summary()
-        self.timing["loop_s"] = time.perf_counter() - t_loop - self.timing["warmup_s"]
-        self.reporter.stop()
-        return self.timing
 
     def _warm(self, knobs: Knobs, batch: list[_Item], max_new: int) -> None:
         """Untimed calls on this very batch before the first measured call of its (configuration,

@@ -18,3 +18,142 @@ def test_config_refuses_what_the_flag_refuses(harness_cli, capsys, tmp_path, lin
     assert not (tmp_path / "o").exists()
     # and the same value as a flag is refused too
     assert harness_cli("run", "--task", "scienceqa", "--batch-size", "2.5") == 2
+
+
+def _disk_full_after(monkeypatch, n_ok: int):
+    """The record writer writes ``n_ok`` lines, then half of the next one and fails with ENOSPC."""
+    import errno
+
+    import harness.records as records
+
+    real = records.write_line
+    calls = {"n": 0}
+
+    def writer(fh, text):
+        calls["n"] += 1
+        if calls["n"] > n_ok:
+            fh.write(text[: len(text) // 2])
+            fh.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fh, text)
+
+    monkeypatch.setattr(records, "write_line", writer)
+    return real
+
+
+RUN = ("run", "--task", "scienceqa", "--knobs", "6,2", "--limit", "8", "--estimator", "none", "-q")
+
+
+def test_full_disk_during_run_is_one_line_and_resumes(harness_cli, capsys, monkeypatch, tmp_path):
+    out = tmp_path / "o"
+    real_writer = _disk_full_after(monkeypatch, 3)
+    assert harness_cli(*RUN, "-o", out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write sample records") and err.count("\n") == 1, err
+    assert "No space left on device" in err and "resume" in err and "3 finished" in err
+    text = (out / "samples.jsonl").read_text()
+    assert text.endswith("\n") and len(text.splitlines()) == 3  # nothing half-written
+    assert not (out / "summary.json").exists()
+    import harness.records as records
+
+    monkeypatch.setattr(records, "write_line", real_writer)  # space again
+    assert harness_cli(*RUN, "-o", out, "--json") == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert harness_cli(*RUN, "-o", tmp_path / "clean", "--json") == 0
+    clean = json.loads(capsys.readouterr().out)
+    assert resumed["n"] == clean["n"] == 8 and resumed["score"] == clean["score"]
+    lines = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert sorted(x["id"] for x in lines) == sorted(json.loads(x)["id"] for x in (tmp_path / "clean" / "samples.jsonl").read_text().splitlines())
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_full_disk_on_the_first_line_leaves_no_folder(harness_cli, capsys, monkeypatch, tmp_path, command):
+    _disk_full_after(monkeypatch, 0)
+    out = tmp_path / "new" / "o"
+    if command == "run":
+        code = harness_cli(*RUN, "-o", out)
+    else:
+        code = harness_cli("sweep", "--task", "scienceqa", "--grid", "num_blocks=6 top_k=2,4", "--limit", "4",
+                           "--estimator", "none", "-q", "-o", out)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "new").exists()
+
+
+def test_full_disk_writing_the_summary(harness_cli, capsys, monkeypatch, tmp_path):
+    import errno
+
+    import harness.records as records
+
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real = records.atomic_write_json
+    monkeypatch.setattr(records, "atomic_write_json",
+                        lambda path, obj: full(path, obj) if str(path).endswith("summary.json") else real(path, obj))
+    out = tmp_path / "o"
+    assert harness_cli(*RUN, "-o", out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write the summary") and err.count("\n") == 1
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 8
+    assert sorted(p.name for p in out.iterdir()) == ["run.json", "samples.jsonl"]
+
+
+def test_full_disk_anywhere_else_is_one_line(harness_cli, capsys, monkeypatch, tmp_path):
+    """A write outside the run records (an estimator fit, a profile) still ends in one line, exit 2."""
+    import errno
+
+    import harness.latency.profile as prof
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "est.json"))
+
+    monkeypatch.setattr(prof, "save_profile", full)
+    code = harness_cli("profile", "--model", "fakemodel", "--grid", "blocks=4,6;top_k=1,2;tier=low;prompt=8;output=4",
+                       "--repeats", "1", "-q", "--output", tmp_path / "est.json")
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: cannot write") and "No space left" in err and err.count("\n") == 1
+
+
+def test_failed_model_load_leaves_no_folder(harness_cli, capsys, monkeypatch, tmp_path):
+    import harness.backends as hb
+    from harness.errors import HarnessError
+
+    def broken(spec, **kw):
+        raise HarnessError("cannot load model 'x': config.json is missing")
+
+    monkeypatch.setattr(hb, "load", broken)
+    assert harness_cli(*RUN, "-o", tmp_path / "o") == 2
+    assert "cannot load model" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_measurements_file_leaves_no_folder(harness_cli, capsys, tmp_path):
+    bad = tmp_path / "m.json"
+    bad.write_text("{not json")
+    out = tmp_path / "fits" / "est.json"
+    assert harness_cli("profile", "--model", "fakemodel", "--from-measurements", bad, "--output", out) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert not (tmp_path / "fits").exists()
+
+
+def test_ctrl_c_prints_aborted_on_its_own_line_with_the_resume_hint(harness_cli, capsys, monkeypatch, tmp_path):
+    from fixtures.fakes import FakeBackend
+
+    real = FakeBackend.generate
+    calls = {"n": 0}
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(FakeBackend, "generate", interrupted)
+    assert harness_cli("run", "--task", "scienceqa", "--knobs", "6,2", "--limit", "8", "--estimator", "none",
+                       "-o", tmp_path / "o") == 130
+    err = capsys.readouterr().err
+    last = err.rstrip("\n").splitlines()[-1]
+    assert last.startswith("aborted") and "re-run the same command to resume" in last
+    assert "Traceback" not in err
+    assert harness_cli("score", "--metric", "em", tmp_path / "missing.jsonl") == 2  # not resumable: no hint there
