@@ -64,7 +64,8 @@ class Context:
     dtype: str
     experts_impl: str
     data: dict[str, Any]  # task name -> LoadedData
-    seed: int = 0
+    seed: int = 0  # policies and the bootstrap
+    subset_seed: int = 0  # the --limit subset
     batch_size: int = 1
     style: str | None = None
     max_new_tokens: int | None = None
@@ -142,8 +143,8 @@ def _file_sha256(path) -> str:
 
 def prepare(*, task, model: str = "reference", data="bundled", limit: int | None = None, batch_size: int = 1,
             importance=None, estimator: str | None = None, device: str = "auto", dtype: str = "auto", seed: int = 0,
-            style: str | None = None, max_new_tokens: int | None = None, experts_impl: str | None = None,
-            latency_budget_ms: float | None = None, accuracy_table: str | None = None, knob_space: str | None = None,
+            subset_seed: int = 0, style: str | None = None, max_new_tokens: int | None = None,
+            experts_impl: str | None = None, latency_budget_ms: float | None = None, accuracy_table: str | None = None, knob_space: str | None = None,
             include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
             compile: bool = False) -> Context:
     """Validate everything that can be checked without weights (see the module docstring)."""
@@ -201,12 +202,13 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
 
     loaded = {}
     for t in task_objs:
-        ld = data if hasattr(data, "samples") else load_samples(t, data, limit, seed)
+        ld = data if hasattr(data, "samples") else load_samples(t, data, limit, subset_seed)
         if not ld.samples:
             raise HarnessError(f"task '{t.name}' has no samples in --data {data}; check the path or --limit")
         loaded[t.name] = ld
     ctx = Context(tasks=task_objs, metrics=metrics, info=info, model=model, device=dev, dtype=dt, experts_impl=impl,
-                  data=loaded, seed=seed, batch_size=int(batch_size), style=style, max_new_tokens=max_new_tokens,
+                  data=loaded, seed=seed, subset_seed=subset_seed, batch_size=int(batch_size), style=style,
+                  max_new_tokens=max_new_tokens,
                   importance=importance, importance_hash=imp_hash, estimator_spec=estimator,
                   latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table, knob_space=knob_space,
                   knob_space_configs=space, quiet=quiet, compile=bool(compile), backend=backend)
@@ -337,7 +339,7 @@ def evaluate(task, knobs=None, *, model: str = "reference", data="bundled", limi
              tier: str | None = None, batch_size: int = 1, policy=None, policy_args: dict | None = None,
              latency_budget_ms: float | None = None, accuracy_table: str | None = None, knob_space: str | None = None,
              importance=None, estimator=None, output=None, device: str = "auto", dtype: str = "auto", seed: int = 0,
-             style: str | None = None, max_new_tokens: int | None = None, experts_impl: str | None = None,
+             subset_seed: int = 0, style: str | None = None, max_new_tokens: int | None = None, experts_impl: str | None = None,
              include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
              reporter: Callable[[], Any] | None = None, compile: bool = False) -> EvalResult:
     """Evaluate a model on one or more tasks at fixed knobs (``knobs="14,6"``) or under a policy
@@ -348,7 +350,8 @@ def evaluate(task, knobs=None, *, model: str = "reference", data="bundled", limi
     est_obj = None if estimator is None or isinstance(estimator, str) else estimator
     ctx = prepare(task=task, model=model, data=data, limit=limit, batch_size=batch_size, importance=importance,
                   estimator=estimator if isinstance(estimator, str) else getattr(estimator, "name", None),
-                  device=device, dtype=dtype, seed=seed, style=style, max_new_tokens=max_new_tokens,
+                  device=device, dtype=dtype, seed=seed, subset_seed=subset_seed, style=style,
+                  max_new_tokens=max_new_tokens,
                   experts_impl=experts_impl, latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table,
                   knob_space=knob_space, include_path=include_path, metric=metric, backend=backend, quiet=quiet,
                   compile=compile)

@@ -15,6 +15,13 @@ class HarnessError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class RunFailedError(HarnessError):
+    """A run that finished but whose samples (nearly) all failed: ``error: ...``, exit code 1, so
+    that a script or CI job cannot mistake it for a result."""
+
+    exit_code = 1
+
+
 def warn(message: str, quiet: bool = False) -> None:
     """``warning: <message>`` on stderr. Warnings always print (even with --quiet): they explain
     missing or surprising numbers."""

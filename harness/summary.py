@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Sequence
 
 from harness.knobs import Knobs
@@ -112,6 +113,8 @@ def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_con
         "model_info": _plain(info),
         "data": {"source": data.source, "synthetic": bool(data.synthetic), "fingerprint": data.fingerprint,
                  "subset": data.subset, "labeled": bool(data.labeled)},
+        "seed": (run_config or {}).get("seed"),  # policies and the bootstrap
+        "subset_seed": (data.subset or {}).get("seed"),  # which samples --limit took
         "knobs": fixed_knobs.to_dict() if fixed_knobs else None,
         "config": str(fixed_knobs) if fixed_knobs else None,
         "policy": policy_desc,
@@ -198,3 +201,25 @@ def policy_config(knobs: Knobs | None, policy_spec: str | None, policy_args: dic
         k = knobs if knobs.tier else knobs.with_tier(getattr(info, "default_tier", None) or "medium")
         return {"name": "fixed", "knobs": str(k)}
     return {"name": policy_spec, "args": dict(policy_args or {})}
+
+
+def check_failures(runs, max_failed: float | None = None) -> None:
+    """Raise :class:`~harness.errors.RunFailedError` (exit 1) when a run's samples all failed, or
+    more than a ``max_failed`` share of them. ``runs``: (summary, run directory) pairs."""
+    from harness.errors import RunFailedError
+    from harness.jsonio import iter_jsonl
+
+    bad = []
+    for summary, folder in runs:
+        n, n_failed = int(summary.get("n") or 0), int(summary.get("n_failed") or 0)
+        if n and (n_failed == n or (max_failed is not None and n_failed / n > max_failed)):
+            bad.append((summary, Path(folder), n, n_failed))
+    if not bad:
+        return
+    summary, folder, n, n_failed = bad[0]
+    first = next((str(line["error"]) for _, line in iter_jsonl(folder / "samples.jsonl") if line.get("error")), "?")
+    limit = "all" if max_failed is None else f"more than {max_failed:.0%}"
+    more = f" (and {len(bad) - 1} more run(s))" if len(bad) > 1 else ""
+    raise RunFailedError(f"{n_failed} of {n} samples failed in {summary.get('task')} "
+                         f"{summary.get('config') or (summary.get('policy') or {}).get('name', '')} ({limit} may not){more}; "
+                         f"first error: {first[:200]}; see {folder / 'samples.jsonl'}")

@@ -157,3 +157,79 @@ def test_ctrl_c_prints_aborted_on_its_own_line_with_the_resume_hint(harness_cli,
     assert last.startswith("aborted") and "re-run the same command to resume" in last
     assert "Traceback" not in err
     assert harness_cli("score", "--metric", "em", tmp_path / "missing.jsonl") == 2  # not resumable: no hint there
+
+
+def test_subset_is_independent_of_the_policy_seed(harness_cli, capsys, tmp_path):
+    def ids(*extra):
+        out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
+        code = harness_cli("run", "--task", "scienceqa", "--policy", "random", "--limit", "5", "--estimator", "none",
+                           "-q", "--json", "-o", out, *extra)
+        assert code == 0, capsys.readouterr().err
+        summary = json.loads(capsys.readouterr().out)
+        return summary, sorted(json.loads(x)["id"] for x in (out / "samples.jsonl").read_text().splitlines())
+
+    s1, a = ids("--seed", "1")
+    s2, b = ids("--seed", "2")
+    assert a == b  # another policy seed evaluates the same samples
+    assert (s1["seed"], s1["subset_seed"]) == (1, 0) and (s2["seed"], s2["subset_seed"]) == (2, 0)
+    s3, c = ids("--seed", "1", "--subset-seed", "7")
+    assert c != a and (s3["seed"], s3["subset_seed"]) == (1, 7)
+
+
+def _failing_backend(monkeypatch, fail_every: int):
+    """Every ``fail_every``-th generate call of the fake backend raises (1 = all)."""
+    from fixtures.fakes import FakeBackend
+
+    real = FakeBackend.generate
+    calls = {"n": 0}
+
+    def generate(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] % fail_every == 0:
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(FakeBackend, "generate", generate)
+
+
+def test_a_run_whose_samples_all_fail_exits_1(harness_cli, capsys, monkeypatch, tmp_path):
+    _failing_backend(monkeypatch, 1)
+    assert harness_cli(*RUN, "-o", tmp_path / "o", "--json") == 1
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["n_failed"] == 8  # the results are still written and printed
+    assert cap.err.startswith("error: 8 of 8 samples failed in scienceqa") and "device-side assert" in cap.err
+    assert cap.err.count("\n") == 1 and (tmp_path / "o" / "summary.json").is_file()
+
+
+def test_max_failed_share(harness_cli, capsys, monkeypatch, tmp_path):
+    _failing_backend(monkeypatch, 2)  # every other sample fails (the estimator-free run has no warm-up calls)
+    assert harness_cli(*RUN, "-o", tmp_path / "a") == 0  # default: only all-failed is an error
+    capsys.readouterr()
+    assert harness_cli(*RUN, "-o", tmp_path / "b", "--max-failed", "0.25") == 1
+    assert "more than 25% may not" in capsys.readouterr().err
+    assert harness_cli(*RUN, "-o", tmp_path / "c", "--max-failed", "0.75") == 0
+    assert harness_cli(*RUN, "-o", tmp_path / "d", "--max-failed", "1.5") == 2
+
+
+def test_sweep_all_failed_exits_1(harness_cli, capsys, monkeypatch, tmp_path):
+    _failing_backend(monkeypatch, 1)
+    code = harness_cli("sweep", "--task", "scienceqa", "--grid", "num_blocks=6 top_k=2,4", "--limit", "3",
+                       "--estimator", "none", "-q", "-o", tmp_path / "s")
+    err = capsys.readouterr().err
+    assert code == 1 and "3 of 3 samples failed" in err and "1 more run" in err
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_results_on_stdout_progress_on_stderr(harness_cli, capsys, tmp_path, command):
+    if command == "run":
+        code = harness_cli(*RUN[:-1], "-o", tmp_path / "o")
+    else:
+        code = harness_cli("sweep", "--task", "scienceqa", "--grid", "num_blocks=6 top_k=2,4", "--limit", "3",
+                           "--estimator", "none", "-o", tmp_path / "o")
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    assert "scienceqa" in cap.out and ("run directory:" in cap.out or "sweep folder:" in cap.out)
+    # piped: each table row is one line holding all its cells
+    rows = [ln for ln in cap.out.splitlines() if ln.startswith("│ scienceqa")]
+    assert rows and all(ln.rstrip().endswith("│") and ln.count("│") == 12 for ln in rows)
+    assert "run directory:" not in cap.err and "sweep folder:" not in cap.err

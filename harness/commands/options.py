@@ -23,9 +23,14 @@ _SHARED = (
     ("device", ("--device",), dict(default="auto", show_default=True, help="auto (cuda if available), cpu, cuda[:N].")),
     ("dtype", ("--dtype",), dict(type=click.Choice(DTYPES), default="auto", show_default=True,
                                  help="auto = bfloat16 on GPU, float32 on CPU.")),
-    ("seed", ("--seed",), dict(type=int, default=0, show_default=True, help="Seed of the subset and the bootstrap.")),
+    ("seed", ("--seed",), dict(type=int, default=0, show_default=True,
+                               help="Seed of policies and the bootstrap (the --limit subset has its own --subset-seed).")),
+    ("subset_seed", ("--subset-seed",), dict(type=int, default=0, show_default=True,
+                                             help="Seed of the --limit subset: the same samples whatever --seed is.")),
     ("style", ("--style",), dict(help="Prompt style of the task (see `harness tasks`).")),
     ("max_new_tokens", ("--max-new-tokens",), dict(type=click.IntRange(min=1), help="Override the task's output length limit.")),
+    ("max_failed", ("--max-failed",), dict(type=click.FloatRange(0, 1), default=None,
+                                           help="Exit 1 when more than this share of a run's samples fail (default: only when all fail).")),
     ("include_path", ("--include-path",), dict(multiple=True, help="Folder of plugin modules (tasks, metrics) to import.")),
     ("compile_", ("--compile", "compile_"), dict(is_flag=True, help="torch.compile the decode step (GPU).")),
     ("experts_impl", ("--experts-impl",), dict(type=click.Choice(EXPERTS_IMPLS), default=None,
@@ -35,8 +40,8 @@ _SHARED = (
 
 def model_run_options(*, output, **help_text):
     """Decorator adding the shared options (model, data, limit, batch size, importance, estimator,
-    ``output`` -- the command's own ``--output`` option decorator --, device, dtype, seed, style,
-    max new tokens, include path, compile, experts implementation). ``help_text`` replaces the help
+    ``output`` -- the command's own ``--output`` option decorator --, device, dtype, seed, subset seed, style,
+    max new tokens, max failed share, include path, compile, experts implementation). ``help_text`` replaces the help
     of an option by parameter name, e.g. ``limit="... per task."``."""
     unknown = set(help_text) - {name for name, _, _ in _SHARED}
     if unknown:

@@ -25,8 +25,8 @@ from harness.config import config_option
 @model_run_options(
     output=click.option("--output", "-o", type=str,
                         help="Run directory (default runs/<time>-<task>-<config>/; one subfolder per task when several)."),
-    estimator="builtin (default), none, a fit .json, or module:attr[@checkpoint] (signature: docs/contracts.md).",
-    seed="Seed of the subset, bootstrap and policies.",
+    estimator="builtin (default), none, a fit .json, or module:attr[@checkpoint] (signature in docs/contracts.md).",
+    seed="Seed of policies and the bootstrap (the --limit subset has its own --subset-seed).",
     include_path="Folder of plugin modules (tasks, metrics, policies) to import.",
     experts_impl="transformers experts implementation (default grouped_mm; eager where unavailable).",
 )
@@ -37,10 +37,13 @@ from harness.config import config_option
 @click.option("--knob-space", help="Candidate configurations: a name in configs/knob_spaces or a TOML path.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary JSON to stdout (a list when several tasks).")
-def command(tasks, knobs, tier, model, data, limit, batch_size, importance, estimator, output, device, dtype, seed, style,
-            max_new_tokens, include_path, compile_, experts_impl, policy, policy_args, latency_budget_ms, accuracy_table,
-            knob_space, quiet, as_json):
-    """Evaluate MODEL on TASKS: accuracy with a bootstrap CI, measured and estimated latency."""
+def command(tasks, knobs, tier, model, data, limit, batch_size, importance, estimator, output, device, dtype, seed, subset_seed,
+            style, max_new_tokens, max_failed, include_path, compile_, experts_impl, policy, policy_args, latency_budget_ms,
+            accuracy_table, knob_space, quiet, as_json):
+    """Evaluate MODEL on TASKS: accuracy with a bootstrap CI, measured and estimated latency.
+
+    Results (the table, or --json) go to stdout; progress and warnings to stderr. Exit 0, 1 when
+    all samples of a run failed (or more than --max-failed of them), 2 on bad input."""
     from harness import api
     from harness.policies import parse_policy_args
     from harness.progress import RichReporter, summary_table
@@ -49,7 +52,8 @@ def command(tasks, knobs, tier, model, data, limit, batch_size, importance, esti
                           policy=policy, policy_args=parse_policy_args(policy_args),
                           latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table, knob_space=knob_space,
                           importance=importance, estimator=estimator, output=output, device=device, dtype=dtype,
-                          seed=seed, style=style, max_new_tokens=max_new_tokens, experts_impl=experts_impl,
+                          seed=seed, subset_seed=subset_seed, style=style, max_new_tokens=max_new_tokens,
+                          experts_impl=experts_impl,
                           include_path=include_path, quiet=quiet, compile=compile_,
                           reporter=lambda: RichReporter(quiet=quiet))
     summaries = result.summaries
@@ -59,13 +63,14 @@ def command(tasks, knobs, tier, model, data, limit, batch_size, importance, esti
 
         click.echo(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2, default=str))
     if not quiet:
-        from rich.console import Console
+        from harness.console import console, print_table
 
-        console = Console(stderr=as_json)
-        if not console.is_terminal:
-            console.width = max(console.width, 120)
-        console.print(summary_table(summaries))
+        print_table(summary_table(summaries), stderr=as_json)
+        out = console(stderr=as_json)
         for s in summaries:
             for note in s.get("notes", []):
-                console.print(f"[dim]{s['task']}: {note}[/]", highlight=False)
-        console.print(f"run directory: {root}", highlight=False)
+                out.print(f"[dim]{s['task']}: {note}[/]", highlight=False, soft_wrap=True)
+        out.print(f"run directory: {root}", highlight=False, soft_wrap=True)
+    from harness.summary import check_failures
+
+    check_failures(zip(summaries, result.run_dirs), max_failed)

@@ -27,8 +27,8 @@ from harness.errors import HarnessError
 )
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan (done / to run) without loading the model.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or table.")
-def command(grid_spec, tasks, model, data, limit, batch_size, importance, estimator, output, device, dtype, seed, style,
-            max_new_tokens, include_path, compile_, experts_impl, dry_run, quiet):
+def command(grid_spec, tasks, model, data, limit, batch_size, importance, estimator, output, device, dtype, seed, subset_seed,
+            style, max_new_tokens, max_failed, include_path, compile_, experts_impl, dry_run, quiet):
     """Run every configuration of a knob grid on every task, loading the model once.
 
     Each (task, configuration) gets its own run directory, <output>/<task>/<knobs>/ (e.g.
@@ -36,6 +36,7 @@ def command(grid_spec, tasks, model, data, limit, batch_size, importance, estima
     configurations are skipped and a half-done one continues where it stopped. Everything is
     validated before the model loads; when nothing is left to run the model is not loaded."""
     from harness import api, sweep
+    from harness.jsonio import read_json
     from harness.progress import RichReporter, summary_table
 
     grid = sweep.load_grid(grid_spec)
@@ -43,7 +44,7 @@ def command(grid_spec, tasks, model, data, limit, batch_size, importance, estima
     if not names:
         raise HarnessError(f"no task given and grid {grid.source} names none; pass --task NAME (repeatable, comma list, or 'all')")
     ctx = api.prepare(task=names, model=model, data=data, limit=limit, batch_size=batch_size, importance=importance,
-                      estimator=estimator, device=device, dtype=dtype, seed=seed, style=style,
+                      estimator=estimator, device=device, dtype=dtype, seed=seed, subset_seed=subset_seed, style=style,
                       max_new_tokens=max_new_tokens, experts_impl=experts_impl, include_path=include_path, quiet=quiet,
                       compile=compile_)
     configs = sweep.validate_configs(grid.configs, ctx.info, grid.source)
@@ -70,16 +71,14 @@ def command(grid_spec, tasks, model, data, limit, batch_size, importance, estima
     if pending and not quiet and "model_load_s" in ctx.timing:
         click.echo(f"model {ctx.info.name} loaded once in {ctx.timing['model_load_s']:.1f}s", err=True)
 
+    ordered = sorted(units, key=lambda u: (u.task.name, u.knobs.num_blocks, u.knobs.top_k, str(u.knobs)))
+    summaries = [read_json(u.folder / "summary.json", "run summary") for u in ordered]
     if not quiet:
-        from rich.console import Console
+        from harness.console import console, print_table
 
-        from harness.jsonio import read_json
+        print_table(summary_table(summaries))
+        console().print(f"sweep folder: {output}  (next: harness pareto {output} -o {Path(output) / 'pareto'})",
+                        highlight=False, soft_wrap=True)
+    from harness.summary import check_failures
 
-        summaries = [read_json(u.folder / "summary.json", "run summary") for u in sorted(
-            units, key=lambda u: (u.task.name, u.knobs.num_blocks, u.knobs.top_k, str(u.knobs)))]
-        console = Console(stderr=True)
-        if not console.is_terminal:
-            console.width = max(console.width, 120)
-        console.print(summary_table(summaries))
-        console.print(f"sweep folder: {output}  (next: harness pareto {output} -o {Path(output) / 'pareto'})",
-                      highlight=False)
+    check_failures(zip(summaries, [u.folder for u in ordered]), max_failed)
