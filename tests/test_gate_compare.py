@@ -11,8 +11,8 @@ sys.path.insert(0, str(Path(__file__).parent / "data" / "rundirs"))
 from rundir_factory import make_run  # noqa: E402
 
 from harness.cli import main  # noqa: E402
-from harness.gate import read_baseline, run_gate  # noqa: E402
-from harness.rundirs import load_runs  # noqa: E402
+from harness.reports.gate import read_baseline, run_gate  # noqa: E402
+from harness.reports.rundirs import load_runs  # noqa: E402
 
 IDS = [f"q{i:02d}" for i in range(40)]
 GOOD = [1.0 if i % 4 else 0.0 for i in range(40)]  # 0.75

@@ -153,9 +153,9 @@ def test_oracle_policy_end_to_end(tmp_path, sweep):
 
 
 def test_pareto_json_of_the_sweep_is_an_accuracy_table(tmp_path, sweep):
-    from harness.pareto import build_tables, to_json
+    from harness.reports.pareto import build_tables, to_json
     from harness.policies.table import load_accuracy_table
-    from harness.rundirs import load_runs
+    from harness.reports.rundirs import load_runs
 
     doc = json.loads(to_json(build_tables(load_runs([sweep]))))
     p = tmp_path / "pareto.json"

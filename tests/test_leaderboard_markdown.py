@@ -9,8 +9,8 @@ sys.path.insert(0, str(Path(__file__).parent / "data" / "rundirs"))
 from rundir_factory import make_run  # noqa: E402
 
 from harness.cli import main  # noqa: E402
-from harness.leaderboard import render  # noqa: E402
-from harness.rundirs import load_runs  # noqa: E402
+from harness.reports.leaderboard import render  # noqa: E402
+from harness.reports.rundirs import load_runs  # noqa: E402
 
 
 def cli(args, capsys):

@@ -12,8 +12,8 @@ from rundir_factory import make_run  # noqa: E402
 
 from harness.cli import main  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.pareto import build_tables, frontier  # noqa: E402
-from harness.rundirs import load_runs  # noqa: E402
+from harness.reports.pareto import build_tables, frontier  # noqa: E402
+from harness.reports.rundirs import load_runs  # noqa: E402
 
 
 def cli(args, capsys):

@@ -100,7 +100,7 @@ def test_sweep_runs_each_config_once_and_resumes(tmp_path, capsys, fake_model):
     assert fake_model == ["reference"]  # one model load for 2 tasks x 4 configs
     dirs = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("summary.json"))
     assert dirs == [f"{t}/b{b}-k{k}-low" for t in ("scienceqa", "vqav2") for b in (7, 8) for k in (2, 4)]
-    from harness.rundirs import load_runs
+    from harness.reports.rundirs import load_runs
 
     runs = load_runs([out])
     assert {r.label for r in runs} == {"7,2,low", "7,4,low", "8,2,low", "8,4,low"}

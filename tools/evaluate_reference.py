@@ -170,11 +170,11 @@ def main_score(result: TaskResult, metric_name: str) -> float:
 
 def mark_pareto(grid: list[dict]) -> None:
     """Set ``g["pareto"]`` on every grid point: not dominated in (higher accuracy, lower latency),
-    by the harness's own frontier (:func:`harness.pareto.frontier`); points without a latency are
+    by the harness's own frontier (:func:`harness.reports.pareto.frontier`); points without a latency are
     never optimal."""
     import math
 
-    from harness.pareto import frontier
+    from harness.reports.pareto import frontier
 
     points = [None if g["latency_ms"] is None or math.isnan(g["latency_ms"]) else (g["score"], g["latency_ms"]) for g in grid]
     for g, (optimal, _) in zip(grid, frontier(points)):
@@ -309,7 +309,7 @@ def from_runs(paths: list[str], grid_paths: list[str], argv) -> dict:
     (``grid_paths``: knobs, main score, measured p50 total latency). The numbers are the
     harness's own records."""
     from harness.errors import HarnessError
-    from harness.rundirs import check_comparable, find_run_dirs, load_runs
+    from harness.reports.rundirs import check_comparable, find_run_dirs, load_runs
 
     def fixed(where):
         return [r for r in load_runs(find_run_dirs(where)) if r.config.knobs is not None] if where else []

@@ -46,8 +46,8 @@ def command(ctx, run_dirs, baseline, write_to, tolerance, latency_tolerance, no_
 
     RUN_DIRS are run directories or folders holding them; runs are matched to baseline entries
     by task and configuration (or policy)."""
-    from harness import gate
-    from harness.rundirs import load_runs
+    from harness.reports import gate
+    from harness.reports.rundirs import load_runs
 
     if bool(baseline) == bool(write_to):
         raise HarnessError("pass exactly one of --baseline FILE (to gate) or --write-baseline FILE (to write one)")
@@ -64,7 +64,7 @@ def command(ctx, run_dirs, baseline, write_to, tolerance, latency_tolerance, no_
                             allow_missing_configs=allow_missing_configs, allow_missing_samples=allow_missing_samples,
                             allow_model_change=allow_model_change, seed=seed, two_sided=two_sided, max_changed=max_changed)
     ok = gate.verdict(results)
-    from harness import gate_report
+    from harness.reports import gate_report
 
     if as_json:
         import json
@@ -90,7 +90,7 @@ def _print_rich(results, ok) -> None:
     from rich.table import Table
 
     from harness.console import print_table
-    from harness.gate_report import COLUMNS, caveat_lines, cells
+    from harness.reports.gate_report import COLUMNS, caveat_lines, cells
 
     table = Table(title=f"harness gate: {'PASS' if ok else 'FAIL'}", title_justify="left")
     for col in COLUMNS:

@@ -27,9 +27,9 @@ def command(ctx, run_dirs, output, check, stat, portable):
     the Pareto frontier. The same runs always give byte-identical output.
 
     RUN_DIRS are run directories or folders holding them."""
-    from harness import leaderboard
+    from harness.reports import leaderboard
     from harness.jsonio import atomic_write_text
-    from harness.rundirs import load_runs
+    from harness.reports.rundirs import load_runs
 
     text = leaderboard.render(load_runs(run_dirs, warn=_warn), stat=stat, portable=portable)
     if check:

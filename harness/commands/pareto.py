@@ -23,8 +23,8 @@ def command(run_dirs, out_dir, stat, part, no_plot, as_json):
     estimated latency, with the configuration that dominates each dominated row.
 
     RUN_DIRS are run directories or folders holding them (e.g. a sweep's output)."""
-    from harness import pareto
-    from harness.rundirs import load_runs
+    from harness.reports import pareto
+    from harness.reports.rundirs import load_runs
 
     runs = load_runs(run_dirs, warn=_warn)
     tables = pareto.build_tables(runs, part=part, stat=stat)
@@ -49,7 +49,7 @@ def _print_rich(tables) -> None:
     from rich.table import Table
 
     from harness.console import print_table
-    from harness.pareto import table_cells
+    from harness.reports.pareto import table_cells
 
     for t in tables:
         table = Table(title=f"{t.task} ({t.metric}) - {t.model} - {t.environment} - frontier on {t.stat} {t.part}",

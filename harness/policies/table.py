@@ -137,7 +137,7 @@ def parse_knobs_field(value, tier: str | None = None, where: str = "") -> Knobs:
 
 def read_run_dir(run_dir: Path) -> TableRow | None:
     """One run directory -> a row (None for a policy run, which has no fixed knobs)."""
-    from harness.rundirs import load_run
+    from harness.reports.rundirs import load_run
 
     run = load_run(run_dir)
     if run.config.knobs is None or run.score is None:
@@ -221,7 +221,7 @@ def load_accuracy_table(path: str | Path) -> AccuracyTable:
                            f"(run directories) or the JSON written by harness pareto")
     rows: list[TableRow] = []
     if p.is_dir():
-        from harness.rundirs import find_run_dirs
+        from harness.reports.rundirs import find_run_dirs
 
         for run_dir in find_run_dirs([p], what="accuracy table run directories"):
             row = read_run_dir(run_dir)

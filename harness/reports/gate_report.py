@@ -1,12 +1,12 @@
 """Gate results as text: the table cells, the caveats a PASS does not cover, and markdown
-(for CI step summaries). The comparison itself lives in :mod:`harness.gate`."""
+(for CI step summaries). The comparison itself lives in :mod:`harness.reports.gate`."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from harness.gate import GateResult, verdict
-from harness.pareto import md_table
+from harness.reports.gate import GateResult, verdict
+from harness.reports.pareto import md_table
 
 # -- reporting ----------------------------------------------------------------------------------
 COLUMNS = ("task", "config", "baseline", "candidate", "diff [95% CI]", "samples", "accuracy", "predictions changed",

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from harness.rundirs import (LATENCY_PARTS, RunInfo, check_comparable, check_unique_configs, group_by_task)
+from harness.reports.rundirs import (LATENCY_PARTS, RunInfo, check_comparable, check_unique_configs, group_by_task)
 
 KINDS = ("measured", "estimated")
 PARETO_STATS = ("p50", "mean")
