@@ -145,15 +145,20 @@ def _dtype(dtype) -> torch.dtype:
 
 
 def load(spec: str, device: str = "cpu", dtype="float32", importance=None, experts_impl: str = "grouped_mm",
-         compile: bool = False) -> Backend:
-    """Load a backend. Everything checkable from configs (family, importance file) is checked first."""
+         compile: bool = False, trust_remote_code: bool = False) -> Backend:
+    """Load a backend. Everything checkable from configs (family, importance file) is checked first.
+    ``molmoe:`` runs the checkpoint's own Python files and needs ``trust_remote_code=True``."""
     if experts_impl not in EXPERTS_IMPLS:
         raise HarnessError(f"unknown experts implementation '{experts_impl}'; use one of {', '.join(EXPERTS_IMPLS)}")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise HarnessError(f"device '{device}' requested but CUDA is not available; use --device cpu")
+    s = parse_spec(spec)
+    if s.kind == "molmoe":
+        from harness.backends.molmoe import check_trust
+
+        check_trust(s.name, trust_remote_code)
     info = describe(spec)
     imp = resolve_importance(importance, info.n_blocks)
-    s = parse_spec(spec)
     settings = _settings(s)
     dt = _dtype(dtype)
     if s.kind == "hf":
@@ -165,7 +170,7 @@ def load(spec: str, device: str = "cpu", dtype="float32", importance=None, exper
     if s.kind == "molmoe":
         from harness.backends import molmoe
 
-        return molmoe.load(s.target, info, settings, device, dt, imp, experts_impl, compile)
+        return molmoe.load(s.target, info, settings, device, dt, imp, experts_impl, compile, trust_remote_code)
     from harness.backends import random_molmoe
 
     return random_molmoe.load(info, settings, device, dt, imp, experts_impl, compile)

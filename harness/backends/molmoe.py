@@ -155,7 +155,8 @@ class MolmoeBackend(Backend):
             n_crops = max(_as_tensor(o["images"]).shape[0] for o in with_img)
             ref = _as_tensor(with_img[0]["images"])
             n_tok = _as_tensor(with_img[0]["image_input_idx"]).shape[-1]
-            images = torch.zeros((bsz, n_crops) + tuple(ref.shape[1:]), dtype=self.dtype)
+            # padding crops are all -1 (what the remote vision backbone recognises as padding, as Molmo's collator pads)
+            images = torch.full((bsz, n_crops) + tuple(ref.shape[1:]), -1.0, dtype=self.dtype)
             masks = torch.full((bsz, n_crops, ref.shape[1]), -1.0, dtype=self.dtype)
             idx = torch.full((bsz, n_crops, n_tok), -1, dtype=torch.long)
         for i, (ids, out, _) in enumerate(items):
@@ -175,18 +176,24 @@ class MolmoeBackend(Backend):
         return PreparedBatch(input_ids.to(self.device), mask.to(self.device), extras), n_text, [nv for _, _, nv in items]
 
 
+TRUST_MESSAGE = ("{spec} runs the Python files shipped with that checkpoint (its remote code: model, config and "
+                 "processor classes) inside this process; pass --trust-remote-code (or trust_remote_code = true in "
+                 "--config) to allow it for checkpoints you trust")
+
+
+def check_trust(spec: str, trust_remote_code: bool) -> None:
+    if not trust_remote_code:
+        raise HarnessError(TRUST_MESSAGE.format(spec=spec))
+
+
 def load(path: str, info: ModelInfo, settings: ModelSettings, device="cpu", dtype=torch.float32, importance=None,
-         experts_impl="grouped_mm", compile=False) -> MolmoeBackend:
+         experts_impl="grouped_mm", compile=False, trust_remote_code=False) -> MolmoeBackend:
+    check_trust(info.name, trust_remote_code)
     if compile:
         raise HarnessError("compile is not available for molmoe: its per-block list cache grows by concatenation; run without --compile")
-    from transformers import AutoModelForCausalLM, AutoProcessor
+    from harness.backends.molmoe_remote import load_model, load_processor
 
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, dtype=dtype)
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
-    except Exception as exc:
-        raise HarnessError(f"{info.name}: cannot load MolmoE from '{path}' ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
-                           "pass a downloaded allenai/MolmoE-1B-0924 directory")
-    model = model.to(device).eval()
+    processor = load_processor(path, info.name)  # first: a missing dependency is named before minutes of loading
+    model = load_model(path, info.name, dtype).to(device).eval()
     # MolmoE's experts are its remote code's own loop: transformers' experts implementations do not apply
     return MolmoeBackend(model, processor, info, settings, device, dtype, importance, compile, "remote-code")
