@@ -78,6 +78,7 @@ class Context:
     knob_space_configs: list | None = None
     quiet: bool = True
     compile: bool = False
+    trust_remote_code: bool = False
     backend: Any = None
     estimator: Any = None  # set by bind()
     estimator_note: str | None = None  # a loaded backend (tests, notebooks) or None: loaded by run_units
@@ -146,7 +147,7 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
             subset_seed: int = 0, style: str | None = None, max_new_tokens: int | None = None,
             experts_impl: str | None = None, latency_budget_ms: float | None = None, accuracy_table: str | None = None, knob_space: str | None = None,
             include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
-            compile: bool = False) -> Context:
+            compile: bool = False, trust_remote_code: bool = False) -> Context:
     """Validate everything that can be checked without weights (see the module docstring)."""
     from harness.registry import import_path
     from harness.setup import DEFAULT_EXPERTS_IMPL, resolve_device, resolve_dtype
@@ -176,6 +177,7 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
     else:
         from harness import backends
 
+        backends.check_trust(model, trust_remote_code)
         info = backends.describe(model)
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
@@ -211,7 +213,8 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
                   max_new_tokens=max_new_tokens,
                   importance=importance, importance_hash=imp_hash, estimator_spec=estimator,
                   latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table, knob_space=knob_space,
-                  knob_space_configs=space, quiet=quiet, compile=bool(compile), backend=backend)
+                  knob_space_configs=space, quiet=quiet, compile=bool(compile), backend=backend,
+                  trust_remote_code=bool(trust_remote_code))
     ctx.timing["startup_s"] = time.perf_counter() - t0
     return ctx
 
@@ -278,7 +281,8 @@ def _load_backend(ctx: Context):
 
         t0 = time.perf_counter()
         ctx.backend = backends.load(ctx.model, device=ctx.device, dtype=ctx.dtype, importance=ctx.importance,
-                                    experts_impl=ctx.experts_impl, compile=ctx.compile)
+                                    experts_impl=ctx.experts_impl, compile=ctx.compile,
+                                    trust_remote_code=ctx.trust_remote_code)
         ctx.timing["model_load_s"] = time.perf_counter() - t0
     return ctx.backend
 
@@ -341,11 +345,12 @@ def evaluate(task, knobs=None, *, model: str = "reference", data="bundled", limi
              importance=None, estimator=None, output=None, device: str = "auto", dtype: str = "auto", seed: int = 0,
              subset_seed: int = 0, style: str | None = None, max_new_tokens: int | None = None, experts_impl: str | None = None,
              include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
-             reporter: Callable[[], Any] | None = None, compile: bool = False) -> EvalResult:
+             reporter: Callable[[], Any] | None = None, compile: bool = False,
+             trust_remote_code: bool = False) -> EvalResult:
     """Evaluate a model on one or more tasks at fixed knobs (``knobs="14,6"``) or under a policy
     (``policy="random"``), writing one run directory per task; re-running into the same ``output``
     resumes. ``backend`` may be an already loaded backend (then ``model``/``device``/``dtype`` come from
-    it); ``data`` may be a data spec (``bundled``, ``hub``, a path) or a loaded ``LoadedData``.
+    it); ``trust_remote_code`` allows ``molmoe:`` checkpoints to run their own Python files; ``data`` may be a data spec (``bundled``, ``hub``, a path) or a loaded ``LoadedData``.
     ``estimator`` is a spec string or an estimator object. Returns the summaries and run directories."""
     est_obj = None if estimator is None or isinstance(estimator, str) else estimator
     ctx = prepare(task=task, model=model, data=data, limit=limit, batch_size=batch_size, importance=importance,
@@ -354,7 +359,7 @@ def evaluate(task, knobs=None, *, model: str = "reference", data="bundled", limi
                   max_new_tokens=max_new_tokens,
                   experts_impl=experts_impl, latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table,
                   knob_space=knob_space, include_path=include_path, metric=metric, backend=backend, quiet=quiet,
-                  compile=compile)
+                  compile=compile, trust_remote_code=trust_remote_code)
     pol_spec = policy or "fixed"
     pargs = dict(policy_args or {})
     fixed = fixed_knobs(ctx, knobs, tier, policy if isinstance(policy, str) or policy is None else "custom", pargs)

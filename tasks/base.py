@@ -5,8 +5,10 @@ renders prompts in named styles, post-processes model text, and builds the metri
 docs/contracts.md, "Metric items". It adds no metric code: ``metric`` names a metric in ``metrics.registry``.
 
 Prompt styles: ``default`` is the prompt as lmms-eval renders it for the benchmark; ``molmo`` is
-MolmoE's ``User: <style_tag>: <prompt> Assistant:`` with its per-task style tag and the
-``A: option`` layout for multiple choice. A subclass adds a style by extending
+Molmo's evaluation prompt ``<style_tag>: <prompt>`` with its per-task dataset prefix (``vqa2``,
+``text_vqa``, ``doc_qa``, ``science_qa``, ``coco_captioning``, ``okvqa``, ``st_qa``, ``tally_qa``)
+and the ``A: option`` layout for multiple choice. The chat framing (``User: ... Assistant:``) is
+the model's: Molmo's processor adds it, other models through their prompt template. A subclass adds a style by extending
 :meth:`Task.style_renderers`.
 
 Scoring needs labels: a split without public labels (ST-VQA test, DocVQA test, ...) gives samples
@@ -90,7 +92,7 @@ class Task:
         return sample.question
 
     def prompt_molmo(self, sample: Sample) -> str:
-        return f"User: {self.molmo_style}: {self.molmo_body(sample)} Assistant:"
+        return f"{self.molmo_style}: {self.molmo_body(sample)}"
 
     def max_new_tokens_for(self, style: str | None = None) -> int:
         return self.molmo_max_new_tokens if style == "molmo" else self.max_new_tokens

@@ -95,3 +95,40 @@ def test_load_error_names_the_cause(tmp_path, exc, expect):
     assert expect in msg and "\n" not in msg
     if "needs" in expect:
         assert mr.EXTRA in msg
+
+
+def _cli(argv, capsys) -> str:
+    """Run the harness CLI; it must exit 2. Returns stderr."""
+    from harness.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--task", "scienceqa", "--knobs", "14,6"],
+    ["sweep", "--grid", "ci", "--task", "scienceqa"],
+    ["profile"],
+])
+def test_cli_needs_trust_remote_code_and_writes_nothing(tmp_path, capsys, argv):
+    _evil_folder(tmp_path)
+    out = tmp_path / "out"
+    err = _cli(argv + ["--model", f"molmoe:{tmp_path}", "--output", str(out)], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--trust-remote-code" in lines[0]
+    assert not out.exists() and not (tmp_path / "ran").exists()
+
+
+def test_config_key_trust_remote_code_reaches_the_dependency_check(tmp_path, capsys):
+    require_remote()
+    if torchvision_reason() is None:
+        pytest.skip("torchvision imports here: the dependency check passes")
+    folder = write_checkpoint(tmp_path / "ckpt", weights=False)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("trust_remote_code = true\n")
+    out = tmp_path / "out"
+    err = _cli(["run", "--task", "scienceqa", "--model", f"molmoe:{folder}", "--config", str(cfg), "--output", str(out)], capsys)
+    assert "--trust-remote-code" not in err and len(err.strip().splitlines()) == 1
+    assert "torchvision" in err and "pip install -e '.[molmoe]'" in err and not out.exists()

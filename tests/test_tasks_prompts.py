@@ -24,8 +24,8 @@ GOLDEN = {
     ("scienceqa", "default", ""): "Which shape is red?\nA. circle\nB. square\nC. star\nAnswer with the option's letter from the given choices directly.",
     ("scienceqa", "default", "Look closely."): "Context: Look closely.\nWhich shape is red?\nA. circle\nB. square\nC. star\n"
     "Answer with the option's letter from the given choices directly.",
-    ("scienceqa", "molmo", ""): "User: science_qa: Which shape is red?\nA: circle\nB: square\nC: star\n Assistant:",
-    ("scienceqa", "molmo", "Look closely."): "User: science_qa: Look closely.\nWhich shape is red?\nA: circle\nB: square\nC: star\n Assistant:",
+    ("scienceqa", "molmo", ""): "science_qa: Which shape is red?\nA: circle\nB: square\nC: star\n",
+    ("scienceqa", "molmo", "Look closely."): "science_qa: Look closely.\nWhich shape is red?\nA: circle\nB: square\nC: star\n",
 }
 
 
@@ -39,14 +39,14 @@ def test_scienceqa_prompts(key):
 @pytest.mark.parametrize(
     "task_name,question,default,molmo",
     [
-        ("textvqa", "what does the sign say?", "What does the sign say?" + SHORT, "User: text_vqa: what does the sign say? Assistant:"),
+        ("textvqa", "what does the sign say?", "What does the sign say?" + SHORT, "text_vqa: what does the sign say?"),
         ("okvqa", "What fruit is this?", "What fruit is this?\nWhen the provided information is insufficient, respond with 'Unanswerable'." + SHORT,
-         "User: okvqa: What fruit is this? Assistant:"),
-        ("vqav2", "What color is the bus?", "What color is the bus?" + SHORT, "User: vqa2: What color is the bus? Assistant:"),
-        ("coco-vqa", "What color is the bus?", "What color is the bus?" + SHORT, "User: vqa2: What color is the bus? Assistant:"),
-        ("tallyqa", "How many dogs are there?", "How many dogs are there?\nAnswer with a single number.", "User: tally_qa: How many dogs are there? Assistant:"),
-        ("stvqa", "What is written on the sign?", "What is written on the sign?" + SHORT, "User: st_qa: What is written on the sign? Assistant:"),
-        ("docvqa", "What is the date?", "What is the date?" + SHORT, "User: doc_qa: What is the date? Assistant:"),
+         "okvqa: What fruit is this?"),
+        ("vqav2", "What color is the bus?", "What color is the bus?" + SHORT, "vqa2: What color is the bus?"),
+        ("coco-vqa", "What color is the bus?", "What color is the bus?" + SHORT, "vqa2: What color is the bus?"),
+        ("tallyqa", "How many dogs are there?", "How many dogs are there?\nAnswer with a single number.", "tally_qa: How many dogs are there?"),
+        ("stvqa", "What is written on the sign?", "What is written on the sign?" + SHORT, "st_qa: What is written on the sign?"),
+        ("docvqa", "What is the date?", "What is the date?" + SHORT, "doc_qa: What is the date?"),
     ],
 )
 def test_open_question_prompts(task_name, question, default, molmo):
@@ -62,7 +62,7 @@ def test_caption_prompts():
     d = task.samples_from_row({"question_id": "000000397133.jpg", "image": None, "answer": ["a cat", "a dog"]}, 0)[0]
     assert d.image_id == 397133
     assert task.prompt(d) == "Provide a one-sentence caption for the provided image."
-    assert task.prompt(d, "molmo") == "User: coco_captioning: Provide a one-sentence caption for the provided image. Assistant:"
+    assert task.prompt(d, "molmo") == "coco_captioning: Provide a one-sentence caption for the provided image."
 
 
 @pytest.mark.parametrize("name", BUILTIN_TASKS)

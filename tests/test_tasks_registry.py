@@ -87,7 +87,7 @@ def test_include_path_plugin_runs_end_to_end(tmp_path):
     data.write_text(json.dumps({"qid": 1, "question": "what?", "answers": ["x"] * 10}) + "\n")
     loaded = load_samples(task, data)
     assert [s.id for s in loaded.samples] == ["1"] and loaded.labeled
-    assert task.prompt(loaded.samples[0], "molmo") == "User: vqa2: what? Assistant:"
+    assert task.prompt(loaded.samples[0], "molmo") == "vqa2: what?"
 
 
 def test_include_path_errors(tmp_path):

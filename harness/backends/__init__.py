@@ -26,7 +26,7 @@ REFERENCE_DIR = Path(__file__).resolve().parents[1] / "zoo" / "reference"
 SPEC_FORMS = "reference, hf:<id-or-path>, molmoe:<id-or-path>, random:molmoe-1b"
 RANDOM_MODELS = ("molmoe-1b",)
 
-__all__ = ["Backend", "ModelInfo", "describe", "load", "parse_spec", "model_fingerprint", "EXPERTS_IMPLS", "SPEC_FORMS"]
+__all__ = ["Backend", "ModelInfo", "describe", "load", "check_trust", "parse_spec", "model_fingerprint", "EXPERTS_IMPLS", "SPEC_FORMS"]
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _EDGE = 1 << 20  # bytes hashed at each end of a weight file
@@ -103,6 +103,22 @@ def model_fingerprint(spec: str) -> str | None:
     return h.hexdigest()[:16]
 
 
+def check_trust(spec: str, trust_remote_code: bool) -> None:
+    """Checks before anything is written or loaded: ``molmoe:`` specs run the checkpoint's own
+    Python files (refused unless the user allowed it) and need the ``molmoe`` extra's packages."""
+    try:
+        s = parse_spec(spec)
+    except HarnessError:
+        return  # not a spec: describe() names the problem
+    if s.kind == "molmoe":
+        from harness.backends.molmoe import TRUST_MESSAGE
+        from harness.backends.molmoe_remote import check_dependencies
+
+        if not trust_remote_code:
+            raise HarnessError(TRUST_MESSAGE.format(spec=s.name))
+        check_dependencies(s.name)
+
+
 def describe(spec: str) -> ModelInfo:
     """Model facts from config files only (no weights): block count, top_k range, tiers."""
     s = parse_spec(spec)
@@ -152,11 +168,8 @@ def load(spec: str, device: str = "cpu", dtype="float32", importance=None, exper
         raise HarnessError(f"unknown experts implementation '{experts_impl}'; use one of {', '.join(EXPERTS_IMPLS)}")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise HarnessError(f"device '{device}' requested but CUDA is not available; use --device cpu")
+    check_trust(spec, trust_remote_code)
     s = parse_spec(spec)
-    if s.kind == "molmoe":
-        from harness.backends.molmoe import check_trust
-
-        check_trust(s.name, trust_remote_code)
     info = describe(spec)
     imp = resolve_importance(importance, info.n_blocks)
     settings = _settings(s)

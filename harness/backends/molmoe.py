@@ -9,16 +9,25 @@ Facts of the remote code this adapter relies on (its layout, read from the publi
   ``n_layers`` to the active count; the cache built during a call has exactly that many entries;
 - images enter as ``images``/``image_masks``/``image_input_idx`` from the Molmo processor's
   ``process(text=..., images=[...], images_kwargs={"max_crops": N})``; ``max_crops`` is the tier.
-- its ``generate()`` does not work on transformers 5 (no GenerationMixin, ``cache_position``
-  KeyError, mask shape error after the first step); the harness decode loop calls ``forward``
-  with ``last_logits_only=True`` and an explicit attention mask and position ids instead.
+- its ``generate()`` does not work on transformers 5 (``cache_position`` KeyError); the harness
+  decode loop calls ``forward`` with ``last_logits_only=True`` and an explicit attention mask and
+  position ids instead.
 
-What is verified here: the adapter (knob switch, list cache, left-padded batching with shifted
-``image_input_idx``, ``n_layers`` bookkeeping, tier -> ``max_crops``) against a stand-in with the
-same module layout and calling convention (``fixtures.molmoe_standin``), with the same
-tests as the transformers families. Not verified offline: loading the real checkpoint, its
-processor's keyword handling for ``max_crops``, and its numerics; the ``compile``/static-cache path
-is not available for MolmoE (its list cache grows by concatenation) and is refused.
+Loading goes through :mod:`harness.backends.molmoe_remote` (the remote files as they are, fitted to
+transformers 5 in memory) and only with the user's ``trust_remote_code``.
+
+What is verified here, on a small random checkpoint of the real remote classes built at test time
+(``tests/test_molmoe_real.py``): loading, only the selected blocks executing, experts per token (8
+at block 0, ``top_k`` after), ``n_layers`` bookkeeping, greedy tokens equal to a greedy loop over the
+remote forward, batch 2 equal to batch 1; where torchvision imports, tier -> the real processor's
+``max_crops`` and batches of images with different crop counts (``tests/test_molmoe_processor.py``).
+Not verified: MolmoE-1B's own weights and scores. The ``compile``/static-cache path is not available
+for MolmoE (its list cache grows by concatenation) and is refused.
+
+Where an engine reads the weights: ``switch.all_blocks[i]`` is the remote ``MolmoDecoderLayer``:
+``attn`` (``attn_norm``, fused ``att_proj``, ``q_norm``/``k_norm``, rotary, ``attn_out``) and ``mlp``,
+a ``MolmoeSparseMoeBlock`` (``ff_norm``; router ``gate``; ``experts[e].gate_proj/up_proj/down_proj``;
+``top_k``; the softmax top-k routing weights are NOT renormalised).
 """
 
 from __future__ import annotations
@@ -181,14 +190,10 @@ TRUST_MESSAGE = ("{spec} runs the Python files shipped with that checkpoint (its
                  "--config) to allow it for checkpoints you trust")
 
 
-def check_trust(spec: str, trust_remote_code: bool) -> None:
-    if not trust_remote_code:
-        raise HarnessError(TRUST_MESSAGE.format(spec=spec))
-
-
 def load(path: str, info: ModelInfo, settings: ModelSettings, device="cpu", dtype=torch.float32, importance=None,
          experts_impl="grouped_mm", compile=False, trust_remote_code=False) -> MolmoeBackend:
-    check_trust(info.name, trust_remote_code)
+    if not trust_remote_code:
+        raise HarnessError(TRUST_MESSAGE.format(spec=info.name))
     if compile:
         raise HarnessError("compile is not available for molmoe: its per-block list cache grows by concatenation; run without --compile")
     from harness.backends.molmoe_remote import load_model, load_processor

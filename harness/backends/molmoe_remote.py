@@ -102,6 +102,17 @@ def compat_model_class(cls: type) -> type:
     return type(cls.__name__, (cls,), body)
 
 
+def check_dependencies(name: str) -> None:
+    """The packages the remote code imports (einops; torchvision for the image processor) import here."""
+    import importlib
+
+    for module in DEPENDENCIES:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise load_error(exc, "", name, "processor") from None
+
+
 def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
@@ -160,7 +171,8 @@ def load_error(exc: BaseException, path: str, name: str, what: str = "model") ->
     if missing is None and "requires the following packages" in msg:
         missing = msg.split(":", 1)[-1].split(".")[0].strip()
     if missing:
-        return HarnessError(f"{name}: the MolmoE remote code needs '{missing}', which is not installed; run {EXTRA}")
+        cpu = " (with a CPU-only torch, see the README's MolmoE section first)" if "torchvision" in missing else ""
+        return HarnessError(f"{name}: the MolmoE remote code needs '{missing}', which is not installed; run {EXTRA}{cpu}")
     if "torchvision" in msg or "torchvision" in repr(getattr(exc, "__cause__", "")):
         return HarnessError(f"{name}: torchvision is installed but does not import next to this torch ({msg}); "
                             "install the torchvision build that matches your torch (see README: MolmoE on a CPU-only torch)")

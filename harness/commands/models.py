@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-MOLMOE_NOTE = ("molmoe: adapter tested offline against a stand-in with MolmoE's module layout and calling "
-               "convention (fixtures.molmoe_standin); loading the real checkpoint, its processor's "
-               "max_crops keyword and its numerics are not verified here; --compile is refused for it.")
+MOLMOE_NOTE = ("molmoe: the checkpoint's own remote code, loaded on this transformers through an in-memory "
+               "compatibility layer; needs --trust-remote-code and pip install -e '.[molmoe]'; tested on a small "
+               "random checkpoint of the real classes; MolmoE-1B's own weights and scores are not verified here; "
+               "--compile is refused for it.")
 
 
 def _rows():

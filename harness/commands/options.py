@@ -35,13 +35,14 @@ _SHARED = (
     ("compile_", ("--compile", "compile_"), dict(is_flag=True, help="torch.compile the decode step (GPU).")),
     ("experts_impl", ("--experts-impl",), dict(type=click.Choice(EXPERTS_IMPLS), default=None,
                                                help="transformers experts implementation (default grouped_mm).")),
+    ("trust_remote_code", ("--trust-remote-code",), dict(is_flag=True, help="Allow molmoe: checkpoints to run their own Python files (model, config and processor classes) in this process; only for checkpoints you trust.")),
 )
 
 
 def model_run_options(*, output, **help_text):
     """Decorator adding the shared options (model, data, limit, batch size, importance, estimator,
     ``output`` -- the command's own ``--output`` option decorator --, device, dtype, seed, subset seed, style,
-    max new tokens, max failed share, include path, compile, experts implementation). ``help_text`` replaces the help
+    max new tokens, max failed share, include path, compile, experts implementation, trust remote code). ``help_text`` replaces the help
     of an option by parameter name, e.g. ``limit="... per task."``."""
     unknown = set(help_text) - {name for name, _, _ in _SHARED}
     if unknown:
