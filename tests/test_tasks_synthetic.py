@@ -144,15 +144,15 @@ def test_layouts_sit_on_the_patch_grid():
     clutter never touches a sign (so it can neither hide a letter nor make two scenes one image)."""
     import random
 
-    from tools import synthetic as S
+    from tools.synthetic import drawing as D, scenes as S
 
     for i in range(300):
         rng = random.Random(i)
         _, signs, clutter = S._signs_scene(rng, 1, 3, (16, 80, 144), (16, 48, 96, 112), 5)
         boxes = []
         for text, _, x, y in signs:
-            assert x % S.CELL == 0 and y % S.CELL == 0 and x + S.CELL * len(text) <= S.SIZE
-            boxes.append((x, y, x + S.CELL * len(text), y + S.CELL))
+            assert x % D.CELL == 0 and y % D.CELL == 0 and x + D.CELL * len(text) <= D.SIZE
+            boxes.append((x, y, x + D.CELL * len(text), y + D.CELL))
         for _, cx, cy, r in clutter:
             assert not any(x0 - r <= cx <= x1 + r and y0 - r <= cy <= y1 + r for x0, y0, x1, y1 in boxes)
         _, objs = S._objects_scene(rng, 1, 5, 3, 14, 14)
@@ -162,7 +162,7 @@ def test_layouts_sit_on_the_patch_grid():
     from PIL import Image
 
     img = Image.new("RGB", (64, 32), (255, 255, 255))
-    S._draw_sign(img, "M", 16, 8, (38, 82, 220))
+    D._draw_sign(img, "M", 16, 8, (38, 82, 220))
     px = img.load()
     assert all(px[x, y] == (255, 255, 255) for x in range(0, 16) for y in range(32))
     assert px[16, 8] == (38, 82, 220) and px[31, 23] == (38, 82, 220)
