@@ -24,17 +24,13 @@ contains ``limit=50``; only the chosen samples' images are decoded: fully (RGB) 
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import json
 import os
-import re
 import socket
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -42,6 +38,7 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.types import Sample
 from harness.tasks.base import Task
+from harness.tasks.images import EAGER_DECODE_MAX, ImageRef, decode_image
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SAMPLES_DIR = PACKAGE_DIR / "samples"
@@ -70,80 +67,6 @@ class LoadedData:
             "fingerprint": self.fingerprint,
             "subset": dict(self.subset),
         }
-
-
-# -- lazily decoded images ---------------------------------------------------------------------
-@dataclass(eq=False)
-class ImageRef:
-    """A not-yet-decoded image: row ``index`` of a table. Decoded once, shared by its samples."""
-
-    table: "_Table"
-    index: int
-    _cache: Any = field(default=None, repr=False)
-
-    def resolve(self, load: bool = True) -> tuple[Any, str | None]:
-        if self._cache is None:
-            self._cache = decode_image(self.table.image(self.index), self.table.base_dir, load=load)
-        return self._cache
-
-
-EAGER_DECODE_MAX = 2000  # up to this many samples, images are fully decoded (and checked) at load
-
-
-def decode_image(value, base_dir: Path | None = None, load: bool = True) -> tuple[Any, str | None]:
-    """Raw image value -> ``(PIL image, None)`` or ``(None, error message)``; never raises.
-
-    ``load=True`` decodes the pixels now (a corrupt body is caught here) and converts to RGB.
-    ``load=False`` only parses the header: the image holds its compressed bytes and decodes on
-    first use (big evaluation sets stay small in memory); convert it to RGB where it is used."""
-    from PIL import Image
-
-    if value is None:
-        return None, "missing image"
-    try:
-        if isinstance(value, Image.Image):
-            img = value
-        else:
-            if isinstance(value, dict):
-                data, path = value.get("bytes"), value.get("path")
-                if isinstance(data, str):
-                    data = base64.b64decode(data)
-            elif isinstance(value, (bytes, bytearray)):
-                data, path = bytes(value), None
-            elif isinstance(value, str):
-                if value.startswith("data:"):
-                    data, path = base64.b64decode(value.split(",", 1)[1]), None
-                else:
-                    data, path = None, value
-            else:
-                return None, f"unreadable image: unsupported value of type {type(value).__name__}"
-            if data:
-                img = Image.open(io.BytesIO(data))
-            elif path:
-                p = Path(path)
-                if not p.is_absolute() and base_dir is not None:
-                    p = base_dir / p
-                img = Image.open(io.BytesIO(p.read_bytes()))  # no open file handle left behind
-            else:
-                return None, "missing image"
-        if not load:
-            return img, None
-        img.load()
-        return (img if img.mode == "RGB" else img.convert("RGB")), None
-    except Exception as exc:  # corrupt bytes, missing file, truncated PNG ...
-        return None, f"unreadable image: {_image_error_text(exc)}"
-
-
-def _image_error_text(exc: Exception) -> str:
-    """``Type: first line`` without object reprs (``<_io.BytesIO object at 0x7f...>``): the text of
-    a failed sample is the same in every run, so runs and resumed runs compare equal."""
-    from PIL import UnidentifiedImageError
-
-    if isinstance(exc, UnidentifiedImageError):
-        return "UnidentifiedImageError: not an image format Pillow can read"
-    msg = str(exc).splitlines()[0] if str(exc) else ""
-    msg = re.sub(r"<[^<>]*? at 0x[0-9a-fA-F]+>", "<object>", msg)
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
 # -- tables: rows without images, images on demand --------------------------------------------

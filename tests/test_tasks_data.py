@@ -14,7 +14,8 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.tasks import BUILTIN_TASKS, get_task
-from harness.tasks.data import decode_image, load_samples, subset_indices
+from harness.tasks.data import load_samples, subset_indices
+from harness.tasks.images import decode_image
 
 FIX = Path(__file__).parent / "data" / "tasks"
 SQA = FIX / "scienceqa-test-img-167.parquet"
