@@ -11,6 +11,7 @@ import torch
 import harness
 from harness.backends.prompt import build_input_ids
 from tools import reference_model as rm
+from tools import train_data as td
 from tools import train_reference as tr
 
 PKG_DIR = Path(harness.__file__).resolve().parent / "zoo" / "reference"
@@ -24,7 +25,7 @@ def _tokenizer():
 
 def test_training_batch_matches_backend_input_layout():
     tok = _tokenizer()
-    stream = tr.StreamingBatches(tok, batch=6, sizes=[64], seed=3, chunk_rows=2)
+    stream = td.StreamingBatches(tok, batch=6, sizes=[64], seed=3, chunk_rows=2)
     pixels, ids, labels, mask = next(iter(stream))
     assert pixels.shape == (6, 3, 64, 64)
     image_id = tok.convert_tokens_to_ids(rm.IMAGE)
@@ -83,17 +84,17 @@ def test_training_feature_path_equals_llava_forward():
 def test_task_weights_set_the_stream_mix():
     import pytest
 
-    w = tr.parse_weights("textvqa=3, coco-caption=0")
-    assert w["textvqa"] == 3.0 and w["coco-caption"] == 0.0 and w["vqav2"] == tr.TASK_WEIGHTS["vqav2"]
+    w = td.parse_weights("textvqa=3, coco-caption=0")
+    assert w["textvqa"] == 3.0 and w["coco-caption"] == 0.0 and w["vqav2"] == td.TASK_WEIGHTS["vqav2"]
     for bad in ("nosuchtask=1", "textvqa", "textvqa=", "textvqa=-1", "textvqa=lots"):
         with pytest.raises(SystemExit, match="--task-weights"):
-            tr.parse_weights(bad)
-    stream = tr.StreamingBatches(_tokenizer(), batch=4, sizes=[64], seed=0, chunk_rows=4,
-                                 weights={t: (2.0 if t == "textvqa" else 0.25) for t in tr.TASKS})
+            td.parse_weights(bad)
+    stream = td.StreamingBatches(_tokenizer(), batch=4, sizes=[64], seed=0, chunk_rows=4,
+                                 weights={t: (2.0 if t == "textvqa" else 0.25) for t in td.TASKS})
     chunk = stream._chunk(0, 0)
-    counts = {t: sum(e.task == t for e in chunk) for t in tr.TASKS}
+    counts = {t: sum(e.task == t for e in chunk) for t in td.TASKS}
     assert counts["textvqa"] == 8 and counts["scienceqa"] == 1 and counts["tallyqa"] == 3  # one row, 3 questions
-    stream.weights = dict(w, **{t: 0.0 for t in tr.TASKS if t != "okvqa"})
+    stream.weights = dict(w, **{t: 0.0 for t in td.TASKS if t != "okvqa"})
     assert {e.task for e in stream._chunk(0, 1)} == {"okvqa"}
 
 

@@ -263,8 +263,6 @@ def write_markdown(path: Path, table: dict, grid: list[dict], meta: dict) -> Non
 
 
 def run(args) -> dict:
-    from harness.tasks import get_task
-
     engine = BackendEngine(args.spec, args.device)
     configs = [Knobs.parse(c) for c in args.configs.split(";")] if args.configs else [Knobs.parse(c) for c in MAIN_CONFIGS]
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
