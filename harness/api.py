@@ -77,7 +77,7 @@ class Context:
     knob_space: str | None = None
     knob_space_configs: list | None = None
     quiet: bool = True
-    compile: bool = False
+    engine: str = "eager"  # the resolved execution engine: "fast" or "eager"
     trust_remote_code: bool = False
     backend: Any = None
     estimator: Any = None  # set by bind()
@@ -147,7 +147,7 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
             subset_seed: int = 0, style: str | None = None, max_new_tokens: int | None = None,
             experts_impl: str | None = None, latency_budget_ms: float | None = None, accuracy_table: str | None = None, knob_space: str | None = None,
             include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
-            compile: bool = False, trust_remote_code: bool = False) -> Context:
+            engine: str = "auto", trust_remote_code: bool = False) -> Context:
     """Validate everything that can be checked without weights (see the module docstring)."""
     from harness.registry import import_path
     from harness.setup import DEFAULT_EXPERTS_IMPL, resolve_device, resolve_dtype
@@ -174,6 +174,7 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
         model = getattr(info, "name", model)
         dev, dt = str(getattr(backend, "device", "cpu")), str(getattr(backend, "dtype", "")).replace("torch.", "")
         impl = getattr(backend, "experts_impl", None) or experts_impl or DEFAULT_EXPERTS_IMPL
+        engine = getattr(backend, "engine", None) or "eager"
     else:
         from harness import backends
 
@@ -182,6 +183,9 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         impl = experts_impl or DEFAULT_EXPERTS_IMPL
+        from harness.engine import resolve as resolve_engine
+
+        engine = resolve_engine(engine, dev, info.family)
     imp_hash = None
     if isinstance(importance, (str, Path)):
         from harness.knobs import load_importance
@@ -213,7 +217,7 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
                   max_new_tokens=max_new_tokens,
                   importance=importance, importance_hash=imp_hash, estimator_spec=estimator,
                   latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table, knob_space=knob_space,
-                  knob_space_configs=space, quiet=quiet, compile=bool(compile), backend=backend,
+                  knob_space_configs=space, quiet=quiet, engine=engine, backend=backend,
                   trust_remote_code=bool(trust_remote_code))
     ctx.timing["startup_s"] = time.perf_counter() - t0
     return ctx
@@ -256,7 +260,7 @@ def unit_run_config(ctx: Context, unit: Unit) -> dict:
     args = dict(unit.policy_args)
     if spec == "fixed" and unit.knobs is not None:
         args = {"knobs": str(unit.knobs)}
-    extra = {"importance": ctx.importance_hash, "experts_impl": ctx.experts_impl, "compile": ctx.compile,
+    extra = {"importance": ctx.importance_hash, "experts_impl": ctx.experts_impl, "engine": ctx.engine,
              "accuracy_table": ctx.accuracy_table, "knob_space": ctx.knob_space}
     return make_run_config(task=unit.task, model=ctx.model, data=ctx.data[unit.task.name],
                            policy=policy_config(unit.knobs, spec, args, ctx.info), batch_size=ctx.batch_size,
@@ -281,7 +285,7 @@ def _load_backend(ctx: Context):
 
         t0 = time.perf_counter()
         ctx.backend = backends.load(ctx.model, device=ctx.device, dtype=ctx.dtype, importance=ctx.importance,
-                                    experts_impl=ctx.experts_impl, compile=ctx.compile,
+                                    experts_impl=ctx.experts_impl, engine=ctx.engine,
                                     trust_remote_code=ctx.trust_remote_code)
         ctx.timing["model_load_s"] = time.perf_counter() - t0
     return ctx.backend
@@ -345,7 +349,7 @@ def evaluate(task, knobs=None, *, model: str = "reference", data="bundled", limi
              importance=None, estimator=None, output=None, device: str = "auto", dtype: str = "auto", seed: int = 0,
              subset_seed: int = 0, style: str | None = None, max_new_tokens: int | None = None, experts_impl: str | None = None,
              include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
-             reporter: Callable[[], Any] | None = None, compile: bool = False,
+             reporter: Callable[[], Any] | None = None, engine: str = "auto",
              trust_remote_code: bool = False) -> EvalResult:
     """Evaluate a model on one or more tasks at fixed knobs (``knobs="14,6"``) or under a policy
     (``policy="random"``), writing one run directory per task; re-running into the same ``output``
@@ -359,7 +363,7 @@ def evaluate(task, knobs=None, *, model: str = "reference", data="bundled", limi
                   max_new_tokens=max_new_tokens,
                   experts_impl=experts_impl, latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table,
                   knob_space=knob_space, include_path=include_path, metric=metric, backend=backend, quiet=quiet,
-                  compile=compile, trust_remote_code=trust_remote_code)
+                  engine=engine, trust_remote_code=trust_remote_code)
     pol_spec = policy or "fixed"
     pargs = dict(policy_args or {})
     fixed = fixed_knobs(ctx, knobs, tier, policy if isinstance(policy, str) or policy is None else "custom", pargs)

@@ -12,20 +12,22 @@ batch, run one decode step); :class:`Decoder` runs greedy decoding over a **left
   last; one ``decode_step`` per step, each from the previous token to its own (so the steps add up
   to ``decode`` and the loop's bookkeeping between steps is counted, not lost).
 
-``compile=True`` switches to a static KV cache (bucketed length) and ``torch.compile`` of the
-decode step (``mode="reduce-overhead"`` = CUDA graphs on GPU); the interface is the same.
+``static_cache=True`` asks the model for a fixed-width cache (the prompt plus the new tokens,
+rounded up to :data:`STATIC_BUCKET` columns) and passes one fixed-width mask whose future columns
+are zero, so every decode step has the same shapes (the fast engine, :mod:`harness.engine`,
+replays CUDA graphs on them); the interface is the same.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from harness.latency.measure import Timer
 
-STATIC_BUCKET = 256  # static caches are sized to a multiple of this, to bound recompilation
+STATIC_BUCKET = 256  # static caches are sized to a multiple of this, to bound the shapes a step sees
 
 
 @dataclass
@@ -79,38 +81,19 @@ def prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class Decoder:
-    """Greedy decoding for one :class:`StepModel`; ``compile`` = static cache + compiled step."""
+    """Greedy decoding for one :class:`StepModel`; ``static_cache`` = fixed-width cache and mask."""
 
-    def __init__(self, model: StepModel, compile: bool = False, static_cache: bool | None = None):
+    def __init__(self, model: StepModel, static_cache: bool = False):
         self.model = model
-        self.compile = compile
-        self.static_cache = compile if static_cache is None else bool(static_cache)
-        if compile and not self.static_cache:
-            raise ValueError("compile=True needs the static cache")
-        self._step: Callable = model.step
-        self._static_caches: dict = {}  # (batch, width) -> reusable static cache (stable addresses for CUDA graphs)
-        if compile:
-            import torch._dynamo
-
-            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-            mode = "reduce-overhead" if torch.device(model.device).type == "cuda" else "default"
-            self._step = torch.compile(model.step, mode=mode, dynamic=False)
+        self.static_cache = bool(static_cache)
 
     def shape_key(self, batch: PreparedBatch, max_new_tokens: int):
-        """What a compiled decode step specialises on (None when nothing is compiled)."""
-        if not self.compile:
+        """The shapes a static-cache step specialises on: (cache rows, width); None without one."""
+        if not self.static_cache:
             return None
         total = batch.input_ids.shape[1] + max(1, int(max_new_tokens))
-        return batch.batch_size, -(-total // STATIC_BUCKET) * STATIC_BUCKET
-
-    def _cache(self, bsz: int, width: int):
-        cache = self._static_caches.get((bsz, width))
-        if cache is not None and hasattr(cache, "reset"):
-            cache.reset()
-            return cache
-        cache = self.model.make_cache(bsz, width, True)
-        self._static_caches[(bsz, width)] = cache
-        return cache
+        rows = getattr(self.model, "rows_for", lambda n: n)(batch.batch_size)
+        return rows, -(-total // STATIC_BUCKET) * STATIC_BUCKET
 
     def run(self, batch: PreparedBatch, max_new_tokens: int, eos_token_ids, pad_token_id: int,
             timer: Timer | None = None) -> DecodeResult:
@@ -126,7 +109,7 @@ class Decoder:
         mask[:, :prompt_len] = batch.attention_mask
         eos = torch.tensor(sorted({int(e) for e in (eos_token_ids or [])}) or [-1], device=device)
         with torch.inference_mode():
-            cache = self._cache(bsz, width) if static else model.make_cache(bsz, width, False)
+            cache = model.make_cache(bsz, width, static)
             positions = prompt_positions(batch.attention_mask)
             prefill_mask = mask if static else mask[:, :prompt_len]
             start = timer.mark()
@@ -151,7 +134,7 @@ class Decoder:
                 mask[:, prompt_len + i] = 1
                 step_mask = mask if static else mask[:, : prompt_len + i + 1]
                 tokens = out[:, i : i + 1].clone()
-                logits = self._step(tokens, step_mask, pos.clone(), cache)
+                logits = model.step(tokens, step_mask, pos.clone(), cache)
                 nxt = logits.argmax(-1)
                 now = timer.mark()  # step i+1 = previous token to this one, bookkeeping included
                 timer.add("decode_step", last, now)

@@ -323,6 +323,7 @@ class Runner:
                 "decode_step_ms": [round(x, 4) for x in steps],
                 "scope": "sample" if int(batch_size or 1) == 1 else "batch",
                 "clock": t.clock,
+                "engine": getattr(self.backend, "engine", None),
             }
         main = None
         if scores and self.metric is not None:

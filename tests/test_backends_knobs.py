@@ -64,7 +64,7 @@ def _run(backend, requests, n_new=N_NEW):
     """Greedy decode with no EOS stop; returns (tokens, [step logits]) for the batch."""
     backend.eos_token_ids = []
     logits = []
-    prefill, step = backend.step_model.prefill, backend.decoder._step
+    prefill, step = backend.step_model.prefill, backend.step_model.step
 
     def rec_prefill(*a, **k):
         out = prefill(*a, **k)
@@ -76,11 +76,11 @@ def _run(backend, requests, n_new=N_NEW):
         logits.append(out.detach().clone())
         return out
 
-    backend.step_model.prefill, backend.decoder._step = rec_prefill, rec_step
+    backend.step_model.prefill, backend.step_model.step = rec_prefill, rec_step
     try:
         res = backend.generate_ids(requests, n_new)
     finally:
-        backend.step_model.prefill, backend.decoder._step = prefill, step
+        backend.step_model.prefill, backend.step_model.step = prefill, step
     return res.tokens, torch.stack(logits)
 
 

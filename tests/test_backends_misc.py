@@ -67,13 +67,18 @@ def test_molmoe_standin_counts_and_tiers():
     assert b.model.model.config.n_layers == 6
 
 
-def test_molmoe_refuses_compile():
+def test_molmoe_refuses_the_fast_engine_and_auto_falls_back_to_eager():
+    from harness.engine import resolve
     from harness.errors import HarnessError
 
-    with pytest.raises(HarnessError, match="compile"):
+    with pytest.raises(HarnessError, match="fast engine"):
         molmoe_standin.backend().__class__(molmoe_standin.build(), molmoe_standin.StandinProcessor(),
                                            backends.describe("random:molmoe-1b"), load_settings(None), "cpu",
-                                           torch.float32, compile=True)
+                                           torch.float32, engine="fast")
+    with pytest.raises(HarnessError, match="fast engine does not cover"):
+        resolve("fast", "cpu", "molmoe")
+    assert resolve("auto", "cuda", "molmoe") == "eager"
+    assert resolve("auto", "cuda", "llava+olmoe") == "fast" and resolve("auto", "cpu", "olmoe") == "eager"
 
 
 def test_models_command_lists_families():

@@ -83,12 +83,3 @@ def test_static_cache_equals_dynamic_cache(family):
     b.decoder = Decoder(b.step_model, static_cache=True)
     assert b.generate_ids(reqs, 5).tokens == dyn
 
-
-@pytest.mark.slow
-def test_compiled_decode_equals_eager():
-    b = tiny.backend("olmoe")
-    b.eos_token_ids = []
-    reqs = [GenRequest("hello"), GenRequest("a longer prompt")]
-    eager = b.generate_ids(reqs, 5).tokens
-    b.decoder = Decoder(b.step_model, compile=True)
-    assert b.generate_ids(reqs, 5).tokens == eager

@@ -161,7 +161,7 @@ def _dtype(dtype) -> torch.dtype:
 
 
 def load(spec: str, device: str = "cpu", dtype="float32", importance=None, experts_impl: str = "grouped_mm",
-         compile: bool = False, trust_remote_code: bool = False) -> Backend:
+         engine: str = "auto", trust_remote_code: bool = False) -> Backend:
     """Load a backend. Everything checkable from configs (family, importance file) is checked first.
     ``molmoe:`` runs the checkpoint's own Python files and needs ``trust_remote_code=True``."""
     if experts_impl not in EXPERTS_IMPLS:
@@ -170,6 +170,9 @@ def load(spec: str, device: str = "cpu", dtype="float32", importance=None, exper
         raise HarnessError(f"device '{device}' requested but CUDA is not available; use --device cpu")
     check_trust(spec, trust_remote_code)
     s = parse_spec(spec)
+    from harness.engine import check as check_engine
+
+    check_engine(engine)
     info = describe(spec)
     imp = resolve_importance(importance, info.n_blocks)
     settings = _settings(s)
@@ -179,11 +182,11 @@ def load(spec: str, device: str = "cpu", dtype="float32", importance=None, exper
 
         if not settings.tiers:
             settings = hf.default_settings(hf.load_config(s.target, s.name))
-        return hf.load_hf(s.target, info, settings, device, dt, imp, experts_impl, compile)
+        return hf.load_hf(s.target, info, settings, device, dt, imp, experts_impl, engine)
     if s.kind == "molmoe":
         from harness.backends import molmoe
 
-        return molmoe.load(s.target, info, settings, device, dt, imp, experts_impl, compile, trust_remote_code)
+        return molmoe.load(s.target, info, settings, device, dt, imp, experts_impl, engine, trust_remote_code)
     from harness.backends import random_molmoe
 
-    return random_molmoe.load(info, settings, device, dt, imp, experts_impl, compile)
+    return random_molmoe.load(info, settings, device, dt, imp, experts_impl, engine)

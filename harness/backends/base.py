@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from harness import engine as engines
 from harness.decode import Decoder, PreparedBatch
 from harness.errors import HarnessError, warn
 from harness.knobs import Knobs, parse_importance, select_blocks
@@ -70,20 +71,19 @@ class Backend:
     dtype: torch.dtype
 
     def __init__(self, info: ModelInfo, switch, step_model, tokenizer, device, dtype,
-                 importance: Mapping[int, float] | None = None, compile: bool = False,
+                 importance: Mapping[int, float] | None = None, engine: str = "auto",
                  experts_impl: str = "eager", eos_token_ids: Sequence[int] = (), pad_token_id: int = 0):
         self.info = info
         self.switch = switch
-        self.step_model = step_model
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.dtype = dtype
         self.importance = parse_importance(importance, info.n_blocks) if importance is not None else None
-        self.compile = compile
         self.experts_impl = experts_impl
         self.eos_token_ids = [int(e) for e in eos_token_ids if e is not None]
         self.pad_token_id = int(pad_token_id)
-        self.decoder = Decoder(step_model, compile=compile)
+        self.step_model, self.engine = engines.build(engine, self.device, step_model, switch, info.name)
+        self.decoder = Decoder(self.step_model, static_cache=self.engine == "fast")
         self.knobs = Knobs(info.n_blocks, info.default_top_k, info.default_tier)
         self._warm: set = set()
 

@@ -171,7 +171,8 @@ class HFStepModel:
     def make_cache(self, batch_size, max_len, static):
         return make_hf_cache(self.text_config, batch_size, max_len, static, self.device, self.dtype)
 
-    def prefill(self, batch: PreparedBatch, attention_mask, position_ids, cache, timer):
+    def embed_inputs(self, batch: PreparedBatch, timer) -> torch.Tensor:
+        """Token embeddings with the image features scattered in (vision and projector timed apart)."""
         ids = batch.input_ids
         pixel_values = batch.extras.get("pixel_values")
         emb = self.embed(ids)
@@ -182,6 +183,10 @@ class HFStepModel:
                 img = self.vision.project(feats)
             sel = (ids == self.vision.image_token_id).unsqueeze(-1)
             emb = emb.masked_scatter(sel, img.reshape(-1, img.shape[-1]).to(emb.dtype))
+        return emb
+
+    def prefill(self, batch: PreparedBatch, attention_mask, position_ids, cache, timer):
+        emb = self.embed_inputs(batch, timer)
         with timer.region("lm_prefill"):
             h = self.call(emb, attention_mask, position_ids, cache, 0)
             logits = self.lm_head(h[:, -1])
@@ -197,7 +202,7 @@ class HFBackend(Backend):
     """A transformers MoE LM or LLaVA VLM behind the harness protocol."""
 
     def __init__(self, model, tokenizer, info: ModelInfo, settings: ModelSettings, device, dtype,
-                 importance=None, compile=False, experts_impl="eager", preprocessor: dict | None = None):
+                 importance=None, engine="auto", experts_impl="eager", preprocessor: dict | None = None):
         config = model.config
         self.model = model
         self.settings = settings
@@ -216,7 +221,7 @@ class HFBackend(Backend):
         eos_ids = eos if isinstance(eos, (list, tuple)) else [eos]
         pad = getattr(tokenizer, "pad_token_id", None)
         pad = pad if pad is not None else (eos_ids[0] if eos_ids and eos_ids[0] is not None else 0)
-        super().__init__(info, switch, step, tokenizer, device, dtype, importance, compile, experts_impl, eos_ids, pad)
+        super().__init__(info, switch, step, tokenizer, device, dtype, importance, engine, experts_impl, eos_ids, pad)
 
     # -- inputs -------------------------------------------------------------------------------
     def _n_vision(self, request: GenRequest, tier: str | None) -> int:
@@ -278,7 +283,7 @@ def read_preprocessor(path: str) -> dict:
 
 
 def load_hf(path: str, info: ModelInfo, settings: ModelSettings, device="cpu", dtype=torch.float32,
-            importance=None, experts_impl="grouped_mm", compile=False) -> HFBackend:
+            importance=None, experts_impl="grouped_mm", engine="auto") -> HFBackend:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     config = load_config(path, info.name)
@@ -298,4 +303,4 @@ def load_hf(path: str, info: ModelInfo, settings: ModelSettings, device="cpu", d
     # LLaVA does not dispatch experts implementations itself: set it on its language model
     target = model.model.language_model if getattr(config, "model_type", None) in VLM_TYPES else model
     impl = set_experts_impl(target, experts_impl)
-    return HFBackend(model, tokenizer, info, settings, device, dtype, importance, compile, impl, read_preprocessor(path))
+    return HFBackend(model, tokenizer, info, settings, device, dtype, importance, engine, impl, read_preprocessor(path))

@@ -21,8 +21,8 @@ What is verified here, on a small random checkpoint of the real remote classes b
 at block 0, ``top_k`` after), ``n_layers`` bookkeeping, greedy tokens equal to a greedy loop over the
 remote forward, batch 2 equal to batch 1; where torchvision imports, tier -> the real processor's
 ``max_crops`` and batches of images with different crop counts (``tests/test_molmoe_processor.py``).
-Not verified: MolmoE-1B's own weights and scores. The ``compile``/static-cache path is not available
-for MolmoE (its list cache grows by concatenation) and is refused.
+Not verified: MolmoE-1B's own weights and scores. The fast engine does not cover this layout
+(:data:`FAST_ENGINE_GAP`); ``--engine auto`` runs it on the eager engine.
 
 Where an engine reads the weights: ``switch.all_blocks[i]`` is the remote ``MolmoDecoderLayer``:
 ``attn`` (``attn_norm``, fused ``att_proj``, ``q_norm``/``k_norm``, rotary, ``attn_out``) and ``mlp``,
@@ -45,6 +45,8 @@ from harness.errors import HarnessError
 from harness.types import GenRequest
 
 BLOCKS_PATH = "model.transformer.blocks"
+FAST_ENGINE_GAP = ("the MolmoE remote code keeps its own block, attention and expert modules (fused att_proj, "
+                   "its own MoE), which the fast engine's weights adapter does not read")
 
 
 def read_config_json(path: str, name: str) -> dict:
@@ -87,6 +89,8 @@ class ListCache:
 
 
 class MolmoeStepModel:
+    fast_engine_gap = FAST_ENGINE_GAP
+
     def __init__(self, model):
         self.model = model
         p = next(model.parameters())
@@ -94,7 +98,7 @@ class MolmoeStepModel:
 
     def make_cache(self, batch_size, max_len, static):
         if static:
-            raise HarnessError("compile/static cache is not available for molmoe: its per-block list cache grows by concatenation; run without --compile")
+            raise HarnessError("a static cache is not available for molmoe: its per-block list cache grows by concatenation")
         return ListCache()
 
     def _forward(self, cache, **kw):
@@ -119,9 +123,7 @@ def _as_tensor(x, dtype=None):
 
 class MolmoeBackend(Backend):
     def __init__(self, model, processor, info: ModelInfo, settings: ModelSettings, device, dtype,
-                 importance=None, compile=False, experts_impl="eager"):
-        if compile:
-            raise HarnessError("compile is not available for molmoe: its per-block list cache grows by concatenation; run without --compile")
+                 importance=None, engine="auto", experts_impl="eager"):
         inner = model.model
         if getattr(inner.config, "block_group_size", 1) != 1:
             raise HarnessError(f"{info.name}: block_group_size != 1 is not supported (blocks must be at {BLOCKS_PATH})")
@@ -131,7 +133,7 @@ class MolmoeBackend(Backend):
         tok = processor.tokenizer
         eos = getattr(tok, "eos_token_id", None)
         pad = getattr(tok, "pad_token_id", None)
-        super().__init__(info, switch, MolmoeStepModel(model), tok, device, dtype, importance, compile,
+        super().__init__(info, switch, MolmoeStepModel(model), tok, device, dtype, importance, engine,
                          experts_impl, [eos] if eos is not None else [], pad if pad is not None else 0)
 
     def _process(self, request: GenRequest, tier):
@@ -191,14 +193,14 @@ TRUST_MESSAGE = ("{spec} runs the Python files shipped with that checkpoint (its
 
 
 def load(path: str, info: ModelInfo, settings: ModelSettings, device="cpu", dtype=torch.float32, importance=None,
-         experts_impl="grouped_mm", compile=False, trust_remote_code=False) -> MolmoeBackend:
+         experts_impl="grouped_mm", engine="auto", trust_remote_code=False) -> MolmoeBackend:
     if not trust_remote_code:
         raise HarnessError(TRUST_MESSAGE.format(spec=info.name))
-    if compile:
-        raise HarnessError("compile is not available for molmoe: its per-block list cache grows by concatenation; run without --compile")
+    if engine == "fast":  # refused before any weights load
+        raise HarnessError(f"{info.name}: the fast engine cannot run this model ({FAST_ENGINE_GAP}); use --engine eager or auto")
     from harness.backends.molmoe_remote import load_model, load_processor
 
     processor = load_processor(path, info.name)  # first: a missing dependency is named before minutes of loading
     model = load_model(path, info.name, dtype).to(device).eval()
     # MolmoE's experts are its remote code's own loop: transformers' experts implementations do not apply
-    return MolmoeBackend(model, processor, info, settings, device, dtype, importance, compile, "remote-code")
+    return MolmoeBackend(model, processor, info, settings, device, dtype, importance, engine, "remote-code")

@@ -144,13 +144,13 @@ def build(shape: Shape = MOLMOE_1B, device="cpu", dtype=torch.bfloat16, seed: in
 
 class RandomMolmoeBackend(Backend):
     def __init__(self, lm, vision: RandomVision, info: ModelInfo, settings: ModelSettings, device, dtype,
-                 importance=None, compile=False, experts_impl="grouped_mm"):
+                 importance=None, engine="auto", experts_impl="grouped_mm"):
         self.lm_model, self.vision, self.settings = lm, vision, settings
         impl = set_experts_impl(lm, experts_impl)
         step = HFStepModel(lm.model, lm.lm_head, lm.get_input_embeddings(), vision)
         switch = KnobSwitch(lm.model, "layers", OLMOE, lm.config)
         tok = ByteTokenizer(vision.shape.vocab)
-        super().__init__(info, switch, step, tok, device, dtype, importance, compile, impl, [tok.eos_token_id], tok.pad_token_id)
+        super().__init__(info, switch, step, tok, device, dtype, importance, engine, impl, [tok.eos_token_id], tok.pad_token_id)
 
     def set_experts_impl(self, impl: str) -> str:
         self.experts_impl = set_experts_impl(self.lm_model, impl)
@@ -182,6 +182,6 @@ class RandomMolmoeBackend(Backend):
 
 
 def load(info: ModelInfo, settings: ModelSettings, device="cpu", dtype=torch.bfloat16, importance=None,
-         experts_impl="grouped_mm", compile=False, shape: Shape = MOLMOE_1B) -> RandomMolmoeBackend:
+         experts_impl="grouped_mm", engine="auto", shape: Shape = MOLMOE_1B) -> RandomMolmoeBackend:
     lm, vision = build(shape, device, dtype)
-    return RandomMolmoeBackend(lm, vision, info, settings, device, dtype, importance, compile, experts_impl)
+    return RandomMolmoeBackend(lm, vision, info, settings, device, dtype, importance, engine, experts_impl)

@@ -7,7 +7,7 @@ import click
 MOLMOE_NOTE = ("molmoe: the checkpoint's own remote code, loaded on this transformers through an in-memory "
                "compatibility layer; needs --trust-remote-code and pip install -e '.[molmoe]'; tested on a small "
                "random checkpoint of the real classes; MolmoE-1B's own weights and scores are not verified here; "
-               "--compile is refused for it.")
+               "it runs on the eager engine (the fast engine does not read its layout).")
 
 
 def _rows():
@@ -71,4 +71,4 @@ def command(spec):
     for row in _rows():
         table.add_row(*[str(x) for x in row])
     console.print(table)
-    console.print("experts implementations (hf, random): eager, grouped_mm (default), batched_mm; --compile = static KV cache + torch.compile of the decode step")
+    console.print("experts implementations (hf, random): eager, grouped_mm (default), batched_mm; --engine fast (default on CUDA) = the harness's compiled block step with CUDA graphs")

@@ -8,6 +8,7 @@ import click
 
 DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 EXPERTS_IMPLS = ("eager", "grouped_mm", "batched_mm")
+ENGINES = ("auto", "fast", "eager")
 
 # (parameter name, option declarations, click.option keyword arguments incl. the default help)
 _SHARED = (
@@ -32,7 +33,9 @@ _SHARED = (
     ("max_failed", ("--max-failed",), dict(type=click.FloatRange(0, 1), default=None,
                                            help="Exit 1 when more than this share of a run's samples fail (default: only when all fail).")),
     ("include_path", ("--include-path",), dict(multiple=True, help="Folder of plugin modules (tasks, metrics) to import.")),
-    ("compile_", ("--compile", "compile_"), dict(is_flag=True, help="torch.compile the decode step (GPU).")),
+    ("engine", ("--engine",), dict(type=click.Choice(ENGINES), default="auto", show_default=True,
+                                   help="auto = fast on CUDA (compiled block step, CUDA graphs, every knob "
+                                        "configuration without recompiling), eager on CPU; eager = the model's own forward.")),
     ("experts_impl", ("--experts-impl",), dict(type=click.Choice(EXPERTS_IMPLS), default=None,
                                                help="transformers experts implementation (default grouped_mm).")),
     ("trust_remote_code", ("--trust-remote-code",), dict(is_flag=True, help="Allow molmoe: checkpoints to run their own Python files (model, config and processor classes) in this process; only for checkpoints you trust.")),
@@ -42,7 +45,7 @@ _SHARED = (
 def model_run_options(*, output, **help_text):
     """Decorator adding the shared options (model, data, limit, batch size, importance, estimator,
     ``output`` -- the command's own ``--output`` option decorator --, device, dtype, seed, subset seed, style,
-    max new tokens, max failed share, include path, compile, experts implementation, trust remote code). ``help_text`` replaces the help
+    max new tokens, max failed share, include path, engine, experts implementation, trust remote code). ``help_text`` replaces the help
     of an option by parameter name, e.g. ``limit="... per task."``."""
     unknown = set(help_text) - {name for name, _, _ in _SHARED}
     if unknown:

@@ -47,14 +47,15 @@ def _pct(v):
 @click.option("--holdout", type=click.FloatRange(0.0, 0.9), default=0.25, show_default=True, help="Share of configurations held out of the fit for the error report.")
 @click.option("--importance", type=str, help="Block importance JSON.")
 @click.option("--experts-impl", type=click.Choice(["eager", "grouped_mm", "batched_mm"]), default=None)
-@click.option("--compile", "compile_", is_flag=True)
+@click.option("--engine", type=click.Choice(("auto", "fast", "eager")), default="auto", show_default=True,
+              help="auto = fast on CUDA, eager on CPU (see `harness run --help`).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow molmoe: checkpoints to run their own Python files (model, config and processor classes) in this process; only for checkpoints you trust.")
 @click.option("--output", "-o", type=str, help="Fit file (default configs/estimators/<model>__<device>.json, or the user cache when not writable).")
 @click.option("--from-measurements", "from_measurements", type=click.Path(dir_okay=False),
               help="Re-fit saved raw measurements (*.measurements.json) instead of measuring again.")
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the fit summary JSON to stdout.")
-def command(model, device, dtype, grid, repeats, warmup, seed, holdout, importance, experts_impl, compile_, trust_remote_code, output,
+def command(model, device, dtype, grid, repeats, warmup, seed, holdout, importance, experts_impl, engine, trust_remote_code, output,
             from_measurements, quiet, as_json):
     """Profile latency on this device and fit the latency estimator."""
     from harness import backends
@@ -63,6 +64,8 @@ def command(model, device, dtype, grid, repeats, warmup, seed, holdout, importan
     from harness.latency.profile import parse_grid, profile_backend, save_profile
 
     backends.check_trust(model, trust_remote_code)
+    from harness.engine import resolve as resolve_engine
+
     info = backends.describe(model)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -87,7 +90,7 @@ def command(model, device, dtype, grid, repeats, warmup, seed, holdout, importan
                                 dtype=dt)
         _report(result, info, dev, g, path, seed, quiet, as_json, time.perf_counter())
         return
-    backend = backends.load(model, device=dev, dtype=dt, importance=importance, experts_impl=impl, compile=compile_,
+    backend = backends.load(model, device=dev, dtype=dt, importance=importance, experts_impl=impl, engine=resolve_engine(engine, dev, info.family),
                             trust_remote_code=trust_remote_code)
     wu = warmup if warmup is not None else (0 if dev.startswith("cuda") else 1)
     n_jobs = len(g.configs()) * len(g.output) * repeats

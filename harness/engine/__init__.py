@@ -1,0 +1,75 @@
+"""Execution engines behind the harness decode loop.
+
+- ``eager``: the model's own transformers forward with a growing cache (any supported family);
+- ``fast``: :class:`harness.engine.step.FastStepModel`, a functional block step whose weights,
+  caches and ``top_k`` are inputs: one compiled step for every knob configuration, CUDA graphs per
+  (active blocks, batch bucket, cache width) on GPU, no compilation when knobs change;
+- ``auto`` (the default): ``fast`` on CUDA, ``eager`` on the CPU (and ``eager`` wherever the fast
+  engine does not cover the model, with a warning).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.errors import HarnessError
+
+ENGINES = ("auto", "fast", "eager")
+
+
+def check(name: str) -> str:
+    if name not in ENGINES:
+        raise HarnessError(f"unknown engine '{name}'; use one of {', '.join(ENGINES)}")
+    return name
+
+
+def wanted(name: str, device) -> str:
+    """``auto`` -> ``fast`` on CUDA, ``eager`` elsewhere (before the model is looked at)."""
+    check(name)
+    if name == "auto":
+        return "fast" if torch.device(device).type == "cuda" else "eager"
+    return name
+
+
+FAST_FAMILIES = ("olmoe", "qwen3_moe", "mixtral")  # text families the weights adapter reads (also under llava+)
+
+
+def covers(family: str) -> bool:
+    """Whether the fast engine covers a model family (``ModelInfo.family``), from configs only."""
+    base = family.split(" ")[0]
+    base = base[len("llava+"):] if base.startswith("llava+") else base
+    return base in FAST_FAMILIES
+
+
+def resolve(name: str, device, family: str) -> str:
+    """The engine a run will use ("fast" or "eager"), decided before any weights load. An explicit
+    ``fast`` for a family the engine does not cover is a :class:`HarnessError`."""
+    want = wanted(name, device)
+    if want == "fast" and not covers(family):
+        if name == "fast":
+            raise HarnessError(f"the fast engine does not cover the '{family}' family (it covers "
+                               f"{', '.join(FAST_FAMILIES)} and LLaVA with one of them); use --engine eager or auto")
+        return "eager"
+    return want
+
+
+def build(name: str, device, hf_step, switch, model_name: str):
+    """-> (step model, engine name actually used). ``hf_step`` is the eager step model."""
+    from harness.backends.base import warn
+    from harness.engine.weights import Unsupported
+
+    want = wanted(name, device)
+    if want == "eager":
+        return hf_step, "eager"
+    try:
+        from harness.backends.hf import HFStepModel
+        from harness.engine.step import FastStepModel
+
+        if not isinstance(hf_step, HFStepModel):
+            raise Unsupported(getattr(hf_step, "fast_engine_gap", "no fast-engine weights adapter for this model family"))
+        return FastStepModel(hf_step, switch), "fast"
+    except (Unsupported, ImportError) as exc:
+        if name == "fast":
+            raise HarnessError(f"{model_name}: the fast engine cannot run this model ({exc}); use --engine eager")
+        warn(f"{model_name}: the fast engine cannot run this model ({exc}); using the eager engine")
+        return hf_step, "eager"

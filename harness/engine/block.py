@@ -1,0 +1,80 @@
+"""The functional block step of the fast engine: attention over a static KV cache, then the
+router. Weights, caches and the runtime ``top_k`` are inputs, so one compiled version of
+:func:`attn_router` serves every block and every knob configuration.
+
+Numerics follow transformers' eager OLMoE/Qwen3-MoE/Mixtral code: RMSNorm in float32 then cast,
+RoPE cos/sin cast to the model dtype, softmax of the router logits in float32 over all experts,
+top-``max_top_k`` selection (sorted, so the first ``top_k`` slots are exactly a top-``top_k``
+selection), the routing weights of slots ``>= top_k`` zeroed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from harness.engine.weights import LMSpec
+
+
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    xf = x.float()
+    return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, scaling: float, dtype):
+    """``positions`` [B, T] -> cos, sin [B, 1, T, D] in ``dtype``."""
+    freqs = positions[..., None].float() * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return (emb.cos() * scaling).to(dtype)[:, None], (emb.sin() * scaling).to(dtype)[:, None]
+
+
+def _rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def allowed_mask(mask: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Boolean attention mask [B, 1, T, W] for queries written at cache columns ``cols`` [T]:
+    a query sees filled columns (``mask`` [B, W] = 1) at or before its own, and always itself
+    (so padding queries never see an empty row and nothing turns NaN)."""
+    w = torch.arange(mask.shape[1], device=mask.device)
+    c = cols[:, None]
+    ok = (w[None, :] <= c)[None] & (mask[:, None, :] != 0)
+    return (ok | (w[None, :] == c)[None])[:, None]
+
+
+def attn_router(spec: LMSpec, x, kc, vc, cos, sin, allowed, cols, top_k, ln1, wq, wk, wv, wo, ln2, router, *qk):
+    """One block up to the experts. ``x`` [B, T, H]; ``kc``/``vc`` [B, kvH, W, D] (written at
+    ``cols``); ``top_k`` a 1-element int tensor. Returns (residual stream after attention,
+    normalised input of the experts [B*T, H], routing weights [B*T, K], expert ids [B*T, K])."""
+    B, T, _ = x.shape
+    H, KV, D = spec.heads, spec.kv_heads, spec.head_dim
+    h = rms_norm(x, ln1, spec.eps)
+    q, k, v = F.linear(h, wq), F.linear(h, wk), F.linear(h, wv)
+    if spec.qk_norm == "full":
+        q, k = rms_norm(q, qk[0], spec.eps), rms_norm(k, qk[1], spec.eps)
+    if spec.clip_qkv is not None:
+        q, k, v = (t.clamp(-spec.clip_qkv, spec.clip_qkv) for t in (q, k, v))
+    q, k, v = q.view(B, T, H, D), k.view(B, T, KV, D), v.view(B, T, KV, D)
+    if spec.qk_norm == "head":
+        q, k = rms_norm(q, qk[0], spec.eps), rms_norm(k, qk[1], spec.eps)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    q = q * cos + _rotate_half(q) * sin
+    k = k * cos + _rotate_half(k) * sin
+    kc.index_copy_(2, cols, k)
+    vc.index_copy_(2, cols, v)
+    keys, vals = kc, vc
+    if KV != H:
+        keys, vals = keys.repeat_interleave(H // KV, dim=1), vals.repeat_interleave(H // KV, dim=1)
+    a = F.scaled_dot_product_attention(q, keys, vals, attn_mask=allowed, scale=D ** -0.5)
+    x = x + F.linear(a.transpose(1, 2).reshape(B, T, H * D), wo)
+    h2 = rms_norm(x, ln2, spec.eps).view(B * T, -1)
+    probs = torch.softmax(F.linear(h2, router).float(), dim=-1)
+    topv, topi = torch.topk(probs, spec.max_top_k, dim=-1)
+    keep = torch.arange(spec.max_top_k, device=x.device)[None, :] < top_k
+    topv = torch.where(keep, topv, torch.zeros_like(topv))
+    if spec.renormalize:
+        topv = topv / topv.sum(-1, keepdim=True)
+    if not spec.weights_in_float:
+        topv = topv.to(x.dtype)
+    return x, h2, topv, topi

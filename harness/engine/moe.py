@@ -1,0 +1,68 @@
+"""Expert kernels of the fast engine. Every kernel takes the top-``max_top_k`` routing of each
+token and a runtime ``top_k`` and computes only the slots below it (skipped slots load no
+weights), so one captured CUDA graph serves every ``top_k`` and the cost still follows it.
+
+- ``loop``: one matmul pair per hit expert, as transformers' eager experts (the CPU path and the
+  exactness reference; reads ``top_k`` on the host, so it is never captured in a graph);
+- ``grouped_mm``: ``torch._grouped_mm`` over the (token, slot) pairs sorted by expert, skipped
+  slots sorted past the last group (CUDA, bf16);
+- ``triton``: the engine's Triton kernels (:mod:`harness.engine.triton_moe`): per-pair GEMV for a
+  few tokens, expert-grouped tiles for many.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+KERNELS = ("loop", "grouped_mm", "triton")
+
+
+def moe_loop(x, topv, topi, top_k: int, w13, w2):
+    """``x`` [N, H]; ``topv``/``topi`` [N, K]; only slots < ``top_k`` contribute."""
+    n_exp = w13.shape[0]
+    out = torch.zeros_like(x)
+    idx, wts = topi[:, :top_k], topv[:, :top_k]
+    hit = torch.zeros(n_exp, dtype=torch.bool, device=x.device)
+    hit[idx.reshape(-1)] = True
+    for e in hit.nonzero().flatten().tolist():
+        tok, slot = torch.where(idx == e)
+        g, u = F.linear(x[tok], w13[e]).chunk(2, dim=-1)
+        y = F.linear(F.silu(g) * u, w2[e]) * wts[tok, slot, None]
+        out.index_add_(0, tok, y.to(out.dtype))
+    return out
+
+
+def sort_pairs(topi, top_k_t, n_exp: int):
+    """(pair order sorted by expert with skipped slots last, per-expert counts [E]) -- no host sync."""
+    k = topi.shape[1]
+    keep = torch.arange(k, device=topi.device)[None, :] < top_k_t
+    key = torch.where(keep, topi, torch.full_like(topi, n_exp)).reshape(-1)
+    order = torch.argsort(key, stable=True)
+    counts = torch.zeros(n_exp + 1, dtype=torch.int32, device=topi.device)
+    counts.scatter_add_(0, key, torch.ones_like(key, dtype=torch.int32))
+    return order, counts[:n_exp]
+
+
+def moe_grouped_mm(x, topv, topi, top_k_t, w13, w2):
+    n, k = topi.shape
+    order, counts = sort_pairs(topi, top_k_t, w13.shape[0])
+    offs = torch.cumsum(counts, 0, dtype=torch.int32)
+    tok = order // k
+    xs = x[tok]
+    g, u = torch._grouped_mm(xs, w13.transpose(1, 2), offs=offs).chunk(2, dim=-1)
+    y = torch._grouped_mm(F.silu(g) * u, w2.transpose(1, 2), offs=offs)
+    valid = (torch.arange(order.shape[0], device=x.device) < offs[-1])[:, None]
+    y = torch.where(valid, y.float() * topv.reshape(-1)[order, None].float(), 0.0)
+    out = torch.zeros(n, x.shape[1], dtype=torch.float32, device=x.device)
+    return out.index_add_(0, tok, y).to(x.dtype)
+
+
+def run_moe(kernel: str, x, topv, topi, top_k: int, top_k_t, w13, w2):
+    if kernel == "loop":
+        return moe_loop(x, topv, topi, top_k, w13, w2)
+    if kernel == "grouped_mm":
+        return moe_grouped_mm(x, topv, topi, top_k_t, w13, w2)
+    from harness.engine import triton_moe
+
+    return triton_moe.moe(x, topv, topi, top_k_t, w13, w2)

@@ -1,0 +1,204 @@
+""":class:`FastStepModel`: the fast engine behind the harness decode loop's ``StepModel`` protocol.
+
+- Weights are the loaded transformers model's own tensors (:mod:`harness.engine.weights`); the
+  knob switch of the backend decides which blocks run and each block's ``top_k``, read at every
+  call (nothing to rebuild when knobs change).
+- One compiled :func:`harness.engine.block.attn_router` serves every block and configuration:
+  weights, caches and ``top_k`` are inputs; activation sizes (batch, prompt length, cache width)
+  are dynamic, so compilations are bounded by shape *kinds* (batch 1 or more x decode or
+  prefill), never by knob values.
+- On CUDA each decode step is replayed from a CUDA graph per (active blocks, batch bucket, cache
+  width), captured on first use from the already compiled code (capture compiles nothing);
+  ``top_k`` lives in device tensors the expert kernels read, so one graph serves every ``top_k``.
+- On the CPU the same code runs without graphs (compile backend ``eager`` by default: dynamo
+  traces, nothing is code-generated) and the ``loop`` expert kernel.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from harness.engine.block import allowed_mask, attn_router, rms_norm, rope_cos_sin
+from harness.engine.moe import KERNELS, run_moe
+from harness.engine.weights import extract
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def _dynamic(t: torch.Tensor, *dims: int) -> torch.Tensor:
+    """Batch, length and width are dynamic sizes of the compiled step (weights stay static)."""
+    for d in dims:
+        torch._dynamo.maybe_mark_dynamic(t, d)
+    return t
+
+
+def batch_bucket(n: int) -> int:
+    for b in BATCH_BUCKETS:
+        if n <= b:
+            return b
+    return -(-n // 64) * 64
+
+
+@dataclass
+class EngineCache:
+    """Static KV cache of every block (allocated once per (batch rows, width) and reused)."""
+
+    k: list[torch.Tensor]
+    v: list[torch.Tensor]
+    rows: int
+    width: int
+    length: int = 0  # columns written so far
+    graph_inputs: dict = field(default_factory=dict)
+
+
+class _Graphs:
+    """CUDA graphs of the decode step, keyed by (active blocks, rows, width), one memory pool."""
+
+    def __init__(self):
+        self.pool = torch.cuda.graph_pool_handle()
+        self.graphs: dict = {}
+
+    def get(self, key, body):
+        entry = self.graphs.get(key)
+        if entry is None:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):  # compilation, kernel loading and autotuning happen here, not in capture
+                    body()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                out = body()
+            entry = self.graphs[key] = (graph, out)
+        return entry
+
+
+class FastStepModel:
+    """The fast engine for one loaded model (``hf_step``: :class:`harness.backends.hf.HFStepModel`)."""
+
+    name = "fast"
+
+    def __init__(self, hf_step, switch, compile_backend: str | None = "auto", moe_kernel: str | None = None,
+                 cuda_graphs: bool | None = None):
+        self.hf = hf_step
+        self.switch = switch
+        self.w = extract(hf_step.lm, hf_step.lm_head, switch.all_blocks)
+        self.spec = self.w.spec
+        self.device, self.dtype = hf_step.device, hf_step.dtype
+        cuda = self.device.type == "cuda"
+        self.moe_kernel = moe_kernel or os.environ.get("HARNESS_ENGINE_MOE") or ("triton" if cuda else "loop")
+        if self.moe_kernel not in KERNELS:
+            raise ValueError(f"unknown expert kernel {self.moe_kernel!r}; one of {KERNELS}")
+        self.cuda_graphs = cuda if cuda_graphs is None else bool(cuda_graphs and cuda)
+        if self.cuda_graphs and self.moe_kernel == "loop":
+            raise ValueError("the 'loop' expert kernel synchronises with the host and cannot be captured in a CUDA graph")
+        if compile_backend == "auto":
+            compile_backend = "inductor" if cuda else "eager"
+        self.compile_backend = compile_backend
+        spec = self.spec
+
+        def attn(*args):
+            return attn_router(spec, *args)
+
+        if compile_backend:
+            import torch.fx.experimental._config as fx_config
+
+            fx_config.use_duck_shape = False  # batch, length and width are separate sizes even when equal
+            attn = torch.compile(attn, backend=compile_backend, dynamic=None)
+        self._attn = attn
+        self._caches: dict = {}
+        self._graphs = _Graphs() if self.cuda_graphs else None
+        n = len(self.w.blocks)
+        self._kt = torch.full((n, 1), spec.max_top_k, dtype=torch.int32, device=self.device)
+        self._kt_host = [spec.max_top_k] * n
+
+    # -- knobs --------------------------------------------------------------------------------
+    def _top_k(self) -> list[int]:
+        ks = [spec_k if r is None else int(r.top_k) for r, spec_k in zip(self.switch.routers, self._kt_host)]
+        for i, k in enumerate(ks):
+            if k != self._kt_host[i]:
+                self._kt[i].fill_(k)
+                self._kt_host[i] = k
+        return ks
+
+    # -- StepModel protocol -------------------------------------------------------------------
+    def rows_for(self, batch_size: int) -> int:
+        return batch_bucket(batch_size) if self.cuda_graphs else int(batch_size)
+
+    def make_cache(self, batch_size, max_len, static=True):
+        rows, width = self.rows_for(batch_size), int(max_len)
+        cache = self._caches.get((rows, width))
+        if cache is None:
+            s = self.spec
+            shape = (rows, s.kv_heads, width, s.head_dim)
+            mk = lambda: torch.zeros(shape, dtype=self.dtype, device=self.device)  # noqa: E731
+            cache = EngineCache([mk() for _ in self.w.blocks], [mk() for _ in self.w.blocks], rows, width)
+            self._caches[(rows, width)] = cache
+        cache.length = 0
+        return cache
+
+    def prefill(self, batch, attention_mask, position_ids, cache: EngineCache, timer):
+        emb = self.hf.embed_inputs(batch, timer)
+        with timer.region("lm_prefill"):
+            n, t = emb.shape[:2]
+            cols = torch.arange(t, device=self.device)
+            logits = self._forward(emb, attention_mask, position_ids, cols, cache, rows=n)
+        cache.length = t
+        return logits
+
+    def step(self, tokens, attention_mask, position_ids, cache: EngineCache):
+        n = tokens.shape[0]
+        if not self.cuda_graphs:
+            cols = torch.tensor([cache.length], device=self.device)
+            out = self._forward(self.hf.embed(tokens), attention_mask, position_ids, cols, cache, rows=n)
+        else:
+            out = self._replay(tokens, attention_mask, position_ids, cache)[:n].clone()
+        cache.length += 1
+        return out
+
+    # -- the forward pass ---------------------------------------------------------------------
+    def _forward(self, x, mask, positions, cols, cache: EngineCache, rows: int):
+        ks = self._top_k()
+        s = self.spec
+        cos, sin = rope_cos_sin(positions, self.w.inv_freq, s.rope_scaling, self.dtype)
+        allowed = allowed_mask(mask, cols)
+        _dynamic(cos, 0, 2)
+        _dynamic(sin, 0, 2)
+        _dynamic(allowed, 0, 2, 3)
+        _dynamic(cols, 0)
+        b, t = x.shape[:2]
+        for i in self.switch.active:
+            bw = self.w.blocks[i]
+            kc, vc = _dynamic(cache.k[i][:rows], 0, 2), _dynamic(cache.v[i][:rows], 0, 2)
+            x, h2, topv, topi = self._attn(_dynamic(x, 0, 1), kc, vc, cos, sin, allowed, cols, self._kt[i], *bw.attn_inputs())
+            y = run_moe(self.moe_kernel, h2, topv, topi, ks[i], self._kt[i], bw.w13, bw.w2)
+            x = x + y.view(b, t, -1)
+        return F.linear(rms_norm(x[:, -1], self.w.norm, s.eps), self.w.lm_head)
+
+    def _replay(self, tokens, mask, positions, cache: EngineCache):
+        n, rows = tokens.shape[0], cache.rows
+        bufs = cache.graph_inputs
+        if not bufs:
+            dev = self.device
+            bufs.update(tok=torch.zeros((rows, 1), dtype=torch.long, device=dev),
+                        pos=torch.zeros((rows, 1), dtype=torch.long, device=dev),
+                        mask=torch.zeros((rows, cache.width), dtype=torch.long, device=dev),
+                        col=torch.zeros((1,), dtype=torch.long, device=dev))
+            bufs["mask"][:, 0] = 1  # padding rows attend to column 0 only
+        bufs["tok"][:n].copy_(tokens)
+        bufs["pos"][:n].copy_(positions)
+        bufs["mask"][:n].copy_(mask)
+        bufs["col"].fill_(cache.length)
+        self._top_k()
+
+        def body():
+            return self._forward(self.hf.embed(bufs["tok"]), bufs["mask"], bufs["pos"], bufs["col"], cache, rows)
+
+        graph, out = self._graphs.get((tuple(self.switch.active), rows, cache.width), body)
+        graph.replay()
+        return out

@@ -1,0 +1,191 @@
+"""Triton expert kernels of the fast engine (CUDA; ``TRITON_INTERPRET=1`` runs them on the CPU
+for tests). Both variants read the runtime ``top_k`` from a device tensor and mask every load of
+a slot ``>= top_k``, so skipped slots move no weight bytes and a captured graph serves every
+``top_k``:
+
+- *pairwise* (few tokens): one program per ((token, slot), column tile) computes a GEMV against
+  its expert's weights; no sorting, nothing to prepare;
+- *grouped* (many tokens): the (token, slot) pairs are sorted by expert (sync-free torch ops) and
+  each program multiplies a tile of one expert's tokens by a tile of its weights (``tl.dot``), so
+  each expert's weights are read once per column tile however many tokens chose it.
+
+The gate and up projections run in one kernel with the SwiGLU activation fused; the down
+projection applies the routing weight; the per-slot results are summed in float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+
+@dataclass(frozen=True)
+class Config:
+    pair_max_tokens: int = 2  # pairwise up to this many tokens, grouped above
+    pair_bn: int = 16
+    pair_bk: int = 128
+    pair_warps: int = 4
+    bm: int = 16  # grouped: tokens per tile (decode); prefill uses bm_large
+    bm_large: int = 64
+    bn: int = 64
+    bk: int = 64
+    warps: int = 4
+    stages: int = 3
+
+
+DEFAULT = Config()
+
+
+@triton.jit
+def _pair_up(x_ptr, w_ptr, idx_ptr, k_ptr, h_ptr, H: tl.constexpr, I: tl.constexpr, KMAX: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    p = tl.program_id(0)
+    nb = tl.program_id(1)
+    active = (p % KMAX) < tl.load(k_ptr)
+    t = p // KMAX
+    e = tl.load(idx_ptr + p).to(tl.int64)
+    offs_n = nb * BN + tl.arange(0, BN)
+    n_ok = (offs_n < I) & active
+    acc_g = tl.zeros([BN], dtype=tl.float32)
+    acc_u = tl.zeros([BN], dtype=tl.float32)
+    wbase = w_ptr + e * (2 * I * H)
+    for k0 in range(0, H, BK):
+        offs_k = k0 + tl.arange(0, BK)
+        k_ok = offs_k < H
+        xv = tl.load(x_ptr + t * H + offs_k, mask=k_ok & active, other=0.0).to(tl.float32)
+        m = n_ok[:, None] & k_ok[None, :]
+        wg = tl.load(wbase + offs_n[:, None] * H + offs_k[None, :], mask=m, other=0.0).to(tl.float32)
+        wu = tl.load(wbase + (offs_n[:, None] + I) * H + offs_k[None, :], mask=m, other=0.0).to(tl.float32)
+        acc_g += tl.sum(wg * xv[None, :], axis=1)
+        acc_u += tl.sum(wu * xv[None, :], axis=1)
+    hv = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
+    tl.store(h_ptr + p * I + offs_n, hv.to(h_ptr.dtype.element_ty), mask=n_ok)
+
+
+@triton.jit
+def _pair_down(h_ptr, w_ptr, idx_ptr, wt_ptr, k_ptr, y_ptr, H: tl.constexpr, I: tl.constexpr, KMAX: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    p = tl.program_id(0)
+    nb = tl.program_id(1)
+    active = (p % KMAX) < tl.load(k_ptr)
+    e = tl.load(idx_ptr + p).to(tl.int64)
+    offs_n = nb * BN + tl.arange(0, BN)
+    n_in = offs_n < H
+    n_ok = n_in & active
+    acc = tl.zeros([BN], dtype=tl.float32)
+    wbase = w_ptr + e * (H * I)
+    for k0 in range(0, I, BK):
+        offs_k = k0 + tl.arange(0, BK)
+        k_ok = offs_k < I
+        hv = tl.load(h_ptr + p * I + offs_k, mask=k_ok & active, other=0.0).to(tl.float32)
+        w = tl.load(wbase + offs_n[:, None] * I + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+        acc += tl.sum(w * hv[None, :], axis=1)
+    wt = tl.load(wt_ptr + p).to(tl.float32)
+    tl.store(y_ptr + p * H + offs_n, acc * wt, mask=n_in)  # zeros for skipped slots
+
+
+@triton.jit
+def _tile_rows(order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, E: tl.constexpr, BM: tl.constexpr):
+    pid_m = tl.program_id(0)
+    e = tl.load(tile_e_ptr + pid_m)
+    active = e < E
+    es = tl.minimum(e, E - 1)
+    rows = (pid_m - tl.load(tile_first_ptr + es)) * BM + tl.arange(0, BM)
+    r_ok = (rows < tl.load(counts_ptr + es)) & active
+    pidx = tl.load(order_ptr + tl.load(pair_first_ptr + es) + rows, mask=r_ok, other=0)
+    return es.to(tl.int64), active, r_ok, pidx.to(tl.int64)
+
+
+@triton.jit
+def _grouped_up(x_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, h_ptr, H: tl.constexpr, I: tl.constexpr, E: tl.constexpr,
+                KMAX: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, IEEE: tl.constexpr):
+    e, active, r_ok, pidx = _tile_rows(order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, E, BM)
+    tok = pidx // KMAX
+    offs_n = tl.program_id(1) * BN + tl.arange(0, BN)
+    n_ok = (offs_n < I) & active
+    acc_g = tl.zeros([BM, BN], dtype=tl.float32)
+    acc_u = tl.zeros([BM, BN], dtype=tl.float32)
+    wbase = w_ptr + e * (2 * I * H)
+    for k0 in range(0, H, BK):
+        offs_k = k0 + tl.arange(0, BK)
+        k_ok = offs_k < H
+        a = tl.load(x_ptr + tok[:, None] * H + offs_k[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0)
+        m = k_ok[:, None] & n_ok[None, :]
+        bg = tl.load(wbase + offs_n[None, :] * H + offs_k[:, None], mask=m, other=0.0)
+        bu = tl.load(wbase + (offs_n[None, :] + I) * H + offs_k[:, None], mask=m, other=0.0)
+        if IEEE:
+            acc_g = tl.dot(a, bg, acc_g, input_precision="ieee")
+            acc_u = tl.dot(a, bu, acc_u, input_precision="ieee")
+        else:
+            acc_g = tl.dot(a, bg, acc_g)
+            acc_u = tl.dot(a, bu, acc_u)
+    hv = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
+    tl.store(h_ptr + pidx[:, None] * I + offs_n[None, :], hv.to(h_ptr.dtype.element_ty), mask=r_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _grouped_down(h_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, wt_ptr, y_ptr, H: tl.constexpr, I: tl.constexpr, E: tl.constexpr,
+                  BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, IEEE: tl.constexpr):
+    e, active, r_ok, pidx = _tile_rows(order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, E, BM)
+    offs_n = tl.program_id(1) * BN + tl.arange(0, BN)
+    n_ok = (offs_n < H) & active
+    acc = tl.zeros([BM, BN], dtype=tl.float32)
+    wbase = w_ptr + e * (H * I)
+    for k0 in range(0, I, BK):
+        offs_k = k0 + tl.arange(0, BK)
+        k_ok = offs_k < I
+        a = tl.load(h_ptr + pidx[:, None] * I + offs_k[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(wbase + offs_n[None, :] * I + offs_k[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        if IEEE:
+            acc = tl.dot(a, b, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a, b, acc)
+    wt = tl.load(wt_ptr + pidx, mask=r_ok, other=0.0).to(tl.float32)
+    tl.store(y_ptr + pidx[:, None] * H + offs_n[None, :], acc * wt[:, None], mask=r_ok[:, None] & n_ok[None, :])
+
+
+def moe_pairwise(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT):
+    n, kmax = topi.shape
+    hid, inter = x.shape[1], w2.shape[2]
+    p = n * kmax
+    idx = topi.reshape(-1).contiguous()
+    h = torch.empty(p, inter, dtype=x.dtype, device=x.device)
+    y = torch.empty(p, hid, dtype=torch.float32, device=x.device)
+    _pair_up[(p, triton.cdiv(inter, cfg.pair_bn))](x, w13, idx, top_k_t, h, hid, inter, KMAX=kmax, BN=cfg.pair_bn,
+                                                   BK=cfg.pair_bk, num_warps=cfg.pair_warps)
+    _pair_down[(p, triton.cdiv(hid, cfg.pair_bn))](h, w2, idx, topv.reshape(-1).contiguous(), top_k_t, y, hid, inter,
+                                                   KMAX=kmax, BN=cfg.pair_bn, BK=cfg.pair_bk, num_warps=cfg.pair_warps)
+    return y.view(n, kmax, hid).sum(1).to(x.dtype)
+
+
+def moe_grouped(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT, bm: int | None = None):
+    from harness.engine.moe import sort_pairs
+
+    n, kmax = topi.shape
+    hid, inter, n_exp = x.shape[1], w2.shape[2], w13.shape[0]
+    p = n * kmax
+    bm = bm or (cfg.bm if n <= 64 else cfg.bm_large)
+    order, counts = sort_pairs(topi, top_k_t, n_exp)
+    order = order.to(torch.int32)
+    tiles = (counts + bm - 1) // bm
+    tile_end = torch.cumsum(tiles, 0, dtype=torch.int32)
+    tile_first = tile_end - tiles
+    pair_first = torch.cumsum(counts, 0, dtype=torch.int32) - counts
+    max_tiles = triton.cdiv(p, bm) + n_exp
+    tile_e = torch.searchsorted(tile_end, torch.arange(max_tiles, dtype=torch.int32, device=x.device), right=True).to(torch.int32)
+    ieee = x.dtype == torch.float32
+    h = torch.empty(p, inter, dtype=x.dtype, device=x.device)
+    y = torch.zeros(p, hid, dtype=torch.float32, device=x.device)
+    meta = dict(BM=bm, BN=cfg.bn, BK=cfg.bk, IEEE=ieee, num_warps=cfg.warps, num_stages=cfg.stages)
+    _grouped_up[(max_tiles, triton.cdiv(inter, cfg.bn))](x, w13, order, tile_e, tile_first, pair_first, counts, h,
+                                                         hid, inter, n_exp, KMAX=kmax, **meta)
+    _grouped_down[(max_tiles, triton.cdiv(hid, cfg.bn))](h, w2, order, tile_e, tile_first, pair_first, counts,
+                                                         topv.reshape(-1).contiguous(), y, hid, inter, n_exp, **meta)
+    return y.view(n, kmax, hid).sum(1).to(x.dtype)
+
+
+def moe(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT):
+    if x.shape[0] <= cfg.pair_max_tokens:
+        return moe_pairwise(x, topv, topi, top_k_t, w13, w2, cfg)
+    return moe_grouped(x, topv, topi, top_k_t, w13, w2, cfg)

@@ -1,0 +1,111 @@
+"""The fast engine (harness.engine) on the CPU: the same tokens as the eager engine for every
+configuration of a small knob space, in fp32 on the tiny models, and no compilation when
+knobs change after warm-up."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.backends import tiny
+from harness.decode import Decoder
+from harness.engine.step import FastStepModel
+from harness.types import GenRequest
+
+torch.set_num_threads(1)
+
+KNOBS = ("6,4", "5,4", "4,4", "6,2", "5,1", "4,3", "6,1")
+IMPORTANCE = {0: 9.0, 1: 1.0, 2: 8.0, 3: 2.0, 4: 7.0, 5: 6.0}  # drops blocks 1 and 3 first, not a prefix
+
+
+def _pair(family, importance=None):
+    model = tiny.build(family)
+    eager = tiny.backend(family, model=model, importance=importance)
+    fast = tiny.backend(family, model=model, importance=importance, engine="fast")
+    for b in (eager, fast):
+        b.eos_token_ids = []
+    return eager, fast
+
+
+def _requests(family):
+    from PIL import Image
+
+    img = Image.new("RGB", (40, 30), (200, 30, 90)) if family == "llava_olmoe" else None
+    return [GenRequest("hello", image=img), GenRequest("a longer prompt than the first", image=img)]
+
+
+@pytest.mark.parametrize("family", ["olmoe", "llava_olmoe", "qwen3_moe", "mixtral"])
+def test_fast_tokens_equal_eager_for_every_configuration(family):
+    eager, fast = _pair(family, IMPORTANCE if family == "olmoe" else None)
+    assert (eager.engine, fast.engine) == ("eager", "fast")
+    reqs = _requests(family)
+    for knobs in KNOBS:
+        eager.apply_knobs(knobs)
+        fast.apply_knobs(knobs)
+        for batch in (reqs, reqs[1:]):  # batch 2 (left padding) and batch 1
+            want = eager.generate_ids(batch, 6).tokens
+            assert fast.generate_ids(batch, 6).tokens == want, (family, knobs, len(batch))
+
+
+def test_tiers_change_nothing_but_the_prompt():
+    eager, fast = _pair("llava_olmoe")
+    reqs = _requests("llava_olmoe")
+    eager.apply_knobs("5,2")
+    fast.apply_knobs("5,2")
+    for tier in ("low", "medium", "high"):
+        assert fast.generate_ids(reqs, 4, tier=tier).tokens == eager.generate_ids(reqs, 4, tier=tier).tokens
+
+
+def test_switching_configurations_compiles_nothing_after_warm_up():
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    _, fast = _pair("olmoe", IMPORTANCE)
+    counter = CompileCounter()
+    fast.step_model = FastStepModel(fast.step_model.hf, fast.switch, compile_backend=counter)
+    fast.decoder = Decoder(fast.step_model, static_cache=True)
+    reqs = _requests("olmoe")
+    fast.apply_knobs("6,4")
+    for batch in (reqs, reqs[:1]):  # warm-up: prefill and decode at batch 1 and batch 2
+        fast.generate_ids(batch, 3)
+    warm = counter.frame_count
+    assert 0 < warm <= 4  # one compiled block step per shape kind, shared by every block
+    longer = [GenRequest("a prompt long enough to need a wider cache " * 8)] * 3
+    for knobs in KNOBS[1:]:  # six other configurations: blocks, top_k and batch size all change
+        fast.apply_knobs(knobs)
+        for batch in (reqs, reqs[:1], longer):
+            fast.generate_ids(batch, 3)
+    assert counter.frame_count == warm
+
+
+def test_expert_kernels_agree():
+    from harness.engine.moe import moe_loop
+
+    torch.manual_seed(0)
+    n_exp, hid, inter = 8, 32, 16
+    w13, w2 = torch.randn(n_exp, 2 * inter, hid), torch.randn(n_exp, hid, inter)
+    x = torch.randn(5, hid)
+    topv, topi = torch.topk(torch.softmax(torch.randn(5, n_exp), -1), 4)
+    full = moe_loop(x, topv, topi, 4, w13, w2)
+    masked = torch.where(torch.arange(4) < 2, topv, 0.0)
+    assert torch.allclose(moe_loop(x, topv, topi, 2, w13, w2), moe_loop(x, masked, topi, 4, w13, w2), atol=1e-5)
+    assert not torch.allclose(full, moe_loop(x, topv, topi, 2, w13, w2))
+
+
+@pytest.mark.parametrize("n_tokens", [1, 5])
+def test_triton_kernels_match_the_loop_in_the_interpreter(n_tokens, monkeypatch):
+    """The Triton expert kernels (pairwise and grouped) through Triton's CPU interpreter."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    pytest.importorskip("triton")
+    from harness.engine import triton_moe
+    from harness.engine.moe import moe_loop
+
+    torch.manual_seed(1)
+    n_exp, hid, inter, kmax = 8, 32, 16, 4
+    w13, w2 = torch.randn(n_exp, 2 * inter, hid) * 0.2, torch.randn(n_exp, hid, inter) * 0.2
+    x = torch.randn(n_tokens, hid)
+    topv, topi = torch.topk(torch.softmax(torch.randn(n_tokens, n_exp), -1), kmax)
+    k_t = torch.tensor([3], dtype=torch.int32)
+    want = moe_loop(x, topv, topi, 3, w13, w2)
+    for fn in (triton_moe.moe_pairwise, triton_moe.moe_grouped):
+        assert torch.allclose(fn(x, topv, topi, k_t, w13, w2), want, atol=1e-4), fn.__name__
