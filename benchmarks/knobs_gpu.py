@@ -1,10 +1,11 @@
-"""Prefill and decode latency of ``random:molmoe-1b`` at knob configs 16,8 / 14,6 / 12,4 with each
-experts implementation (eager, grouped_mm, batched_mm), batch 1, through the harness backend and
-decode loop (so the numbers are what ``harness run`` measures). Optionally the same with
-``--compile`` (static KV cache + torch.compile of the decode step).
+"""Prefill and decode latency of ``random:molmoe-1b`` per knob configuration on each execution
+engine (``fast``: the harness engine, the default on CUDA; ``eager``: transformers' forward with
+the grouped_mm experts), through the harness backend and decode loop, so the numbers are what
+``harness run`` measures. Also: the fast engine's one-time warm-up (compilation + graph capture)
+and its agreement with the eager engine (same weights).
 
     python benchmarks/knobs_gpu.py                       # GPU, bf16, full MolmoE-1B shape
-    python benchmarks/knobs_gpu.py --shape tiny --device cpu --dtype float32 --decode-tokens 4   # dry run
+    python benchmarks/knobs_gpu.py --shape tiny --device cpu --dtype float32 --decode-tokens 4 --engines eager,fast   # dry run
 
 Prints a table and writes knobs_gpu.json / knobs_gpu.md to $OUT (if set) or benchmarks/results/.
 """
@@ -27,11 +28,9 @@ import torch  # noqa: E402
 
 from harness.backends import random_molmoe as rm  # noqa: E402
 from harness.backends.modelconfig import find_config, load_settings  # noqa: E402
-from harness.decode import Decoder  # noqa: E402
 from harness.types import GenRequest  # noqa: E402
 
-CONFIGS = ("16,8", "14,6", "12,4")
-IMPLS = ("eager", "grouped_mm", "batched_mm")
+CONFIGS = ("16,8", "16,6", "16,4", "16,2", "14,6", "12,8", "12,4", "12,2")
 # importance order used by the earlier GPU probes (shared/baselines): block 0 then 5, 3, 1, 14, ...
 IMPORTANCE = {b: 16 - r for r, b in enumerate([0, 5, 3, 1, 14, 2, 11, 9, 15, 4, 10, 13, 8, 6, 7, 12])}
 
@@ -45,28 +44,24 @@ def median(xs):
     return float(statistics.median(xs)) if xs else None
 
 
-def measure(backend, prompt_tokens, decode_tokens, reps, image=None, tier="high"):
-    """(prefill ms median, decode ms/token median, vision ms, projector ms) at batch 1."""
-    long_req = [GenRequest(prompt_of(prompt_tokens))]
-    short_req = [GenRequest(prompt_of(120))]
+def measure(backend, prompt_tokens, decode_tokens, reps, batch=1):
+    """(prefill ms median, decode ms/step median) at ``batch``, after the backend's warm-up."""
+    long_req = [GenRequest(prompt_of(prompt_tokens))] * batch
+    short_req = [GenRequest(prompt_of(120))] * batch
     backend.eos_token_ids = []  # random weights: never stop early
     pre, dec = [], []
     for _ in range(reps):
-        out = backend.generate(long_req, 1)[0]
-        pre.append(out.timings.prefill_ms)
+        pre.append(backend.generate(long_req, 1)[0].timings.prefill_ms)
     for _ in range(max(1, reps // 2)):
-        out = backend.generate(short_req, decode_tokens)[0]
-        dec.append(statistics.mean(out.timings.decode_step_ms))
-    vis = proj = None
-    if image is not None:
-        try:
-            out = backend.generate([GenRequest("describe", image=image)], 1, tier=tier)[0]
-            out = backend.generate([GenRequest("describe", image=image)], 1, tier=tier)[0]
-            vis, proj = out.timings.vision_ms, out.timings.projector_ms
-        except torch.OutOfMemoryError as exc:  # batched_mm on a ~1.9k-token image prefill
-            print(f"image prefill skipped: {str(exc)[:120]}", flush=True)
-            torch.cuda.empty_cache()
-    return median(pre), median(dec), vis, proj
+        dec.append(statistics.mean(backend.generate(short_req, decode_tokens)[0].timings.decode_step_ms))
+    return median(pre), median(dec)
+
+
+def vision_ms(backend, image):
+    out = None
+    for _ in range(2):
+        out = backend.generate([GenRequest("describe", image=image)], 1, tier="high")[0]
+    return out.timings.vision_ms, out.timings.projector_ms, out.timings.lm_prefill_ms, out.input_tokens
 
 
 def floor_ms(shape: rm.Shape, blocks: int, top_k: int, bandwidth: float) -> float:
@@ -77,6 +72,15 @@ def floor_ms(shape: rm.Shape, blocks: int, top_k: int, bandwidth: float) -> floa
     first = attn + h * shape.experts + expert * shape.top_k
     nbytes = 2 * (first + (blocks - 1) * per + 2 * shape.vocab * h)
     return nbytes / bandwidth * 1e3
+
+
+def prefill_floor_ms(shape: rm.Shape, blocks: int, top_k: int, tokens: int, bandwidth: float, flops: float) -> float:
+    """max(all weights once / bandwidth, matmul FLOPs / measured bf16 rate) for one prompt."""
+    h = shape.hidden
+    expert = 3 * h * shape.expert_hidden
+    weights = 2 * (blocks * (4 * h * h + shape.experts * expert) + 2 * shape.vocab * h)
+    macs = tokens * (blocks * 4 * h * h + (shape.top_k + (blocks - 1) * top_k) * expert) + shape.vocab * h
+    return max(weights / bandwidth, 2 * macs / flops) * 1e3
 
 
 def copy_bandwidth(device) -> float | None:
@@ -98,102 +102,150 @@ def copy_bandwidth(device) -> float | None:
     return bw
 
 
+def matmul_rate(device) -> float | None:
+    if torch.device(device).type != "cuda":
+        return None
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ a
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for _ in range(10):
+        a @ a
+    e.record()
+    torch.cuda.synchronize()
+    return 10 * 2 * 8192**3 / (s.elapsed_time(e) / 1e3)
+
+
+def agreement(fast, eager, configs, n_new=16):
+    """Greedy tokens of the two engines on the same weights (bf16: small numeric differences may
+    flip near-ties), and the largest first-token logit difference."""
+    rows = []
+    reqs = [GenRequest(prompt_of(60 + 37 * i)) for i in range(4)]
+    for cfg in configs:
+        res = {}
+        for b in (fast, eager):
+            b.apply_knobs(cfg)
+            b.eos_token_ids = []
+            res[b.engine] = b.generate_ids(reqs, n_new).tokens
+        same = sum(int(a == c) for x, y in zip(res["fast"], res["eager"]) for a, c in zip(x, y))
+        first = sum(int(x[0] == y[0]) for x, y in zip(res["fast"], res["eager"]))
+        rows.append({"knobs": cfg, "tokens_equal": f"{same}/{len(reqs) * n_new}", "first_token_equal": f"{first}/{len(reqs)}"})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", choices=("molmoe-1b", "tiny"), default="molmoe-1b")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="bfloat16")
-    ap.add_argument("--impls", default=",".join(IMPLS))
+    ap.add_argument("--engines", default="fast,eager")
     ap.add_argument("--configs", default=";".join(CONFIGS), help="knob configs separated by ';'")
+    ap.add_argument("--eager-configs", default="16,8;14,6;12,4", help="configs measured on the eager engine")
+    ap.add_argument("--batch32-configs", default="16,8;12,4", help="configs also measured at batch 32")
     ap.add_argument("--prompt-tokens", type=int, default=700)
     ap.add_argument("--decode-tokens", type=int, default=32)
     ap.add_argument("--reps", type=int, default=4)
-    ap.add_argument("--compile", default="batched_mm,grouped_mm", help="experts impls to also run with --compile ('' = none)")
-    ap.add_argument("--budget-s", type=float, default=330, help="skip remaining compile runs after this many seconds")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
     t0 = time.time()
     shape = rm.MOLMOE_1B if args.shape == "molmoe-1b" else rm.TINY
     dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[args.dtype]
-    configs = [c.strip() for c in args.configs.split(";") if c.strip()]
+    split = lambda s: [c.strip() for c in s.split(";") if c.strip()]  # noqa: E731
     settings = load_settings(find_config("random-molmoe-1b"))
     info = rm.describe("random:molmoe-1b", settings, shape)
     import transformers
 
-    device_name = torch.cuda.get_device_name(0) if torch.device(args.device).type == "cuda" else platform.processor() or "cpu"
+    cuda = torch.device(args.device).type == "cuda"
+    device_name = torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu"
     env = {"device": device_name, "dtype": args.dtype, "torch": torch.__version__, "transformers": transformers.__version__,
            "shape": args.shape, "n_params": info.n_params, "prompt_tokens": args.prompt_tokens,
-           "decode_tokens": args.decode_tokens, "batch_size": 1, "importance": "baseline probe order"}
+           "decode_tokens": args.decode_tokens, "importance": "baseline probe order"}
     print(json.dumps(env), flush=True)
-    bw = copy_bandwidth(args.device)
+    bw, rate = copy_bandwidth(args.device), matmul_rate(args.device)
     env["copy_bandwidth_TBps"] = round(bw / 1e12, 3) if bw else None
-    backend = rm.load(info, settings, args.device, dtype, IMPORTANCE, "eager", shape=shape)
+    env["bf16_matmul_TFLOPs"] = round(rate / 1e12, 1) if rate else None
+    lm, vision = rm.build(shape, args.device, dtype)
+    backends = {}
+    for name in [e for e in args.engines.split(",") if e]:
+        ts = time.time()
+        backends[name] = rm.RandomMolmoeBackend(lm, vision, info, settings, args.device, dtype, IMPORTANCE, engine=name,
+                                                experts_impl="grouped_mm")
+        env[f"{name}_engine_setup_s"] = round(time.time() - ts, 2)
     print(f"model built in {time.time() - t0:.1f}s", flush=True)
     from PIL import Image
 
     image = Image.new("RGB", (640, 480), (120, 80, 40))
     rows = []
+    if "fast" in backends:  # one-time warm-up: compilation of the block step and graph captures
+        fast = backends["fast"]
+        fast.apply_knobs("16,8")
+        ts = time.time()
+        fast.generate([GenRequest(prompt_of(120))], 4)
+        env["fast_first_call_s"] = round(time.time() - ts, 2)
+        print(f"fast engine first call (compile + capture): {env['fast_first_call_s']} s", flush=True)
 
-    def record(mode, impl, cfg, fn):
+    def record(engine, cfg, batch):
         b, k = (int(x) for x in cfg.split(","))
-        row = {"mode": mode, "experts_impl": impl, "knobs": cfg}
+        row = {"engine": engine, "knobs": cfg, "batch": batch}
+        backend = backends[engine]
         try:
             backend.apply_knobs(cfg)
             ts = time.time()
-            pre, dec, vis, proj = fn()
-            row.update(prefill_ms=round(pre, 2) if pre is not None else None, decode_ms_per_token=round(dec, 3),
-                       vision_ms_high=round(vis, 2) if vis else None, projector_ms_high=round(proj, 3) if proj else None,
-                       wall_s=round(time.time() - ts, 1))
-            if bw:
+            pre, dec = measure(backend, args.prompt_tokens, args.decode_tokens, args.reps, batch)
+            row.update(prefill_ms=round(pre, 2), decode_ms_per_step=round(dec, 3), wall_s=round(time.time() - ts, 1))
+            if bw and batch == 1:
                 fl = floor_ms(shape, b, k, bw)
-                row.update(floor_ms_per_token=round(fl, 3), x_floor=round(dec / fl, 1))
+                pf = prefill_floor_ms(shape, b, k, args.prompt_tokens, bw, rate)
+                row.update(floor_ms_per_token=round(fl, 3), x_floor=round(dec / fl, 2), prefill_floor_ms=round(pf, 2),
+                           prefill_x_floor=round(pre / pf, 2))
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
-            traceback.print_exc(limit=4)
+            traceback.print_exc(limit=6)
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    for impl in [i for i in args.impls.split(",") if i]:
-        got = backend.set_experts_impl(impl)
-        if got != impl:
-            rows.append({"mode": "eager", "experts_impl": impl, "error": f"unavailable (fell back to {got})"})
-            continue
-        for i, cfg in enumerate(configs):
-            img = image if i == 0 else None
-            record("eager", impl, cfg, lambda img=img: measure(backend, args.prompt_tokens, args.decode_tokens, args.reps, img))
-    for impl in [i for i in args.compile.split(",") if i]:
-        backend.set_experts_impl(impl)
-        backend.decoder = Decoder(backend.step_model, compile=True)
-        backend._warm.clear()
-        for cfg in configs:
-            if time.time() - t0 > args.budget_s:
-                rows.append({"mode": "compile", "experts_impl": impl, "knobs": cfg, "error": "skipped: time budget"})
-                continue
-
-            def fn():
-                tc = time.time()
-                backend.eos_token_ids = []
-                out = backend.generate([GenRequest(prompt_of(120))], args.decode_tokens)[0]  # includes warm-up/compile
-                warm = time.time() - tc
-                outs = [backend.generate([GenRequest(prompt_of(120))], args.decode_tokens)[0] for _ in range(2)]
-                dec = median([statistics.mean(o.timings.decode_step_ms) for o in outs + [out]])
-                print(f"compile warm-up+first call {warm:.1f}s", flush=True)
-                return None, dec, None, None
-
-            record("compile", impl, cfg, fn)
+    for engine in backends:
+        for cfg in split(args.configs) if engine == "fast" else split(args.eager_configs):
+            record(engine, cfg, 1)
+        for cfg in split(args.batch32_configs):
+            record(engine, cfg, 32)
+        try:
+            backends[engine].apply_knobs("16,8")
+            vis, proj, lmp, n_in = vision_ms(backends[engine], image)
+            env[f"{engine}_tier_high"] = {"vision_ms": vis, "projector_ms": proj, "lm_prefill_ms": lmp, "input_tokens": n_in}
+            print(json.dumps({engine: env[f"{engine}_tier_high"]}), flush=True)
+        except Exception as exc:
+            env[f"{engine}_tier_high"] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    agree = agreement(backends["fast"], backends["eager"], ["16,8", "12,4"]) if {"fast", "eager"} <= set(backends) else []
     env["total_s"] = round(time.time() - t0, 1)
+    ratio = {}
+    by = {(r["engine"], r["knobs"], r["batch"]): r for r in rows if "decode_ms_per_step" in r}
+    for eng in backends:
+        a, c = by.get((eng, "12,4", 1)), by.get((eng, "16,8", 1))
+        if a and c and bw:
+            ratio[eng] = {"measured": round(a["decode_ms_per_step"] / c["decode_ms_per_step"], 3),
+                          "active_bytes": round(floor_ms(shape, 12, 4, bw) / floor_ms(shape, 16, 8, bw), 3)}
+    env["decode_ratio_12_4_over_16_8"] = ratio
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "knobs_gpu.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1))
-    md = [f"# random:molmoe-1b knob latency ({env['device']}, {args.dtype}, torch {env['torch']}, transformers {env['transformers']})", "",
-          f"Batch 1; prefill = {args.prompt_tokens}-token text prompt; decode = mean ms per step over {args.decode_tokens} tokens after a 120-token prompt; "
-          "harness backend + decode loop, CUDA events after warm-up. Floor = active weight bytes per token / measured copy bandwidth "
-          f"({env['copy_bandwidth_TBps']} TB/s). Vision = ViT on 13 crops (tier high) when measured.", "",
-          "| mode | experts impl | knobs | prefill ms | decode ms/token | floor ms/token | x floor | vision ms (high) | note |",
-          "|---|---|---|---|---|---|---|---|---|"]
+    (out / "knobs_gpu.json").write_text(json.dumps({"env": env, "rows": rows, "agreement": agree}, indent=1))
+    md = [f"# random:molmoe-1b knob latency per engine ({env['device']}, {args.dtype}, torch {env['torch']}, transformers {env['transformers']})", "",
+          f"Prefill = {args.prompt_tokens}-token text prompt; decode = mean ms per step over {args.decode_tokens} tokens after a "
+          "120-token prompt; harness backend + decode loop, CUDA events, after the backend's warm-up. Floor = active weight bytes "
+          f"per token / measured copy bandwidth ({env['copy_bandwidth_TBps']} TB/s); prefill floor = max(all weights once / "
+          f"bandwidth, FLOPs / measured bf16 matmul rate {env['bf16_matmul_TFLOPs']} TFLOP/s).", "",
+          f"Fast engine first call (compilation + graph capture, 120-token prompt): {env.get('fast_first_call_s')} s.", "",
+          "| engine | knobs | batch | prefill ms | prefill floor | x | decode ms/step | floor ms/token | x floor | note |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        md.append(f"| {r.get('mode')} | {r.get('experts_impl')} | {r.get('knobs', '')} | {r.get('prefill_ms', '')} | {r.get('decode_ms_per_token', '')} | "
-                  f"{r.get('floor_ms_per_token', '')} | {r.get('x_floor', '')} | {r.get('vision_ms_high') or ''} | {r.get('error', '')} |")
+        md.append(f"| {r['engine']} | {r['knobs']} | {r['batch']} | {r.get('prefill_ms', '')} | {r.get('prefill_floor_ms', '')} | "
+                  f"{r.get('prefill_x_floor', '')} | {r.get('decode_ms_per_step', '')} | {r.get('floor_ms_per_token', '')} | "
+                  f"{r.get('x_floor', '')} | {r.get('error', '')} |")
+    md += ["", f"decode(12,4)/decode(16,8): {json.dumps(ratio)}", "",
+           "Tier high (13 crops, image + prompt): " + json.dumps({e: env.get(f"{e}_tier_high") for e in backends}), "",
+           "Fast vs eager greedy tokens (same weights, bf16): " + json.dumps(agree)]
     (out / "knobs_gpu.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -79,7 +79,7 @@ def test_switching_configurations_compiles_nothing_after_warm_up():
 
 
 def test_expert_kernels_agree():
-    from harness.engine.moe import moe_loop
+    from harness.engine.moe import moe_grouped_mm, moe_loop
 
     torch.manual_seed(0)
     n_exp, hid, inter = 8, 32, 16
@@ -90,6 +90,9 @@ def test_expert_kernels_agree():
     masked = torch.where(torch.arange(4) < 2, topv, 0.0)
     assert torch.allclose(moe_loop(x, topv, topi, 2, w13, w2), moe_loop(x, masked, topi, 4, w13, w2), atol=1e-5)
     assert not torch.allclose(full, moe_loop(x, topv, topi, 2, w13, w2))
+    if hasattr(torch.nn.functional, "grouped_mm") or hasattr(torch, "_grouped_mm"):
+        k_t = torch.tensor([2])
+        assert torch.allclose(moe_grouped_mm(x, masked, topi, k_t, w13, w2), moe_loop(x, topv, topi, 2, w13, w2), atol=1e-4)
 
 
 @pytest.mark.parametrize("n_tokens", [1, 5])

@@ -44,14 +44,19 @@ def sort_pairs(topi, top_k_t, n_exp: int):
     return order, counts[:n_exp]
 
 
+def _grouped_mm(a, b, offs):
+    fn = getattr(F, "grouped_mm", None) or torch._grouped_mm
+    return fn(a, b, offs=offs)
+
+
 def moe_grouped_mm(x, topv, topi, top_k_t, w13, w2):
     n, k = topi.shape
     order, counts = sort_pairs(topi, top_k_t, w13.shape[0])
     offs = torch.cumsum(counts, 0, dtype=torch.int32)
     tok = order // k
     xs = x[tok]
-    g, u = torch._grouped_mm(xs, w13.transpose(1, 2), offs=offs).chunk(2, dim=-1)
-    y = torch._grouped_mm(F.silu(g) * u, w2.transpose(1, 2), offs=offs)
+    g, u = _grouped_mm(xs, w13.transpose(1, 2), offs).chunk(2, dim=-1)
+    y = _grouped_mm(F.silu(g) * u, w2.transpose(1, 2), offs)
     valid = (torch.arange(order.shape[0], device=x.device) < offs[-1])[:, None]
     y = torch.where(valid, y.float() * topv.reshape(-1)[order, None].float(), 0.0)
     out = torch.zeros(n, x.shape[1], dtype=torch.float32, device=x.device)

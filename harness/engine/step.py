@@ -91,9 +91,12 @@ class FastStepModel:
         self.spec = self.w.spec
         self.device, self.dtype = hf_step.device, hf_step.dtype
         cuda = self.device.type == "cuda"
+        # expert kernels by measurement (benchmarks/results/moe_kernels.md): decode steps / prompts
         self.moe_kernel = moe_kernel or os.environ.get("HARNESS_ENGINE_MOE") or ("triton" if cuda else "loop")
-        if self.moe_kernel not in KERNELS:
-            raise ValueError(f"unknown expert kernel {self.moe_kernel!r}; one of {KERNELS}")
+        self.prefill_kernel = moe_kernel or os.environ.get("HARNESS_ENGINE_PREFILL_MOE") or ("grouped_mm" if cuda else "loop")
+        for k in (self.moe_kernel, self.prefill_kernel):
+            if k not in KERNELS:
+                raise ValueError(f"unknown expert kernel {k!r}; one of {KERNELS}")
         self.cuda_graphs = cuda if cuda_graphs is None else bool(cuda_graphs and cuda)
         if self.cuda_graphs and self.moe_kernel == "loop":
             raise ValueError("the 'loop' expert kernel synchronises with the host and cannot be captured in a CUDA graph")
@@ -172,11 +175,12 @@ class FastStepModel:
         _dynamic(allowed, 0, 2, 3)
         _dynamic(cols, 0)
         b, t = x.shape[:2]
+        kernel = self.moe_kernel if t == 1 else self.prefill_kernel
         for i in self.switch.active:
             bw = self.w.blocks[i]
             kc, vc = _dynamic(cache.k[i][:rows], 0, 2), _dynamic(cache.v[i][:rows], 0, 2)
             x, h2, topv, topi = self._attn(_dynamic(x, 0, 1), kc, vc, cos, sin, allowed, cols, self._kt[i], *bw.attn_inputs())
-            y = run_moe(self.moe_kernel, h2, topv, topi, ks[i], self._kt[i], bw.w13, bw.w2)
+            y = run_moe(kernel, h2, topv, topi, ks[i], self._kt[i], bw.w13, bw.w2)
             x = x + y.view(b, t, -1)
         return F.linear(rms_norm(x[:, -1], self.w.norm, s.eps), self.w.lm_head)
 
