@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.backends import tiny
+from fixtures import tiny
 from harness.decode import Decoder
 from harness.engine.step import FastStepModel
 from harness.types import GenRequest
