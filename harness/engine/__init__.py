@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from harness.errors import HarnessError
@@ -54,22 +56,21 @@ def resolve(name: str, device, family: str) -> str:
 
 
 def build(name: str, device, hf_step, switch, model_name: str):
-    """-> (step model, engine name actually used). ``hf_step`` is the eager step model."""
-    from harness.backends.base import warn
+    """-> (step model, engine name actually used). ``hf_step`` is the eager step model (the fast
+    engine reads the weights of a transformers language model behind ``hf_step.lm``)."""
     from harness.engine.weights import Unsupported
 
     want = wanted(name, device)
     if want == "eager":
         return hf_step, "eager"
     try:
-        from harness.backends.hf import HFStepModel
         from harness.engine.step import FastStepModel
 
-        if not isinstance(hf_step, HFStepModel):
+        if not all(hasattr(hf_step, a) for a in ("lm", "lm_head", "embed", "embed_inputs")):  # a transformers LM step
             raise Unsupported(getattr(hf_step, "fast_engine_gap", "no fast-engine weights adapter for this model family"))
         return FastStepModel(hf_step, switch), "fast"
     except (Unsupported, ImportError) as exc:
         if name == "fast":
             raise HarnessError(f"{model_name}: the fast engine cannot run this model ({exc}); use --engine eager")
-        warn(f"{model_name}: the fast engine cannot run this model ({exc}); using the eager engine")
+        print(f"warning: {model_name}: the fast engine cannot run this model ({exc}); using the eager engine", file=sys.stderr)
         return hf_step, "eager"
