@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     import harness.metrics as metrics
     import harness.tasks as tasks
     from harness.knobs import Knobs
-    from harness.latency.estimator import device_slug, model_slug
+    from harness.environment import device_identity, identity_key
+    from harness.latency.fits import slugify
     from harness import api
     from harness.setup import ensure_fitted, prepare_estimator
     from harness.tasks.data import load_samples
@@ -71,7 +72,8 @@ def main(argv=None) -> int:
     backend = load(args.model, device=dev, dtype=dt, experts_impl=impl)
     load_s = time.perf_counter() - t0
     est, note = prepare_estimator(None if args.estimator == "builtin" else args.estimator, info, dev, quiet=True)
-    est, fit_note = ensure_fitted(est, backend, info, dev, args.seed, quiet=True)
+    est, fit_note = ensure_fitted(est, backend, info, dev, args.seed, quiet=True, model_spec=args.model,
+                                  batch_size=args.batch_size)
     knobs = Knobs.parse(args.knobs) if args.knobs else Knobs(info.n_blocks, info.default_top_k, info.default_tier)
     if dev.startswith("cuda"):  # the backend warms up each new shape itself; one call here loads kernels
         from harness.types import GenRequest
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
         "mean_output_tokens": sum(ln["output_tokens"] or 0 for ln in lines) / max(1, len(lines)),
         "estimator": summary["estimator"],
     }
-    slug = f"{model_slug(info)}__{device_slug(dev)}" + (f"__b{args.batch_size}" if args.batch_size != 1 else "")
+    slug = f"{slugify(info.name)}__{identity_key(device_identity(dev))}" + (f"__b{args.batch_size}" if args.batch_size != 1 else "")
     write_report(args.results, f"overhead_{slug}", report, _markdown(report))
     return 0
 

@@ -326,7 +326,8 @@ def run_units(ctx: Context, units: list[Unit], reporter: Callable[[], Any] | Non
     if not units:
         return []
     backend = _load_backend(ctx)
-    est, fit_note = ensure_fitted(ctx.estimator, backend, ctx.info, ctx.device, ctx.seed, ctx.quiet)
+    est, fit_note = ensure_fitted(ctx.estimator, backend, ctx.info, ctx.device, ctx.seed, ctx.quiet,
+                                  model_spec=ctx.model, batch_size=ctx.batch_size)
     note = ctx.estimator_note or fit_note
     results = []
     for u in units:

@@ -284,20 +284,15 @@ class Runner:
     def _estimate(self, knobs: Knobs, outs: list[GenOutput]) -> list[dict | None]:
         if self.estimator is None:
             return [None] * len(outs)
-        from harness.latency.estimator import EstimatorInput
+        from harness.latency.estimator import rows_for_batch
 
-        rows = []
-        for out in outs:
-            steps = len(out.timings.decode_step_ms) if (out.timings and self.options.batch_size == 1 and out.timings.decode_step_ms) else None
-            n_out = steps if steps is not None else int(out.output_tokens)
-            rows.append(EstimatorInput(top_k=knobs.top_k, num_active_blocks=knobs.num_blocks,
-                                       tier_idx=TIER_INDEX.get(knobs.tier, 1), vision_tokens=int(out.vision_tokens),
-                                       text_tokens=int(out.text_tokens), output_tokens=n_out))
+        rows = rows_for_batch(knobs, outs, TIER_INDEX.get(knobs.tier, 1), bool(getattr(self.estimator, "batch_aware", False)))
         try:
             est = self.estimator.predict(rows)
             if len(est) != len(rows):
                 raise ValueError(f"returned {len(est)} estimates for {len(rows)} inputs")
-            return [e.to_dict() if hasattr(e, "to_dict") else dict(e) for e in est]
+            est = [e.to_dict() if hasattr(e, "to_dict") else dict(e) for e in est]
+            return est * len(outs) if len(rows) == 1 else est  # one batch estimate: every line of the batch
         except Exception as exc:
             msg = str(exc) if type(exc).__name__ == "PluginError" else f"estimator '{getattr(self.estimator, 'name', '?')}' failed: {type(exc).__name__}: {exc}"
             self.estimator_note = f"{msg}; the run continues without estimates"

@@ -77,31 +77,28 @@ def prepare_estimator(spec: str | None, info, device: str, quiet: bool):
     return est, None
 
 
-def ensure_fitted(est, backend, info, device: str, seed: int, quiet: bool):
-    """A PendingFit becomes a quick fit on the loaded model, saved for the next runs."""
-    from harness.latency.estimator import writable_fit_path
-    from harness.latency.profile import quick_fit
+def ensure_fitted(est, backend, info, device: str, seed: int, quiet: bool, *, model_spec: str | None = None,
+                  batch_size: int = 1):
+    """Resolve the built-in estimator on the loaded model (:func:`harness.latency.firstuse.resolve`:
+    the fit for this execution mode, else a bounded quick fit saved in the user cache, else the
+    labelled roofline). A fit file named on the command line is checked against the run's mode: a
+    mismatch is said in a warning and in summary.json, never passed over in silence."""
+    from harness.latency.estimator import FittedEstimator, PendingFit
+    from harness.latency.firstuse import backend_key, resolve
 
-    if est is None or type(est).__name__ != "PendingFit":
-        return est, None
-    path = writable_fit_path(info, device)
-    warn(f"no latency estimator fit for {info.name} on this device; fitting a quick one now "
-         f"(run `harness profile --model {info.name}` for a full one)", quiet)
-    t0 = time.perf_counter()
-    try:
-        fitted = quick_fit(backend, info, device, seed=seed)
-    except HarnessError:
-        raise
-    except Exception as exc:
-        note = f"the quick estimator fit failed ({type(exc).__name__}: {exc}); the run continues without estimates"
-        warn(note, quiet)
-        return None, note
-    try:
-        fitted.save(path)
-        saved = f"saved to {path}"
-    except OSError as exc:
-        saved = f"not saved ({exc.strerror or exc})"
-    note = f"estimator: quick fit for {info.name} on {device} made on first use in {time.perf_counter() - t0:.1f}s, {saved}"
-    warn(note, quiet)
-    est.fitted = fitted
-    return fitted, note
+    if isinstance(est, PendingFit):
+        return resolve(est, backend, info, model_spec=model_spec, batch_size=batch_size, seed=seed, quiet=quiet)
+    if isinstance(est, FittedEstimator):
+        from harness.latency.measure import batch_bucket
+
+        key, fit_key = backend_key(backend, info, model_spec), est.key
+        diff = key.differences(fit_key) if fit_key else ["execution mode (the fit names none)"]
+        if batch_bucket(batch_size) not in est.batch_buckets:
+            diff.append("batch bucket")
+        if diff:
+            note = (f"estimator fit {est.path} was made for another {', '.join(diff)} than this run "
+                    f"({key.describe()}, batch {batch_size}); its estimates are of that mode")
+            warn(note, quiet)
+            est.meta["mode_mismatch"] = diff
+            return est, note
+    return est, None

@@ -162,9 +162,9 @@ def _plain(obj) -> dict | None:
 
 
 def _device_name(device) -> str:
-    from harness.latency.profile import device_name
+    from harness.environment import device_identity
 
-    return device_name(str(device))
+    return device_identity(str(device))["name"]
 
 
 

@@ -14,6 +14,12 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(__file__)))  # the repository
 from fixtures.fakes import FakeBackend, FakeInfo, FakeMetric, FakeTask, evaluate_loaded, fake_data  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _user_cache(tmp_path_factory, monkeypatch):
+    """Fits made on first use go to the user cache: a per-test folder here, never ~/.cache."""
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.mktemp("harness-cache")))
+
+
 @pytest.fixture
 def fake_backend():
     return FakeBackend()

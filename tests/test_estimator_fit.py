@@ -7,9 +7,20 @@ import pytest
 
 from fixtures.fakes import FakeBackend, true_decode_step_ms, true_prefill_ms
 from harness.errors import HarnessError
-from harness.latency.estimator import (EstimatorInput, FittedEstimator, Measurement, error_stats, evaluate,
-                                       fit_measurements, fit_weighted_lstsq, load_estimator)
-from harness.latency.profile import Grid, default_grid, parse_grid, profile_backend, split_heldout
+from harness.latency.estimator import EstimatorInput, FittedEstimator, load_estimator
+from harness.latency.evaluation import error_stats, evaluate
+from harness.latency.features import Measurement, fit_weighted_lstsq
+from harness.latency.fitting import fit_and_report, fit_measurements, split_heldout
+from harness.latency.fits import FitKey
+from harness.latency.grid import Grid, default_grid, parse_grid
+from harness.latency.profile import Profiler, jobs_for
+
+KEY = FitKey("fake", None, "cpu-test-2c", "float32", "eager", "eager")
+
+
+def profile_backend(backend, grid, repeats=1, seed=0):
+    ms = Profiler(backend, grid, seed).run(jobs_for(grid, repeats, seed))
+    return fit_and_report(ms, backend.info, KEY, grid, repeats=repeats, seed=seed)
 
 
 def _synthetic(noise=0.0, seed=0):
@@ -85,15 +96,22 @@ def test_error_stats():
     s = error_stats([110.0, 95.0, 50.0], [100.0, 100.0, 100.0])
     assert s["mape"] == pytest.approx((0.1 + 0.05 + 0.5) / 3)
     assert s["within_10pct"] == pytest.approx(2 / 3)
+    assert s["within_5pct"] == pytest.approx(1 / 3)
+    assert s["bias"] == pytest.approx((0.1 - 0.05 - 0.5) / 3)
     assert error_stats([], [])["mape"] is None
 
 
 def test_profile_sweep_on_fake_backend():
     backend = FakeBackend()
     grid = Grid(blocks=[4, 6, 8], top_k=[1, 2, 4], tiers=["low", "high"], prompt=[8, 32], output=[6])
-    res = profile_backend(backend, backend.info, "cpu", grid, repeats=1, seed=0)
+    res = profile_backend(backend, grid, repeats=1, seed=0)
     assert len(res.measurements) == 3 * 3 * 2 * 2
     assert res.heldout["n_configs"] >= 1 and res.heldout["total"]["mape"] < 1e-3
+    # the headline is the single-measurement figure; the median-based one stands beside it
+    assert res.estimator.meta["headline"]["mape_total"] == res.heldout["total"]["mape"]
+    assert "single" in res.estimator.meta["headline"]["ground_truth"]
+    assert res.extra["heldout_medians"]["total"]["n"] >= 1 and res.extra["by_config"]
+    assert res.estimator.meta["key"] == KEY.to_dict() and res.estimator.meta["batch_buckets"] == [1]
     # EOS was ignored while profiling (every call ran the full output length) and restored after
     assert all(len(m.decode_step_ms) == 6 for m in res.measurements)
     assert backend.eos_token_ids == [0]
@@ -112,31 +130,9 @@ def test_parse_grid_validates_against_model():
     assert default_grid(info, quick=True).blocks == [4, 8]
 
 
-def test_missing_fit_gives_pending_then_quick_fit(monkeypatch, tmp_path):
-    import harness.latency.estimator as E
-    from harness.latency.profile import quick_fit
-
-    monkeypatch.setattr(E, "estimators_dir", lambda: tmp_path / "configs")
-    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
-    backend = FakeBackend()
-    est = load_estimator(None, backend.info, "cpu")
-    assert type(est).__name__ == "PendingFit"
-    fitted = quick_fit(backend, backend.info, "cpu")
-    path = E.writable_fit_path(backend.info, "cpu")
-    fitted.save(path)
-    again = load_estimator(None, backend.info, "cpu")
-    assert isinstance(again, FittedEstimator) and again.path == str(path)
-
-
 def test_nonnegative_fit_recovers_sparse_costs():
-    from harness.latency.estimator import nnls
-
     rng = np.random.default_rng(4)
     X = np.abs(rng.normal(size=(60, 5)))
     coef = np.array([1.5, 0.0, 2.0, 0.0, 0.25])
     got = fit_weighted_lstsq(X, X @ coef + 1e-9, nonneg=True)
     assert np.all(got >= 0) and np.allclose(got, coef, atol=1e-4)
-    # nnls itself on an unweighted problem whose unconstrained optimum is negative in one place
-    A = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    b = np.array([1.0, -1.0, 0.0])
-    assert np.allclose(nnls(A, b), [0.5, 0.0])

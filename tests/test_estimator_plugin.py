@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from harness.errors import HarnessError
-from harness.latency.estimator import EstimatorInput, PluginError, load_estimator, probe
+from harness.latency.estimator import EstimatorInput, load_estimator, probe
+from harness.latency.plugin import PluginError
 
 ROW = EstimatorInput(top_k=4, num_active_blocks=12, tier_idx=2, vision_tokens=100, text_tokens=30, output_tokens=5)
 

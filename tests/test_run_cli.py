@@ -13,7 +13,7 @@ from fixtures.fakes import FakeBackend, FakeInfo
 @pytest.fixture
 def cli(monkeypatch, tmp_path):
     import harness.backends as hb
-    import harness.latency.estimator as E
+    import harness.latency.fits as F
 
     loads = []
 
@@ -23,7 +23,7 @@ def cli(monkeypatch, tmp_path):
 
     monkeypatch.setattr(hb, "describe", lambda spec: FakeInfo(name=spec))
     monkeypatch.setattr(hb, "load", fake_load)
-    monkeypatch.setattr(E, "estimators_dir", lambda: tmp_path / "estimators")
+    monkeypatch.setattr(F, "shipped_dir", lambda: tmp_path / "shipped")
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
 
@@ -49,7 +49,11 @@ def test_run_json_summary(cli, capsys, tmp_path):
     assert s["estimator"] and "quick" in s["estimator"]
     assert s["estimator_error"]["mape_total"] is not None
     assert "quick" in out.err and "fitting" in out.err
-    assert (tmp_path / "estimators" / "reference__cpu.json").is_file()
+    # ... into the user cache, keyed by the execution mode (never into the package)
+    fits = sorted((tmp_path / "cache" / "estimators").glob("*.json"))
+    assert [p.name.split("__")[0] for p in fits] == ["reference"]
+    assert not (tmp_path / "shipped").exists()
+    assert s["estimator_info"]["key"]["engine"] == "eager" and s["estimator_info"]["batch_buckets"] == [1]
     assert (tmp_path / "o" / "summary.json").is_file()
 
 

@@ -1,46 +1,83 @@
 """Latency aggregation over a run's sample lines: measured and estimated distributions, and the
-estimator's error against the measurements (per sample; per batch when batches were timed whole)."""
+estimator's error against the measurements.
+
+Like is compared with like: at batch size 1 every figure is per sample; with larger batches the
+measurement is the batch's, so each batch counts once on both sides and the estimate compared with
+it must be the batch's too (``estimated.per == "batch"``, what the built-in estimator gives). A
+per-sample estimate (a plugin) is never compared with a batch measurement.
+"""
 
 from __future__ import annotations
 
 
+def _ok(lines: list[dict], key: str) -> list[dict]:
+    return [ln for ln in lines if not ln.get("error") and ln.get("measured") and ln.get(key)]
+
+
+def _first_per_batch(rows: list[dict]) -> list[dict]:
+    seen, out = set(), []
+    for ln in rows:
+        if ln.get("batch_id") not in seen:
+            seen.add(ln.get("batch_id"))
+            out.append(ln)
+    return out
+
+
+def _scope(ln: dict) -> str:
+    return (ln.get("measured") or {}).get("scope") or "sample"
+
+
+def _comparable(ln: dict) -> bool:
+    """The estimate is of what was measured: a batch estimate for a batch measurement, a sample
+    estimate for a sample measurement."""
+    return ((ln.get("estimated") or {}).get("per") or "sample") == _scope(ln)
+
+
 def latency_block(lines: list[dict], per_batch: bool) -> dict:
     """``{measured: {...}, estimated: {...}}`` with ``{mean, p50, p90, p99, n}`` per key; per batch
-    (each batch counted once) when ``per_batch``."""
+    (each batch counted once, on both sides) when ``per_batch``."""
     from harness.stats import describe
 
-    ok = [ln for ln in lines if not ln.get("error") and ln.get("measured")]
-    if per_batch:
-        seen, rows = set(), []
-        for ln in ok:
-            if ln.get("batch_id") not in seen:
-                seen.add(ln.get("batch_id"))
-                rows.append(ln)
-    else:
-        rows = ok
+    ok = _ok(lines, "measured")
+    rows = _first_per_batch(ok) if per_batch else ok
     measured = {k: describe([r["measured"].get(f"{k}_ms") for r in rows]) for k in ("prefill", "decode", "total")}
     for k in ("vision", "projector", "lm_prefill", "decode_per_token"):
         vals = [r["measured"].get(f"{k}_ms") for r in rows if r["measured"].get(f"{k}_ms") is not None]
         if vals:
             measured[k] = describe(vals)
-    est_rows = [ln for ln in ok if ln.get("estimated")]
-    estimated = ({k: describe([r["estimated"].get(f"{k}_ms") for r in est_rows]) for k in ("prefill", "decode", "total")}
-                 if est_rows else None)
-    return {"measured": measured, "estimated": estimated}
+    est_rows = [r for r in rows if r.get("estimated")]
+    estimated = None
+    if est_rows:
+        estimated = {k: describe([r["estimated"].get(f"{k}_ms") for r in est_rows]) for k in ("prefill", "decode", "total")}
+        estimated["per"] = sorted({(r["estimated"].get("per") or "sample") for r in est_rows})[0] if est_rows else None
+    return {"measured": measured, "estimated": estimated, "per": "batch" if per_batch else "sample"}
 
 
 def estimator_error(lines: list[dict], per_batch: bool) -> dict:
-    from harness.latency.estimator import error_stats
+    """Error of the estimates against the run's single measurements: MAPE, share within +-5% and
+    +-10%, bias (mean signed relative error), per part."""
+    from harness.latency.evaluation import error_stats
 
+    rows = _ok(lines, "estimated")
     if per_batch:
-        return {"mape_total": None, "within_10pct": None, "n": 0,
-                "note": "estimates are per sample but measured latency is per batch (batch size > 1); run with --batch-size 1 to compare"}
-    rows = [ln for ln in lines if not ln.get("error") and ln.get("measured") and ln.get("estimated")]
+        rows = _first_per_batch(rows)
+    per = "batch" if per_batch else "sample"
+    bad = [r for r in rows if not _comparable(r)]
+    if bad:
+        return {"mape_total": None, "within_10pct": None, "n": 0, "per": per,
+                "note": "the estimates are per sample but the measured latency is per batch (batch size > 1); "
+                        "use the built-in estimator (it estimates whole batches) or run with --batch-size 1"}
     if not rows:
-        return {"mape_total": None, "within_10pct": None, "n": 0}
-    tot = error_stats([r["estimated"]["total_ms"] for r in rows], [r["measured"]["total_ms"] for r in rows])
-    pre = error_stats([r["estimated"]["prefill_ms"] for r in rows], [r["measured"]["prefill_ms"] for r in rows])
-    dec = error_stats([r["estimated"]["decode_ms"] for r in rows], [r["measured"]["decode_ms"] if r["measured"]["decode_ms"] else None for r in rows])
-    return {"mape_total": tot["mape"], "within_10pct": tot["within_10pct"], "n": tot["n"],
-            "mape_prefill": pre["mape"], "within_10pct_prefill": pre["within_10pct"],
-            "mape_decode": dec["mape"], "within_10pct_decode": dec["within_10pct"]}
+        return {"mape_total": None, "within_10pct": None, "n": 0, "per": per}
+    out = {"per": per}
+    for part in ("total", "prefill", "decode"):
+        s = error_stats([r["estimated"][f"{part}_ms"] for r in rows],
+                        [r["measured"][f"{part}_ms"] or None if part == "decode" else r["measured"][f"{part}_ms"] for r in rows])
+        suffix = "" if part == "total" else f"_{part}"
+        out[f"mape_total" if part == "total" else f"mape_{part}"] = s["mape"]
+        out[f"within_5pct{suffix}"] = s["within_5pct"]
+        out[f"within_10pct{suffix}"] = s["within_10pct"]
+        out[f"bias{suffix}"] = s["bias"]
+        if part == "total":
+            out["n"] = s["n"]
+    return out

@@ -1,0 +1,168 @@
+"""Where latency fits live and which one a run may use.
+
+A fit is valid for one execution mode, its :class:`FitKey`: the model (name and weights
+fingerprint), the device identity (:func:`harness.environment.identity_key`: CPU model and core
+count, or GPU name), the dtype, the execution engine and the experts implementation; inside the
+file, ``batch_buckets`` lists the batch-size buckets it was profiled at. A run uses a fit only when
+all of these match; otherwise it refits (bounded) or falls back to the analytic roofline, and says
+which profile command makes a real fit.
+
+Fits made by ``harness profile`` or on first use go to the user cache
+(``$HARNESS_CACHE_DIR``, else ``$XDG_CACHE_HOME/harness``, else ``~/.cache/harness``), under
+``estimators/``. Fits shipped with the package (``harness/configs/estimators``) are read-only
+fallbacks, used under the same key rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+KEY_FIELDS = ("model", "weights", "device", "dtype", "engine", "experts_impl")
+
+
+def slugify(text) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
+
+
+def normalize_dtype(dtype) -> str:
+    return str(dtype or "").replace("torch.", "") or "float32"
+
+
+@dataclass(frozen=True)
+class FitKey:
+    model: str
+    weights: str | None
+    device: str  # identity_key of the device
+    dtype: str
+    engine: str
+    experts_impl: str
+
+    def slug(self) -> str:
+        w = f"__w{self.weights[:8]}" if self.weights else ""
+        return "__".join(slugify(x) for x in (self.model, self.device, self.dtype, self.engine, self.experts_impl)) + w
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d) -> "FitKey | None":
+        if not isinstance(d, dict) or any(f.name not in d for f in fields(cls)):
+            return None
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+    def differences(self, other: "FitKey") -> list[str]:
+        return [f for f in KEY_FIELDS if getattr(self, f) != getattr(other, f)]
+
+    def describe(self) -> str:
+        return (f"{self.model} on {self.device}, {self.dtype}, engine {self.engine}, experts {self.experts_impl}"
+                + (f", weights {self.weights[:8]}" if self.weights else ""))
+
+
+def engine_name(backend=None, engine: str | None = None, compile: bool = False) -> str:
+    """The resolved execution engine: the backend's own word, else the option, else eager."""
+    name = getattr(backend, "engine", None) if backend is not None else None
+    name = getattr(name, "name", name)
+    if isinstance(name, str) and name:
+        return name
+    if engine and engine != "auto":
+        return engine
+    return "fast" if compile else "eager"
+
+
+def run_key(info, device: str, dtype, *, model_spec: str | None = None, engine: str = "eager",
+            experts_impl: str = "grouped_mm") -> FitKey:
+    from harness.environment import device_identity, identity_key
+
+    weights = None
+    try:
+        from harness.backends import model_fingerprint
+
+        weights = model_fingerprint(model_spec or getattr(info, "name", ""))
+    except Exception:
+        weights = None
+    return FitKey(str(getattr(info, "name", info)), weights, identity_key(device_identity(device)),
+                  normalize_dtype(dtype), str(engine), str(experts_impl or "eager"))
+
+
+def cache_root() -> Path:
+    base = os.environ.get("HARNESS_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "harness")
+    return Path(base)
+
+
+def cache_dir() -> Path:
+    """Where fits and profile measurements are written."""
+    return cache_root() / "estimators"
+
+
+def shipped_dir() -> Path:
+    """Fits shipped with the package (read-only)."""
+    import harness.configs as configs
+
+    return Path(configs.__file__).resolve().parent / "estimators"
+
+
+def default_fit_path(key: FitKey) -> Path:
+    return cache_dir() / f"{key.slug()}.json"
+
+
+def _fit_files():
+    for folder in (cache_dir(), shipped_dir()):
+        if folder.is_dir():
+            yield from sorted(p for p in folder.glob("*.json") if not p.name.endswith(".measurements.json"))
+
+
+def read_key(path: Path) -> tuple[FitKey | None, list[int]]:
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, []
+    if not isinstance(d, dict):
+        return None, []
+    return FitKey.from_dict(d.get("key")), [int(b) for b in d.get("batch_buckets") or [1]]
+
+
+@dataclass
+class Lookup:
+    path: Path | None  # the matching fit, if any
+    near: list[tuple[Path, list[str]]]  # fits of this model for another mode: (path, what differs)
+
+    def why_not(self, bucket: int) -> str:
+        if not self.near:
+            return "no fit for this model"
+        path, diff = self.near[0]
+        return f"{path.name} is for another {', '.join(diff)}"
+
+
+def find_fit(key: FitKey, batch_size: int = 1) -> Lookup:
+    """The fit for ``key`` covering ``batch_size``'s bucket: the user cache first, then the shipped
+    fits. Fits of the same model for another mode are returned as near misses (for the message)."""
+    from harness.latency.measure import batch_bucket
+
+    bucket = batch_bucket(batch_size)
+    near = []
+    for path in _fit_files():
+        k, buckets = read_key(path)
+        if k is None or k.model != key.model:
+            continue
+        diff = key.differences(k) + ([] if bucket in buckets else ["batch bucket"])
+        if not diff:
+            return Lookup(path, near)
+        near.append((path, diff))
+    near.sort(key=lambda x: len(x[1]))
+    return Lookup(None, near)
+
+
+def profile_command(key: FitKey, batch_size: int = 1, model_spec: str | None = None) -> str:
+    dev = "cuda" if key.device.startswith("cuda") else "cpu"
+    parts = [f"harness profile --model {model_spec or key.model} --device {dev} --dtype {key.dtype}",
+             f"--experts-impl {key.experts_impl}"]
+    if key.engine in ("fast", "eager"):
+        parts.append(f"--engine {key.engine}")
+    if batch_size > 1:
+        parts.append(f"--batch-sizes 1,{batch_size}")
+    return " ".join(parts)
