@@ -14,10 +14,27 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(__file__)))  # the repository
 from fixtures.fakes import FakeBackend, FakeInfo, FakeMetric, FakeTask, evaluate_loaded, fake_data  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """Module- and session-scoped fixtures run before the per-test one below: the same settings."""
+    new = {"HARNESS_CACHE_DIR": str(tmp_path_factory.mktemp("harness-session-cache")), "HARNESS_AUTOFIT_SECONDS": "0"}
+    old = {k: os.environ.get(k) for k in new}
+    os.environ.update(new)
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(autouse=True)
 def _user_cache(tmp_path_factory, monkeypatch):
-    """Fits made on first use go to the user cache: a per-test folder here, never ~/.cache."""
+    """Fits made on first use go to the user cache: a per-test folder here, never ~/.cache. No
+    automatic fit (up to a minute each on the real models): the labelled roofline stands in; tests
+    of the automatic fit turn it on (HARNESS_AUTOFIT_SECONDS)."""
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.mktemp("harness-cache")))
+    monkeypatch.setenv("HARNESS_AUTOFIT_SECONDS", "0")
 
 
 @pytest.fixture

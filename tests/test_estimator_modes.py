@@ -43,7 +43,12 @@ def test_a_fit_is_found_only_for_its_own_mode():
     assert "batch bucket" in look.why_not(8)
 
 
-def test_first_use_makes_a_bounded_quick_fit_in_the_cache_then_reuses_it(capsys):
+@pytest.fixture
+def autofit(monkeypatch):
+    monkeypatch.setenv("HARNESS_AUTOFIT_SECONDS", "60")
+
+
+def test_first_use_makes_a_bounded_quick_fit_in_the_cache_then_reuses_it(capsys, autofit):
     backend = FakeBackend()
     est, note = resolve(PendingFit(backend.info, "cpu"), backend, backend.info, quiet=True)
     assert isinstance(est, FittedEstimator) and est.meta["quick"]
@@ -159,7 +164,7 @@ def test_batched_run_compares_batches_with_batch_estimates(run_fake, tmp_path):
     assert err["mape_total"] is None and "per sample" in err["note"]
 
 
-def test_single_sample_run_error_has_bias_and_five_percent_share(run_fake):
+def test_single_sample_run_error_has_bias_and_five_percent_share(run_fake, autofit):
     backend = FakeBackend()
     est, _ = resolve(PendingFit(backend.info, "cpu"), backend, backend.info, quiet=True)
     summary, _, _ = run_fake(data=fake_data(8), estimator=est)

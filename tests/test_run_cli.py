@@ -25,6 +25,7 @@ def cli(monkeypatch, tmp_path):
     monkeypatch.setattr(hb, "load", fake_load)
     monkeypatch.setattr(F, "shipped_dir", lambda: tmp_path / "shipped")
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HARNESS_AUTOFIT_SECONDS", "60")
     monkeypatch.chdir(tmp_path)
 
     def run(*args):
