@@ -83,15 +83,18 @@ def ensure_fitted(est, backend, info, device: str, seed: int, quiet: bool, *, mo
     the fit for this execution mode, else a bounded quick fit saved in the user cache, else the
     labelled roofline). A fit file named on the command line is checked against the run's mode: a
     mismatch is said in a warning and in summary.json, never passed over in silence."""
+    from harness.backends import model_fingerprint
     from harness.latency.estimator import FittedEstimator, PendingFit
     from harness.latency.firstuse import backend_key, resolve
 
+    weights = model_fingerprint(model_spec or getattr(info, "name", ""))
     if isinstance(est, PendingFit):
-        return resolve(est, backend, info, model_spec=model_spec, batch_size=batch_size, seed=seed, quiet=quiet)
+        return resolve(est, backend, info, model_spec=model_spec, weights=weights, batch_size=batch_size, seed=seed,
+                       quiet=quiet)
     if isinstance(est, FittedEstimator):
         from harness.latency.measure import batch_bucket
 
-        key, fit_key = backend_key(backend, info, model_spec), est.key
+        key, fit_key = backend_key(backend, info, weights), est.key
         diff = key.differences(fit_key) if fit_key else ["execution mode (the fit names none)"]
         if batch_bucket(batch_size) not in est.batch_buckets:
             diff.append("batch bucket")

@@ -72,11 +72,11 @@ def harness_cli(monkeypatch, tmp_path):
     """``harness_cli("run", ...) -> exit code``: the real CLI with the fake backend (any model spec),
     estimator fits and the user cache under ``tmp_path``, run from ``tmp_path``."""
     import harness.backends as hb
-    import harness.latency.estimator as E
+    import harness.latency.fits as fits
 
     monkeypatch.setattr(hb, "describe", lambda spec: FakeInfo(name=spec))
     monkeypatch.setattr(hb, "load", lambda spec, **kw: FakeBackend())
-    monkeypatch.setattr(E, "estimators_dir", lambda: tmp_path / "estimators")
+    monkeypatch.setattr(fits, "shipped_dir", lambda: tmp_path / "shipped")
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
 

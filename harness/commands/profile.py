@@ -96,8 +96,9 @@ def command(model, device, dtype, grid, tasks, batch_sizes, repeats, warmup, see
         ms, header = load_measurements(from_measurements)
         if header.get("model") not in (None, info.name):
             raise HarnessError(f"'{from_measurements}' holds measurements of {header.get('model')}, not {info.name}; pass --model {header.get('model')}")
-        key = FitKey.from_dict(header.get("key")) or run_key(info, dev, dt, model_spec=model, engine=engine_name(engine=resolve_engine(engine, dev, info.family)),
-                                                              experts_impl=impl)
+        key = FitKey.from_dict(header.get("key")) or run_key(
+            info, dev, dt, weights=backends.model_fingerprint(model),
+            engine=engine_name(engine=resolve_engine(engine, dev, info.family)), experts_impl=impl)
         g = Grid.from_dict(header["grid"]) if isinstance(header.get("grid"), dict) else None
         path = _output(output, key)
         result = fit_and_report(ms, info, key, g, repeats=max(m.repeat for m in ms) + 1, seed=seed, holdout=holdout,
@@ -108,7 +109,7 @@ def command(model, device, dtype, grid, tasks, batch_sizes, repeats, warmup, see
                             engine=resolve_engine(engine, dev, info.family), trust_remote_code=trust_remote_code)
     from harness.latency.firstuse import backend_key
 
-    key = backend_key(backend, info, model)
+    key = backend_key(backend, info, backends.model_fingerprint(model))
     path = _output(output, key)
     _measure_and_fit(backend, info, key, dev, path, grid, task_names, batches, repeats, warmup, seed, holdout, quiet, as_json)
 

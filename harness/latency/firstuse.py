@@ -29,9 +29,10 @@ def auto_fit_budget() -> float:
         raise HarnessError(f"HARNESS_AUTOFIT_SECONDS='{raw}' is not a number of seconds; set e.g. 60, or 0 to turn automatic fits off")
 
 
-def backend_key(backend, info, model_spec: str | None = None) -> FitKey:
+def backend_key(backend, info, weights: str | None = None) -> FitKey:
+    """The execution mode of a loaded backend (``weights``: the model's weights fingerprint)."""
     return run_key(info, str(getattr(backend, "device", "cpu")), getattr(backend, "dtype", "float32"),
-                   model_spec=model_spec, engine=engine_name(backend, compile=bool(getattr(backend, "compile", False))),
+                   weights=weights, engine=engine_name(backend, compile=bool(getattr(backend, "compile", False))),
                    experts_impl=str(getattr(backend, "experts_impl", None) or "eager"))
 
 
@@ -75,13 +76,13 @@ def quick_fit(backend, info, key: FitKey, batch_size: int = 1, seed: int = 0, bu
     return res.estimator
 
 
-def resolve(pending, backend, info, *, model_spec: str | None = None, batch_size: int = 1, seed: int = 0,
-            quiet: bool = False):
+def resolve(pending, backend, info, *, model_spec: str | None = None, weights: str | None = None,
+            batch_size: int = 1, seed: int = 0, quiet: bool = False):
     """-> (estimator or None, note). Sets ``pending.fitted``."""
     from harness.latency.measure import batch_bucket
     from harness.latency.roofline import roofline_estimator
 
-    key = backend_key(backend, info, model_spec)
+    key = backend_key(backend, info, weights)
     look = find_fit(key, batch_size)
     if look.path is not None:
         est = FittedEstimator.load(look.path)

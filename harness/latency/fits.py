@@ -73,17 +73,12 @@ def engine_name(backend=None, engine: str | None = None, compile: bool = False) 
     return "fast" if compile else "eager"
 
 
-def run_key(info, device: str, dtype, *, model_spec: str | None = None, engine: str = "eager",
+def run_key(info, device: str, dtype, *, weights: str | None = None, engine: str = "eager",
             experts_impl: str = "grouped_mm") -> FitKey:
+    """The key of a run: ``weights`` is the model's weights fingerprint
+    (:func:`harness.backends.model_fingerprint`; None for models without local weights)."""
     from harness.environment import device_identity, identity_key
 
-    weights = None
-    try:
-        from harness.backends import model_fingerprint
-
-        weights = model_fingerprint(model_spec or getattr(info, "name", ""))
-    except Exception:
-        weights = None
     return FitKey(str(getattr(info, "name", info)), weights, identity_key(device_identity(device)),
                   normalize_dtype(dtype), str(engine), str(experts_impl or "eager"))
 
@@ -161,7 +156,7 @@ def profile_command(key: FitKey, batch_size: int = 1, model_spec: str | None = N
     dev = "cuda" if key.device.startswith("cuda") else "cpu"
     parts = [f"harness profile --model {model_spec or key.model} --device {dev} --dtype {key.dtype}",
              f"--experts-impl {key.experts_impl}"]
-    if key.engine in ("fast", "eager"):
+    if key.engine in ("fast", "eager") and not (dev == "cpu" and key.engine == "eager"):  # auto = eager on CPU
         parts.append(f"--engine {key.engine}")
     if batch_size > 1:
         parts.append(f"--batch-sizes 1,{batch_size}")
