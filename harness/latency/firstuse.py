@@ -32,7 +32,7 @@ def auto_fit_budget() -> float:
 def backend_key(backend, info, weights: str | None = None) -> FitKey:
     """The execution mode of a loaded backend (``weights``: the model's weights fingerprint)."""
     return run_key(info, str(getattr(backend, "device", "cpu")), getattr(backend, "dtype", "float32"),
-                   weights=weights, engine=engine_name(backend, compile=bool(getattr(backend, "compile", False))),
+                   weights=weights, engine=engine_name(backend),
                    experts_impl=str(getattr(backend, "experts_impl", None) or "eager"))
 
 

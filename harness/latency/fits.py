@@ -62,7 +62,7 @@ class FitKey:
                 + (f", weights {self.weights[:8]}" if self.weights else ""))
 
 
-def engine_name(backend=None, engine: str | None = None, compile: bool = False) -> str:
+def engine_name(backend=None, engine: str | None = None) -> str:
     """The resolved execution engine: the backend's own word, else the option, else eager."""
     name = getattr(backend, "engine", None) if backend is not None else None
     name = getattr(name, "name", name)
@@ -70,7 +70,7 @@ def engine_name(backend=None, engine: str | None = None, compile: bool = False) 
         return name
     if engine and engine != "auto":
         return engine
-    return "fast" if compile else "eager"
+    return "eager"
 
 
 def run_key(info, device: str, dtype, *, weights: str | None = None, engine: str = "eager",
