@@ -79,6 +79,7 @@ class Context:
     quiet: bool = True
     engine: str = "eager"  # the resolved execution engine: "fast" or "eager"
     trust_remote_code: bool = False
+    model_config: str | None = None
     backend: Any = None
     estimator: Any = None  # set by bind()
     estimator_note: str | None = None  # a loaded backend (tests, notebooks) or None: loaded by run_units
@@ -147,7 +148,8 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
             subset_seed: int = 0, style: str | None = None, max_new_tokens: int | None = None,
             experts_impl: str | None = None, latency_budget_ms: float | None = None, accuracy_table: str | None = None, knob_space: str | None = None,
             include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
-            engine: str = "auto", trust_remote_code: bool = False) -> Context:
+            engine: str = "auto", trust_remote_code: bool = False,
+            model_config: str | None = None) -> Context:
     """Validate everything that can be checked without weights (see the module docstring)."""
     from harness.registry import import_path
     from harness.setup import DEFAULT_EXPERTS_IMPL, resolve_device, resolve_dtype
@@ -179,7 +181,7 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
         from harness import backends
 
         backends.check_trust(model, trust_remote_code)
-        info = backends.describe(model)
+        info = backends.describe(model) if model_config is None else backends.describe(model, model_config)
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         impl = experts_impl or DEFAULT_EXPERTS_IMPL
@@ -218,7 +220,7 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
                   importance=importance, importance_hash=imp_hash, estimator_spec=estimator,
                   latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table, knob_space=knob_space,
                   knob_space_configs=space, quiet=quiet, engine=engine, backend=backend,
-                  trust_remote_code=bool(trust_remote_code))
+                  trust_remote_code=bool(trust_remote_code), model_config=model_config)
     ctx.timing["startup_s"] = time.perf_counter() - t0
     return ctx
 
@@ -262,6 +264,11 @@ def unit_run_config(ctx: Context, unit: Unit) -> dict:
         args = {"knobs": str(unit.knobs)}
     extra = {"importance": ctx.importance_hash, "experts_impl": ctx.experts_impl, "engine": ctx.engine,
              "accuracy_table": ctx.accuracy_table, "knob_space": ctx.knob_space}
+    if ctx.model_config is not None:  # other tiers or prompt template: never resumed into a default-settings run
+        from harness.backends.modelconfig import resolve_model_config
+
+        path = resolve_model_config(ctx.model_config)
+        extra["model_config"] = {"name": path.stem, "sha256": _file_sha256(path)}
     return make_run_config(task=unit.task, model=ctx.model, data=ctx.data[unit.task.name],
                            policy=policy_config(unit.knobs, spec, args, ctx.info), batch_size=ctx.batch_size,
                            style=ctx.style, max_new_tokens=ctx.max_new(unit.task), device=ctx.device, dtype=ctx.dtype,
@@ -286,7 +293,8 @@ def _load_backend(ctx: Context):
         t0 = time.perf_counter()
         ctx.backend = backends.load(ctx.model, device=ctx.device, dtype=ctx.dtype, importance=ctx.importance,
                                     experts_impl=ctx.experts_impl, engine=ctx.engine,
-                                    trust_remote_code=ctx.trust_remote_code)
+                                    trust_remote_code=ctx.trust_remote_code,
+                                    **({} if ctx.model_config is None else {"model_config": ctx.model_config}))
         ctx.timing["model_load_s"] = time.perf_counter() - t0
     return ctx.backend
 
@@ -351,11 +359,12 @@ def evaluate(task, knobs=None, *, model: str = "reference", data="bundled", limi
              subset_seed: int = 0, style: str | None = None, max_new_tokens: int | None = None, experts_impl: str | None = None,
              include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
              reporter: Callable[[], Any] | None = None, engine: str = "auto",
-             trust_remote_code: bool = False) -> EvalResult:
+             trust_remote_code: bool = False, model_config: str | None = None) -> EvalResult:
     """Evaluate a model on one or more tasks at fixed knobs (``knobs="14,6"``) or under a policy
     (``policy="random"``), writing one run directory per task; re-running into the same ``output``
     resumes. ``backend`` may be an already loaded backend (then ``model``/``device``/``dtype`` come from
-    it); ``trust_remote_code`` allows ``molmoe:`` checkpoints to run their own Python files; ``data`` may be a data spec (``bundled``, ``hub``, a path) or a loaded ``LoadedData``.
+    it); ``trust_remote_code`` allows ``molmoe:`` checkpoints to run their own Python files; ``model_config``
+    replaces the model's harness settings (tiers, prompt template: a TOML file or a name in configs/models); ``data`` may be a data spec (``bundled``, ``hub``, a path) or a loaded ``LoadedData``.
     ``estimator`` is a spec string or an estimator object. Returns the summaries and run directories."""
     est_obj = None if estimator is None or isinstance(estimator, str) else estimator
     ctx = prepare(task=task, model=model, data=data, limit=limit, batch_size=batch_size, importance=importance,
@@ -364,7 +373,7 @@ def evaluate(task, knobs=None, *, model: str = "reference", data="bundled", limi
                   max_new_tokens=max_new_tokens,
                   experts_impl=experts_impl, latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table,
                   knob_space=knob_space, include_path=include_path, metric=metric, backend=backend, quiet=quiet,
-                  engine=engine, trust_remote_code=trust_remote_code)
+                  engine=engine, trust_remote_code=trust_remote_code, model_config=model_config)
     pol_spec = policy or "fixed"
     pargs = dict(policy_args or {})
     fixed = fixed_knobs(ctx, knobs, tier, policy if isinstance(policy, str) or policy is None else "custom", pargs)

@@ -59,3 +59,11 @@ def test_image_batch_of_two_equals_each_alone(backend):
     batched = backend.generate_ids(reqs, 3, "low").tokens
     assert batched == [backend.generate_ids([r], 3, "low").tokens[0] for r in reqs]
     backend.apply_knobs("16,8")
+
+
+def test_molmo_evaluation_config_reaches_36_crops(molmoe_checkpoint):  # noqa: F811
+    b = backends.load(f"molmoe:{molmoe_checkpoint}", trust_remote_code=True, model_config="molmoe-1b-molmo-eval")
+    req = GenRequest("What is this?", image=_image(1200, 900))
+    # max_crops 6 / 12 / 36: a 1200x900 image tiles into 20 crops (+1 global view) under 36
+    assert [b.count_tokens(req, t)[1] for t in ("low", "medium", "high")] == [704, 1152, 1728]
+    assert b._prepare([req], "high")[0].extras["images"].shape[1] == 21

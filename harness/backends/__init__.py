@@ -18,7 +18,7 @@ from typing import Mapping
 import torch
 
 from harness.backends.base import EXPERTS_IMPLS, Backend, ModelInfo
-from harness.backends.modelconfig import ModelSettings, find_config, load_settings
+from harness.backends.modelconfig import ModelSettings, find_config, load_settings, resolve_model_config
 from harness.errors import HarnessError
 from harness.knobs import load_importance, parse_importance
 
@@ -62,9 +62,16 @@ def parse_spec(spec: str) -> Spec:
     raise HarnessError(f"unknown model family '{kind}' in '{spec}'; supported: {SPEC_FORMS}")
 
 
-def _settings(s: Spec) -> ModelSettings:
+def _settings(s: Spec, model_config=None) -> ModelSettings:
+    if model_config is not None:
+        return load_settings(resolve_model_config(model_config))
     model_dir = Path(s.target) if s.kind != "random" and Path(s.target).is_dir() else None
     return load_settings(find_config(s.config_name, model_dir))
+
+
+def model_config_label(model_config) -> str:
+    """How runs with a ``--model-config`` name their model: ``SPEC [label]``."""
+    return resolve_model_config(model_config).stem
 
 
 def _missing_reference(s: Spec) -> None:
@@ -119,10 +126,19 @@ def check_trust(spec: str, trust_remote_code: bool) -> None:
         check_dependencies(s.name)
 
 
-def describe(spec: str) -> ModelInfo:
-    """Model facts from config files only (no weights): block count, top_k range, tiers."""
+def describe(spec: str, model_config=None) -> ModelInfo:
+    """Model facts from config files only (no weights): block count, top_k range, tiers.
+    ``model_config`` replaces the model's harness settings (tiers, prompt template); the model is
+    then named ``SPEC [label]`` in every record, so its runs never mix with the default settings'."""
+    info = _describe(spec, model_config)
+    if model_config is not None:
+        info.name = f"{info.name} [{model_config_label(model_config)}]"
+    return info
+
+
+def _describe(spec: str, model_config=None) -> ModelInfo:
     s = parse_spec(spec)
-    settings = _settings(s)
+    settings = _settings(s, model_config)
     if s.kind == "hf":
         from harness.backends import hf
 
@@ -161,7 +177,7 @@ def _dtype(dtype) -> torch.dtype:
 
 
 def load(spec: str, device: str = "cpu", dtype="float32", importance=None, experts_impl: str = "grouped_mm",
-         engine: str = "auto", trust_remote_code: bool = False) -> Backend:
+         engine: str = "auto", trust_remote_code: bool = False, model_config=None) -> Backend:
     """Load a backend. Everything checkable from configs (family, importance file) is checked first.
     ``molmoe:`` runs the checkpoint's own Python files and needs ``trust_remote_code=True``."""
     if experts_impl not in EXPERTS_IMPLS:
@@ -173,9 +189,9 @@ def load(spec: str, device: str = "cpu", dtype="float32", importance=None, exper
     from harness.engine import check as check_engine
 
     check_engine(engine)
-    info = describe(spec)
+    info = describe(spec, model_config)
     imp = resolve_importance(importance, info.n_blocks)
-    settings = _settings(s)
+    settings = _settings(s, model_config)
     dt = _dtype(dtype)
     if s.kind == "hf":
         from harness.backends import hf

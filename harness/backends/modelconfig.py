@@ -50,6 +50,18 @@ def find_config(name: str, model_dir: Path | None = None) -> Path | None:
     return p if p.is_file() else None
 
 
+def resolve_model_config(value: str | Path) -> Path:
+    """``--model-config``: a TOML file, or the name of one in ``configs/models/`` (without ``.toml``)."""
+    p = Path(value).expanduser()
+    if p.is_file():
+        return p
+    named = CONFIG_DIR / f"{str(value).lower().removesuffix('.toml')}.toml"
+    if named.is_file():
+        return named
+    known = ", ".join(sorted(f.stem for f in CONFIG_DIR.glob("*.toml")))
+    raise HarnessError(f"--model-config '{value}' is neither a TOML file nor a name in configs/models ({known})")
+
+
 def load_settings(path: Path | None) -> ModelSettings:
     if path is None:
         return ModelSettings()

@@ -38,6 +38,7 @@ _SHARED = (
                                         "configuration without recompiling), eager on CPU; eager = the model's own forward.")),
     ("experts_impl", ("--experts-impl",), dict(type=click.Choice(EXPERTS_IMPLS), default=None,
                                                help="transformers experts implementation (default grouped_mm).")),
+    ("model_config", ("--model-config",), dict(help="Harness settings of the model (tiers, prompt template): a TOML file or a name in configs/models, e.g. molmoe-1b-molmo-eval (Molmo's evaluation resolution); recorded in the model name.")),
     ("trust_remote_code", ("--trust-remote-code",), dict(is_flag=True, help="Allow molmoe: checkpoints to run their own Python files (model, config and processor classes) in this process; only for checkpoints you trust.")),
 )
 
@@ -45,7 +46,7 @@ _SHARED = (
 def model_run_options(*, output, **help_text):
     """Decorator adding the shared options (model, data, limit, batch size, importance, estimator,
     ``output`` -- the command's own ``--output`` option decorator --, device, dtype, seed, subset seed, style,
-    max new tokens, max failed share, include path, engine, experts implementation, trust remote code). ``help_text`` replaces the help
+    max new tokens, max failed share, include path, engine, experts implementation, model config, trust remote code). ``help_text`` replaces the help
     of an option by parameter name, e.g. ``limit="... per task."``."""
     unknown = set(help_text) - {name for name, _, _ in _SHARED}
     if unknown:

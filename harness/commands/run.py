@@ -38,7 +38,7 @@ from harness.config import config_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary JSON to stdout (a list when several tasks).")
 def command(tasks, knobs, tier, model, data, limit, batch_size, importance, estimator, output, device, dtype, seed, subset_seed,
-            style, max_new_tokens, max_failed, include_path, engine, experts_impl, trust_remote_code, policy, policy_args, latency_budget_ms,
+            style, max_new_tokens, max_failed, include_path, engine, experts_impl, model_config, trust_remote_code, policy, policy_args, latency_budget_ms,
             accuracy_table, knob_space, quiet, as_json):
     """Evaluate MODEL on TASKS: accuracy with a bootstrap CI, measured and estimated latency.
 
@@ -55,7 +55,7 @@ def command(tasks, knobs, tier, model, data, limit, batch_size, importance, esti
                           seed=seed, subset_seed=subset_seed, style=style, max_new_tokens=max_new_tokens,
                           experts_impl=experts_impl,
                           include_path=include_path, quiet=quiet, engine=engine,
-                          trust_remote_code=trust_remote_code,
+                          trust_remote_code=trust_remote_code, model_config=model_config,
                           reporter=lambda: RichReporter(quiet=quiet))
     summaries = result.summaries
     root = result.run_dirs[0] if len(result.run_dirs) == 1 else result.run_dirs[0].parent

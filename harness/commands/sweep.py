@@ -28,7 +28,7 @@ from harness.errors import HarnessError
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan (done / to run) without loading the model.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or table.")
 def command(grid_spec, tasks, model, data, limit, batch_size, importance, estimator, output, device, dtype, seed, subset_seed,
-            style, max_new_tokens, max_failed, include_path, engine, experts_impl, trust_remote_code, dry_run, quiet):
+            style, max_new_tokens, max_failed, include_path, engine, experts_impl, model_config, trust_remote_code, dry_run, quiet):
     """Run every configuration of a knob grid on every task, loading the model once.
 
     Each (task, configuration) gets its own run directory, <output>/<task>/<knobs>/ (e.g.
@@ -46,7 +46,7 @@ def command(grid_spec, tasks, model, data, limit, batch_size, importance, estima
     ctx = api.prepare(task=names, model=model, data=data, limit=limit, batch_size=batch_size, importance=importance,
                       estimator=estimator, device=device, dtype=dtype, seed=seed, subset_seed=subset_seed, style=style,
                       max_new_tokens=max_new_tokens, experts_impl=experts_impl, include_path=include_path, quiet=quiet,
-                      engine=engine, trust_remote_code=trust_remote_code)
+                      engine=engine, trust_remote_code=trust_remote_code, model_config=model_config)
     configs = sweep.validate_configs(grid.configs, ctx.info, grid.source)
     by_name = {t.name: t for t in ctx.tasks}
     units = [api.Unit(task=by_name[item.task], folder=item.folder, knobs=item.knobs)

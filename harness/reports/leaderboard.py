@@ -90,8 +90,23 @@ def _frontier_lines(runs: Sequence[RunInfo], stat: str, kind: str = "measured") 
     return lines
 
 
-def render(runs: Sequence[RunInfo], stat: str = "p50", portable: bool = False) -> str:
-    """The leaderboard markdown for ``runs`` (already loaded)."""
+def _published_notes(group: Sequence[RunInfo], published) -> tuple[list, list[str]]:
+    """Per run the published score that applies to it (or None), and one note per score shown."""
+    from harness.reports.published import published_for
+
+    matched = [published_for(r.task, r.data_source, r.model, published) for r in group]
+    notes = [f"Published: {fmt_score(p.score)} ({p.value:g} {p.metric}) for {p.model} on {p.task} {p.split}; source: "
+             f"{p.source}. A reference point measured with the paper's own evaluation, not by this harness."
+             for p in sorted({p for p in matched if p is not None}, key=lambda p: (p.model, p.task, p.split))]
+    return matched, notes
+
+
+def render(runs: Sequence[RunInfo], stat: str = "p50", portable: bool = False, published=None) -> str:
+    """The leaderboard markdown for ``runs`` (already loaded). ``published``: reference scores
+    (default: ``configs/published``), shown beside the runs of the same model, task and split."""
+    from harness.reports.published import load_published
+
+    published = load_published() if published is None else published
     runs = select_latest(runs, portable)
     sets = _item_sets(runs)
     colname = _column_names(list(sets))
@@ -137,7 +152,13 @@ def render(runs: Sequence[RunInfo], stat: str = "p50", portable: bool = False) -
             body = [[r.model, r.label, fmt_score(r.score, r.score_ci95), str(r.n), str(r.n_failed),
                      fmt_ms(r.lat("measured", "total", stat)), fmt_ms(r.lat("estimated", "total", stat)),
                      r.environment_label, r.date, r.harness_version or "-"] for r in group]
-        out += [md_table(header, body), "", f"Pareto frontier (score, {kind} {stat} total latency):", ""]
+        matched, notes = _published_notes(group, published)
+        if notes:
+            header.insert(3, "published")
+            for row, p in zip(body, matched):
+                row.insert(3, fmt_score(p.score) if p is not None else "-")
+        out += [md_table(header, body), ""] + [n + "\n" for n in notes]
+        out += [f"Pareto frontier (score, {kind} {stat} total latency):", ""]
         out += _frontier_lines(group, stat, kind) + [""]
     return "\n".join(out).rstrip("\n") + "\n"
 
