@@ -25,7 +25,7 @@ from harness.config import config_option
 @model_run_options(
     output=click.option("--output", "-o", type=str,
                         help="Run directory (default runs/<time>-<task>-<config>/; one subfolder per task when several)."),
-    estimator="builtin (default), none, a fit .json, or module:attr[@checkpoint] (signature in docs/contracts.md).",
+    estimator="builtin (default), none, a fit .json, or module:attr[@checkpoint] (signature: docs/contracts.md).",
     seed="Seed of policies and the bootstrap (the --limit subset has its own --subset-seed).",
     include_path="Folder of plugin modules (tasks, metrics, policies) to import.",
     experts_impl="transformers experts implementation (default grouped_mm; eager where unavailable).",
