@@ -239,13 +239,15 @@ def bundled_file(task: Task) -> Path:
     return SAMPLES_DIR / f"{task.name}.parquet"
 
 
-def bundled_count(task: Task) -> int | None:
-    """Number of bundled (synthetic) samples for a task, None if it ships none. Images are not decoded."""
+def bundled_info(task: Task) -> tuple[int, bool] | None:
+    """(number of bundled synthetic samples, whether they carry labels, i.e. are scored) for a task,
+    None if it ships none. Images are not decoded."""
     path = bundled_file(task)
     if not path.is_file():
         return None
     table, _ = _read_parquet(path, task.image_column)
-    return len(_build_samples(task, table))
+    samples = _build_samples(task, table)
+    return len(samples), task.can_score(samples)
 
 
 def _rel(path: Path) -> str:

@@ -138,6 +138,11 @@ def test_tasks_command_table_and_json(tmp_path):
     rows = {r["task"]: r for r in _cli(["tasks", "--json"])}
     assert rows["tallyqa"]["bundled_samples"] == 120 and rows["tallyqa"]["bundled_synthetic"] is True
     assert rows["stvqa"]["labeled"] is False and rows["vqav2"]["aliases"] == ["coco-vqa"]
+    # ST-VQA's hub split has no public labels, but its bundled samples do and a bundled run is scored:
+    # the listing says which source is scored instead of calling the task "not scored"
+    assert rows["stvqa"]["bundled_labeled"] is True
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("│ stvqa")]
+    assert "unlabeled on the hub: not scored" in line and "100 synthetic, scored" in line
     assert rows["scienceqa"]["sources"] == ["hub", "path", "bundled"]
     folder = tmp_path / "more"
     folder.mkdir()

@@ -11,13 +11,14 @@ import click
 def task_rows() -> list[dict]:
     """One dict per registered task (built-ins, entry points and --include-path modules)."""
     from harness.tasks import get_task, registry
-    from harness.tasks.data import bundled_count
+    from harness.tasks.data import bundled_info
 
     rows = []
     for name in registry.names():
         task = get_task(name)  # instantiates Task classes registered through entry points
         spec = task.dataset
-        n_bundled = bundled_count(task)
+        bundled = bundled_info(task)
+        n_bundled = bundled[0] if bundled else None
         sources = ["hub", "path"] + (["bundled"] if n_bundled is not None else [])
         rows.append(
             {
@@ -27,13 +28,14 @@ def task_rows() -> list[dict]:
                 "hub_id": spec.hub_id,
                 "config": spec.config,
                 "split": spec.split,
-                "labeled": spec.labeled,
+                "labeled": spec.labeled,  # the hub split: scored only when it has public labels
                 "notes": spec.notes,
                 "styles": list(task.styles),
                 "max_new_tokens": task.max_new_tokens,
                 "sources": sources,
                 "bundled_samples": n_bundled,
                 "bundled_synthetic": n_bundled is not None,
+                "bundled_labeled": bundled[1] if bundled else None,
             }
         )
     return rows
@@ -59,7 +61,7 @@ def command(include_paths, as_json):
         title="Tasks",
         expand=True,
         caption="bundled = SYNTHETIC samples made by tools/synthetic.py (shapes, signs, short documents), "
-        "not the real benchmark. Unlabeled splits are run but not scored. Every task reads --data hub, --data PATH "
+        "not the real benchmark, labeled and scored. An unlabeled hub split is run but not scored. Every task reads --data hub, --data PATH "
         "(parquet, JSON lines, save_to_disk folder) and, where it ships them, --data bundled.",
     )
     table.add_column("task (aliases)", no_wrap=True)
@@ -73,7 +75,10 @@ def command(include_paths, as_json):
             name.append(f"\n{alias}", style="dim")
         dataset = Text(r["hub_id"] + (f" ({r['config']})" if r["config"] else "") + f" / {r['split']}")
         if not r["labeled"]:
-            dataset.append(" (unlabeled: not scored)", style="yellow")
-        bundled = Text(f"{r['bundled_samples']} synthetic", style="magenta") if r["bundled_synthetic"] else Text("-")
+            dataset.append(" (unlabeled on the hub: not scored)", style="yellow")
+        bundled = Text("-")
+        if r["bundled_synthetic"]:
+            bundled = Text(f"{r['bundled_samples']} synthetic", style="magenta")
+            bundled.append(", scored" if r["bundled_labeled"] else ", not scored", style="dim" if r["bundled_labeled"] else "yellow")
         table.add_row(name, Text(r["metric"]), dataset, Text("\n".join(r["sources"])), bundled)
     print_table(table)
