@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from harness.errors import HarnessError
 from harness.knobs import TIER_INDEX, Knobs
 from harness.latency.measure import WARMUP_MAX_CALLS, Warmup, batch_bucket
+from harness.limits import context_error
 from harness.types import GenOutput, GenRequest, Sample
 
 from harness.policies.base import PolicyInput
@@ -65,13 +66,9 @@ class _Item:
 
 def _knobs_of(value, info, default_tier: str) -> Knobs:
     """A policy's answer -> validated knobs with the tier resolved (raises HarnessError)."""
-    if isinstance(value, str):
-        value = Knobs.parse(value)
-    if isinstance(value, dict):
-        value = Knobs.from_dict(value)
-    if not isinstance(value, Knobs):
-        raise HarnessError(f"policy returned {type(value).__name__}, not Knobs")
-    value.check_generic()
+    from harness.policies import as_knobs
+
+    value = as_knobs(value)
     value.validate(info.n_blocks, info.max_top_k, getattr(info, "min_blocks", None), getattr(info, "tiers", None),
                    model=getattr(info, "name", "the model"))
     return value if value.tier else value.with_tier(default_tier)
@@ -194,13 +191,15 @@ class Runner:
     def _loop(self, record, items: list) -> None:
         self._prepare(items)
         self._choose(items)
+        max_new = self.options.max_new_tokens or int(getattr(self.task, "max_new_tokens", 16) or 16)
+        for it in (x for x in items if x.error is None and x.knobs is not None):  # the context limit
+            it.error = context_error(it.pinput, it.knobs, max_new, self.info)
         batch_id = 1 + max([int(x.get("batch_id") or 0) for x in record.finished.values()] or [0])
         # failures known before generation are recorded first, in data order
         for it in items:
             if it.error is not None:
                 record.append(self._line(it, None, None, None, None))
                 self.reporter.advance(1, "failed")
-        max_new = self.options.max_new_tokens or int(getattr(self.task, "max_new_tokens", 16) or 16)
         plan = self.plan(items)
         for knobs, batch in plan:
             self._run_batch(record, knobs, batch, batch_id, max_new)

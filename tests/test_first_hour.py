@@ -233,3 +233,48 @@ def test_results_on_stdout_progress_on_stderr(harness_cli, capsys, tmp_path, com
     rows = [ln for ln in cap.out.splitlines() if ln.startswith("│ scienceqa")]
     assert rows and all(ln.rstrip().endswith("│") and ln.count("│") == 12 for ln in rows)
     assert "run directory:" not in cap.err and "sweep folder:" not in cap.err
+
+
+def test_input_longer_than_the_context_fails_that_sample_before_the_model(harness_cli, capsys, monkeypatch, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    import harness.backends as hb
+    from fixtures.fakes import FakeBackend, FakeInfo
+
+    info = FakeInfo(name="fake")
+    info.max_positions = 200  # text + vision (64 at tier high) + new tokens must fit
+    seen = []
+
+    class Recording(FakeBackend):
+        def generate(self, requests, max_new_tokens, tier=None):
+            seen.extend(len(r.prompt.split()) for r in requests)
+            return super().generate(requests, max_new_tokens, tier)
+
+    monkeypatch.setattr(hb, "describe", lambda spec: info)
+    monkeypatch.setattr(hb, "load", lambda spec, **kw: Recording(info=info))
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(buf, format="PNG")
+    img = {"bytes": base64.b64encode(buf.getvalue()).decode()}
+    rows = [{"question_id": str(i), "image": img, "question": q, "answers": ["a"] * 10}
+            for i, q in enumerate(["what is it?", "word " * 100_000, "and this?"])]
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert harness_cli("run", "--task", "okvqa", "--data", data, "--knobs", "6,2,high", "--estimator", "none",
+                       "-q", "--json", "-o", tmp_path / "o") == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["n"] == 3 and s["n_failed"] == 1
+    lines = {x["id"]: x for x in map(json.loads, (tmp_path / "o" / "samples.jsonl").read_text().splitlines())}
+    err = lines["1"]["error"]
+    assert err.startswith("input too long: ") and "exceed the model's context of 200 positions" in err
+    assert "vision at tier high" in err and lines["0"]["error"] is None
+    assert seen and max(seen) < 200  # the long prompt never reached the model
+
+
+def test_models_know_their_context():
+    from harness.backends import describe
+
+    assert describe("reference").max_positions == 512
+    assert describe("random:molmoe-1b").max_positions == 4096

@@ -31,6 +31,7 @@ class ModelInfo:
     vision_tokens: dict[str, int] = field(default_factory=dict)  # per tier, when known from configs
     n_params: int | None = None
     notes: str = ""
+    max_positions: int | None = None  # the language model's context: prompt (text + vision) plus new tokens
 
     def __post_init__(self):
         if self.min_blocks is None:

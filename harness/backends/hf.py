@@ -85,9 +85,10 @@ def info_from_config(config, name: str, settings: ModelSettings, family_prefix: 
         vt = {t: vision_tokens_for_size(config, s.image_size) for t, s in settings.tiers.items() if s.image_size}
     family = f"llava+{lay.family}" if is_vlm else lay.family
     k = lay.top_k(text)
+    positions = getattr(text, "max_position_embeddings", None)
     return ModelInfo(name=name, family=family_prefix + family, n_blocks=lay.n_blocks(text), default_top_k=k,
                      max_top_k=k, tiers=tuple(settings.tiers), default_tier=settings.default_tier,
-                     vision_tokens=vt)
+                     vision_tokens=vt, max_positions=int(positions) if positions else None)
 
 
 # -- forward plumbing ---------------------------------------------------------------------------

@@ -72,9 +72,10 @@ def info_from_dict(cfg: dict, name: str, settings: ModelSettings) -> ModelInfo:
         n, k = int(cfg.get("num_hidden_layers", cfg.get("n_layers"))), int(cfg["moe_top_k"])
     except (KeyError, TypeError, ValueError):
         raise HarnessError(f"{name}: config has no num_hidden_layers/moe_top_k; is this a MolmoE checkpoint?")
+    positions = cfg.get("max_sequence_length") or cfg.get("max_position_embeddings")  # trained context first
     return ModelInfo(name=name, family="molmoe", n_blocks=n, default_top_k=k, max_top_k=k,
                      tiers=tuple(settings.tiers), default_tier=settings.default_tier,
-                     notes="tiers = processor max_crops")
+                     notes="tiers = processor max_crops", max_positions=int(positions) if positions else None)
 
 
 def describe(path: str, name: str, settings: ModelSettings) -> ModelInfo:

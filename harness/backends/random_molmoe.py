@@ -33,6 +33,9 @@ from harness.decode import PreparedBatch, left_pad
 from harness.types import GenRequest
 
 
+MAX_POSITIONS = 4096  # the language model's context, as MolmoE-1B's
+
+
 @dataclass(frozen=True)
 class Shape:
     hidden: int = 2048
@@ -79,7 +82,8 @@ def describe(name: str, settings: ModelSettings, shape: Shape = MOLMOE_1B) -> Mo
     vt = {t: (s.max_crops + 1) * per for t, s in settings.tiers.items() if s.max_crops}
     return ModelInfo(name=name, family="olmoe (random MolmoE-1B shape)", n_blocks=shape.layers, default_top_k=shape.top_k,
                      max_top_k=shape.top_k, tiers=tuple(settings.tiers), default_tier=settings.default_tier,
-                     vision_tokens=vt, n_params=n_params(shape), notes="random weights; latency only")
+                     vision_tokens=vt, n_params=n_params(shape), notes="random weights; latency only",
+                     max_positions=MAX_POSITIONS)
 
 
 @contextmanager
@@ -128,7 +132,7 @@ def build(shape: Shape = MOLMOE_1B, device="cpu", dtype=torch.bfloat16, seed: in
 
     cfg = OlmoeConfig(hidden_size=shape.hidden, intermediate_size=shape.expert_hidden, num_hidden_layers=shape.layers,
                       num_attention_heads=shape.heads, num_key_value_heads=shape.heads, num_experts=shape.experts,
-                      num_experts_per_tok=shape.top_k, vocab_size=shape.vocab, max_position_embeddings=4096,
+                      num_experts_per_tok=shape.top_k, vocab_size=shape.vocab, max_position_embeddings=MAX_POSITIONS,
                       pad_token_id=0, bos_token_id=1, eos_token_id=2)
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(seed)
