@@ -137,7 +137,8 @@ def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_con
         "knobs_histogram": dict(sorted(hist.items())),
         "latency_budget": budget,
         "device": str(getattr(backend, "device", "")),
-        "device_name": _device_name(getattr(backend, "device", "cpu")),
+        "device_name": _device_identity(backend)["name"],
+        "device_identity": _device_identity(backend),  # where it ran: CPU model, cores, threads; GPU, driver; torch, CUDA
         "dtype": str(getattr(backend, "dtype", "")).replace("torch.", ""),
         "clock": next((ln["measured"].get("clock") for ln in lines if ln.get("measured")), None),
         "engine": getattr(backend, "engine", None),
@@ -161,11 +162,10 @@ def _plain(obj) -> dict | None:
     return {k: v for k, v in vars(obj).items() if not k.startswith("_")} if hasattr(obj, "__dict__") else None
 
 
-def _device_name(device) -> str:
+def _device_identity(backend) -> dict:
     from harness.environment import device_identity
 
-    return device_identity(str(device))["name"]
-
+    return device_identity(str(getattr(backend, "device", "cpu")))
 
 
 def make_run_config(*, task, model: str, data, policy: dict, batch_size: int, style: str | None,

@@ -5,6 +5,7 @@ Baseline file (``harness gate --write-baseline FILE RUN_DIRS...``), JSON, determ
     {"format": "harness-gate-baseline/1",
      "runs": [{"task", "metric", "score_name", "model", "config", "knobs", "policy",
                "fingerprint", "data_source", "device", "dtype", "batch_size", "environment",
+               "device_key" (CPU model and cores, or GPU model), "model_fingerprint" (weights),
                "n", "score", "latency_p50_ms": {"measured", "estimated"},
                "failed": [ids], "scores": {id: main score},
                "predictions": {id: short sha256 of the prediction text}}]}
@@ -85,7 +86,8 @@ def baseline_entry(run: RunInfo) -> dict:
         "config": run.label, "knobs": run.config.knobs.to_dict() if run.config.knobs else None,
         "policy": run.config.policy, "fingerprint": run.fingerprint, "data_source": run.data_source,
         "device": run.device, "dtype": run.dtype, "batch_size": run.batch_size,
-        "environment": run.environment_label, "model_fingerprint": run.summary.get("model_fingerprint"), "n": run.n, "score": run.score,
+        "environment": run.environment_label, "device_key": run.device_key,
+        "model_fingerprint": run.summary.get("model_fingerprint"), "n": run.n, "score": run.score,
         "latency_p50_ms": {"measured": run.lat("measured"), "estimated": run.lat("estimated")},
         "failed": failed, "scores": {k: scores[k] for k in sorted(scores)},
         "predictions": {k: preds[k] for k in sorted(preds)},
@@ -180,14 +182,16 @@ def _check_model(run: RunInfo, base: dict, res: GateResult, where: str, allow_mo
 
 
 def _environment_difference(run: RunInfo, base: dict) -> str | None:
-    """None when measured latency is comparable with the baseline's; else what differs."""
-    if run.environment_label == base["environment"]:
-        return None
+    """None when measured latency is comparable with the baseline's; else what differs. Devices are
+    compared on their identity (CPU model and cores, GPU model: :func:`harness.environment.identity_key`);
+    a baseline from before identities were recorded is compared on its environment label."""
     if base.get("dtype") is not None and run.dtype != base.get("dtype"):
         return "dtype"
     if base.get("batch_size") is not None and run.batch_size != base.get("batch_size"):
         return "batch size"
-    return "device"
+    same_device = (run.device_key == base["device_key"]) if base.get("device_key") else \
+        (run.environment_label == base["environment"])
+    return None if same_device else "device"
 
 
 def _compare_latency(run: RunInfo, base: dict, res: GateResult, latency_tolerance: float | None) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from harness.environment import identity_key
 from harness.errors import HarnessError
 from harness.jsonio import iter_jsonl, read_json
 from harness.knobs import TIER_INDEX, Knobs
@@ -110,20 +111,28 @@ class RunInfo:
         return None if math.isnan(value) else value
 
     @property
+    def device_key(self) -> str:
+        """Which device timed the run: ``identity_key`` of the recorded device identity (CPU model
+        and core count, GPU model); runs from before identities were recorded: device and name."""
+        ident = self.summary.get("device_identity")
+        return identity_key(ident) if isinstance(ident, dict) else f"{self.device}:{self.device_name or ''}"
+
+    @property
     def environment(self) -> tuple:
         """What measured latency depends on besides the configuration."""
-        return (self.device_name or self.device, self.dtype, self.batch_size)
+        return (self.device_key, self.dtype, self.batch_size)
 
     @property
     def environment_label(self) -> str:
-        """``cpu float32 batch 1``; the device's own name (e.g. the GPU model) when recorded."""
-        dev = self.device if not self.device_name or self.device_name == self.device else f"{self.device} ({self.device_name})"
-        parts = [dev]
-        if self.dtype:
-            parts.append(str(self.dtype))
-        if self.batch_size is not None:
-            parts.append(f"batch {self.batch_size}")
-        return " ".join(parts)
+        """``cpu (AMD EPYC 7R13, 2 cores) float32 batch 1``, ``cuda (NVIDIA H100 80GB HBM3) bfloat16
+        batch 1``; older runs: the device and the name they recorded."""
+        ident = self.summary.get("device_identity")
+        name = ident.get("name") if isinstance(ident, dict) else self.device_name
+        if isinstance(ident, dict) and ident.get("cores"):
+            name = f"{name}, {ident['cores']} cores"
+        parts = [self.device if not name or name == self.device else f"{self.device} ({name})"]
+        parts += [str(self.dtype)] if self.dtype else []
+        return " ".join(parts + ([f"batch {self.batch_size}"] if self.batch_size is not None else []))
 
     # -- per-sample records ---------------------------------------------------------------------
     def sample_records(self) -> list[dict]:

@@ -28,7 +28,8 @@ def make_run(root, *, task: str = "vqav2", metric: str = "vqa_score", knobs: str
              estimated_ms: float | Sequence[float] | None = None, errors: dict[int, str] | None = None,
              model: str = "reference", device: str = "cpu", device_name: str | None = None, dtype: str = "float32", batch_size: int = 1,
              fingerprint: str | None = None, created: str = "2026-11-20T10:00:00+00:00",
-             harness_version: str = "0.1.0", name: str | None = None, source: str = "bundled") -> Path:
+             harness_version: str = "0.1.0", name: str | None = None, source: str = "bundled",
+             device_identity: dict | None = None) -> Path:
     """Write one run dir under ``root`` and return its path.
 
     ``scores``: the main sub-score per sample (None: unlabelled). ``latency_ms``: total measured
@@ -92,6 +93,7 @@ def make_run(root, *, task: str = "vqav2", metric: str = "vqa_score", knobs: str
         "n_expected": n, "complete": True, "latency_mode": "per-sample" if batch_size == 1 else "per-batch",
         "estimator_error": {"mape_total": None, "within_10pct": None, "n": 0},
         "device": device, "device_name": device_name, "dtype": dtype, "batch_size": batch_size,
+        **({"device_identity": device_identity} if device_identity else {}),
         "harness_version": harness_version, "created": created,
     }
     summary["knobs"] = k.to_dict() if k is not None else None
