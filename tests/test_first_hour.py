@@ -278,3 +278,35 @@ def test_models_know_their_context():
 
     assert describe("reference").max_positions == 512
     assert describe("random:molmoe-1b").max_positions == 4096
+
+
+def test_pareto_plot_labels_stay_inside_the_figure(tmp_path):
+    """The rightmost points' labels used to run past the right edge of the PNG."""
+    import sys
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    sys.path.insert(0, str(Path(__file__).parent / "data" / "rundirs"))
+    from rundir_factory import make_run
+
+    from harness.reports.pareto import build_tables, figure
+    from harness.reports.rundirs import load_runs
+
+    ids = [f"q{i}" for i in range(20)]
+    for j, knobs in enumerate(["12,2,low", "13,4,medium", "14,6,high", None]):
+        scores = [1.0 if i < 8 + 3 * j else 0.0 for i in range(20)]
+        policy = {"name": "budget", "args": {"latency_budget_ms": 120.0, "accuracy_table": "runs/sweep/vqav2"}}
+        make_run(tmp_path / "runs", knobs=knobs, policy=policy if knobs is None else None, scores=scores, ids=ids,
+                 latency_ms=50 + 40 * j, estimated_ms=45 + 40 * j)  # the slowest point has the longest label
+    (table,) = build_tables(load_runs([tmp_path / "runs"]))
+    fig = figure(table)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    width = fig.bbox.width
+    labels = [t for ax in fig.axes for t in ax.texts]
+    assert len(labels) == 8  # every point of both panels is labelled
+    for t in labels:
+        box = t.get_window_extent(renderer)
+        assert 0 <= box.x0 and box.x1 <= width, f"label {t.get_text()!r} is clipped ({box.x1:.0f} > {width:.0f})"
+    plt.close(fig)

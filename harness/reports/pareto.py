@@ -252,7 +252,20 @@ def to_json(tables: Sequence[ParetoTable]) -> str:
 # -- plot ---------------------------------------------------------------------------------------
 def plot(table: ParetoTable, path: str | Path) -> Path:
     """Accuracy against latency, one panel per latency kind that has data, frontier drawn and
-    every point labelled by its configuration."""
+    every point labelled by its configuration (see :func:`figure`)."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(table)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def figure(table: ParetoTable):
+    """The plot's matplotlib figure. Labels of points in the right part of a panel are set to the
+    left of their point, so no label runs past the panel's right edge."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,6 +277,7 @@ def plot(table: ParetoTable, path: str | Path) -> Path:
     for ax, kind in zip(axes[0], kinds):
         pts = [(r, r.run.lat(kind, table.part, table.stat)) for r in table.rows]
         pts = [(r, x) for r, x in pts if x is not None and r.score is not None]
+        x_lo, x_hi = (min(x for _, x in pts), max(x for _, x in pts)) if pts else (0.0, 0.0)
         for r, x in pts:
             opt = r.pareto.get(kind)
             ci = r.run.score_ci95
@@ -271,8 +285,9 @@ def plot(table: ParetoTable, path: str | Path) -> Path:
             ax.errorbar([x], [r.score], yerr=yerr, fmt="o", ms=6 if opt else 5, capsize=2, lw=0.8,
                         color="tab:blue" if opt else "0.6", mfc="tab:blue" if opt else "white",
                         alpha=1.0 if opt else 0.8, zorder=3 if opt else 2)
-            ax.annotate(r.label, (x, r.score), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7 if opt else 5.5, color="black" if opt else "0.45",
+            left = x_hi > x_lo and x > x_lo + 0.6 * (x_hi - x_lo)
+            ax.annotate(r.label, (x, r.score), textcoords="offset points", xytext=(-4 if left else 4, 4),
+                        ha="right" if left else "left", fontsize=7 if opt else 5.5, color="black" if opt else "0.45",
                         fontweight="bold" if opt else "normal", zorder=4 if opt else 2)
         front = sorted(((x, r.score) for r, x in pts if r.pareto.get(kind)), key=lambda t: (t[0], t[1]))
         if front:
@@ -285,11 +300,7 @@ def plot(table: ParetoTable, path: str | Path) -> Path:
         ax.grid(True, alpha=0.3)
         ax.margins(x=0.08, y=0.06)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def write_outputs(tables: Sequence[ParetoTable], out_dir: str | Path, png: bool = True) -> list[Path]:
