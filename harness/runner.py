@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from harness.errors import HarnessError
 from harness.knobs import TIER_INDEX, Knobs
 from harness.latency.measure import WARMUP_MAX_CALLS, Warmup, batch_bucket
+from harness.hostload import load_1m
 from harness.limits import context_error
 from harness.types import GenOutput, GenRequest, Sample
 
@@ -178,7 +179,7 @@ class Runner:
 
     def run(self, record, samples: Sequence[Sample]) -> dict:
         """Run every sample not yet in ``record`` and return the timing of this invocation."""
-        t_loop = time.perf_counter()
+        t_loop, self.timing["load_1m"] = time.perf_counter(), [load_1m(), None]  # harness.hostload: a busy CPU
         items = [_Item(i, s) for i, s in enumerate(samples) if str(s.id) not in record.finished]
         self.reporter.start(self.task.name, len(samples), len(samples) - len(items))
         try:  # the progress bar ends on its own line whatever ends the loop (Ctrl-C, a full disk)
@@ -186,6 +187,7 @@ class Runner:
         finally:
             self.reporter.stop()
         self.timing["loop_s"] = time.perf_counter() - t_loop - self.timing["warmup_s"]
+        self.timing["load_1m"][1] = load_1m()
         return self.timing
 
     def _loop(self, record, items: list) -> None:
@@ -359,7 +361,6 @@ def _is_failure(result) -> bool:
 
 def _policy_name(policy) -> str:
     return str(getattr(policy, "name", type(policy).__name__))
-
 
 
 def execute(*, backend, task, metric, data, record, policy, fixed_knobs: Knobs | None, estimator=None,

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.hostload import busy_note, host_load
 from harness.knobs import Knobs
 from harness.latency.aggregate import estimator_error, latency_block
 from harness.types import Sample
@@ -105,6 +106,9 @@ def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_con
         notes.append(f"latency figures are per batch of up to {batch_size} samples, not per sample")
     if estimator_note:
         notes.append(estimator_note)
+    host = host_load(*((timing or {}).get("load_1m") or [None, None]), str(getattr(backend, "device", "cpu")))
+    if busy_note(host):
+        notes.append(busy_note(host))
     return {
         "task": task.name,
         "metric": getattr(metric, "name", None),
@@ -145,6 +149,7 @@ def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_con
         "harness_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "timing": timing_out,
+        "host_load": host,
         "notes": notes,
         "run_config": run_config,
     }

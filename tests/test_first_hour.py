@@ -310,3 +310,19 @@ def test_pareto_plot_labels_stay_inside_the_figure(tmp_path):
         box = t.get_window_extent(renderer)
         assert 0 <= box.x0 and box.x1 <= width, f"label {t.get_text()!r} is clipped ({box.x1:.0f} > {width:.0f})"
     plt.close(fig)
+
+
+@pytest.mark.parametrize("load, busy", [(7.5, True), (0.4, False)])
+def test_a_busy_cpu_is_said_next_to_the_latency_figures(harness_cli, capsys, monkeypatch, tmp_path, load, busy):
+    import harness.hostload as hostload
+    import harness.runner as runner
+
+    monkeypatch.setattr(runner, "load_1m", lambda: load)
+    monkeypatch.setattr(hostload, "cpus", lambda: 2)
+    assert harness_cli("run", "--task", "scienceqa", "--knobs", "6,2", "--limit", "3", "--estimator", "none",
+                       "-o", tmp_path / "o") == 0
+    out = capsys.readouterr().out
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert s["host_load"] == {"load_1m": [load, load], "cpus": 2, "busy": busy}
+    note = "the CPU was busy during this run (load average 7.5 on 2 CPUs)"
+    assert (note in " ".join(s["notes"])) is busy and (note in out) is busy

@@ -10,7 +10,7 @@ FOLDERS = {"harness": "harness", "metrics": "harness.metrics", "tasks": "harness
 
 LAYERS = [
     ("foundation", {"errors", "suggest", "types", "knobs", "jsonio", "stats", "registry", "config", "configs",
-                    "environment", "console", "__version__", "zoo"}),
+                    "environment", "console", "limits", "hostload", "__version__", "zoo"}),
     ("metrics, tasks", {"metrics", "tasks"}),
     ("latency", {"latency"}),
     ("decode, engine", {"decode", "engine"}),
