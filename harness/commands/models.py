@@ -49,10 +49,11 @@ def _tiers(info) -> str:
 @click.option("--model", "spec", default=None, help="Describe one model spec (configs only, no weights).")
 def command(spec):
     """List model backends and their knob ranges and tiers (* = default tier)."""
-    from rich.console import Console
+    from harness.console import console as make_console
+    from harness.console import print_table
     from rich.table import Table
 
-    console = Console()
+    console = make_console()
     if spec:
         from harness.backends import describe
 
@@ -63,12 +64,12 @@ def command(spec):
         for k, v in (("family", info.family), ("blocks", info.n_blocks), ("knob range", info.knob_range),
                      ("tiers", _tiers(info)), ("params", info.n_params or "-"), ("notes", info.notes or "-")):
             table.add_row(k, str(v))
-        console.print(table)
+        print_table(table)
         return
     table = Table(title="model backends (knobs: --knobs B,K[,TIER]; block 0 always kept, top_k applies after block 0)")
     for col in ("spec", "family", "knob range", "tiers", "notes"):
         table.add_column(col, overflow="fold")
     for row in _rows():
         table.add_row(*[str(x) for x in row])
-    console.print(table)
+    print_table(table)
     console.print("experts implementations (hf, random): eager, grouped_mm (default), batched_mm; --engine fast (default on CUDA) = the harness's compiled block step with CUDA graphs")
