@@ -30,7 +30,12 @@ def run_one(args, engine: str, batch: int, folder: Path) -> dict:
     if args.max_new_tokens:
         cmd += ["--max-new-tokens", str(args.max_new_tokens)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                              timeout=args.timeout_s)
+    except subprocess.TimeoutExpired:  # recorded as a lower bound, the next run still goes
+        return {"engine": engine, "batch": batch, "wall_s": None, "rc": None, "wall_s_lower_bound": args.timeout_s,
+                "error": f"not finished within {args.timeout_s:.0f} s"}
     wall = time.perf_counter() - t0
     row = {"engine": engine, "batch": batch, "wall_s": round(wall, 2), "rc": proc.returncode}
     if proc.returncode != 0:
@@ -63,6 +68,7 @@ def main(argv=None):
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout-s", type=float, default=600, help="stop one run after this long (recorded as a lower bound)")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
     rows = []
@@ -89,7 +95,7 @@ def main(argv=None):
     for r in rows:
         t = r.get("timing") or {}
         md.append(f"| {r['engine']} | {r['batch']} | {r.get('n', '')} | {r.get('failed', '')} | {r.get('configurations', '')} | "
-                  f"{r['wall_s']} | {r.get('samples_per_s', '')} | {t.get('model_load_s', '')} | "
+                  f"{r['wall_s'] if r['wall_s'] is not None else '> ' + str(r.get('wall_s_lower_bound'))} | {r.get('samples_per_s', '')} | {t.get('model_load_s', '')} | "
                   f"{json.dumps({k: v for k, v in t.items() if k != 'model_load_s'})} | {r.get('error', '')} |")
     (out / "policy_gpu.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
