@@ -94,3 +94,54 @@ def _default(o):
     except ImportError:  # pragma: no cover
         pass
     return str(o)
+
+
+def write_flush(fh, text: str) -> None:
+    """Write and flush to the OS: the one place appended record lines hit the disk."""
+    fh.write(text)
+    fh.flush()
+
+
+class LineAppender:
+    """Appends lines to a file (JSON lines of a run or a profile), each flushed to the OS as it is
+    written. A write that fails (disk full, quota) cuts the file back to where it was before that
+    write, closes it and raises: no half line is ever left behind."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fh = None
+
+    def write(self, text: str) -> None:
+        start = None
+        try:
+            if self._fh is None:
+                self._fh = open(self.path, "a", encoding="utf-8")
+            start = self._fh.tell()
+            write_flush(self._fh, text)
+        except OSError:
+            self._abandon(start)
+            raise
+
+    def _abandon(self, start: int | None) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.close()  # may flush more of the failed line: cut below
+            except OSError:
+                pass
+            self._fh = None
+        if start is not None:
+            try:
+                os.truncate(self.path, start)
+            except OSError:
+                pass
+
+    def close(self, sync: bool = True) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.flush()
+                if sync:
+                    os.fsync(self._fh.fileno())
+            except OSError:
+                pass
+            self._fh.close()
+            self._fh = None

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.errors import HarnessError
-from harness.jsonio import atomic_write_json, dumps_line, read_json
+from harness.jsonio import LineAppender, atomic_write_json, dumps_line, read_json
 
 RUN_FILE = "run.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -59,12 +59,6 @@ def disk_error(exc: OSError, path: Path, what: str, kept: int | None = None) -> 
                         f"re-run the same command to resume{kept_txt}")
 
 
-def write_line(fh, text: str) -> None:
-    """Write one record line and flush it to the OS (the one place sample lines hit the disk)."""
-    fh.write(text)
-    fh.flush()
-
-
 def config_differences(old: dict, new: dict) -> list[str]:
     """Human-readable ``key: old -> new`` for every differing key of two run configs."""
     diffs = []
@@ -88,7 +82,7 @@ class RunRecord:
         self.run_config = run_config
         self.finished = finished  # id -> line (in file order)
         self.resumed_from = resumed_from  # number of lines found at open
-        self._fh = None
+        self._out = LineAppender(folder / SAMPLES_FILE)
         self._exists = exists  # folder and run.json are on disk
         self._created: list[Path] | None = None  # set once this run wrote run.json: the folders it created
 
@@ -196,34 +190,14 @@ class RunRecord:
 
     def append(self, line: dict) -> None:
         """Append one finished sample and flush it to the OS before returning. A failed write
-        leaves the file as it was before the call."""
+        leaves the file as it was before the call (:class:`harness.jsonio.LineAppender`)."""
         self._materialize()
-        text = dumps_line(line) + "\n"
-        start = None
         try:
-            if self._fh is None:
-                self._fh = open(self.samples_path, "a", encoding="utf-8")
-            start = self._fh.tell()
-            write_line(self._fh, text)
+            self._out.write(dumps_line(line) + "\n")
         except OSError as exc:
-            self._undo_partial(start)
+            self._remove_created()
             raise disk_error(exc, self.samples_path, "sample records", kept=len(self.finished))
         self.finished[str(line["id"])] = line
-
-    def _undo_partial(self, start: int | None) -> None:
-        if self._fh is not None:
-            try:
-                self._fh.close()
-            except OSError:
-                pass
-            self._fh = None
-        if start is not None:
-            try:
-                with open(self.samples_path, "r+b") as fh:
-                    fh.truncate(start)
-            except OSError:
-                pass
-        self._remove_created()
 
     def extend(self, lines: Iterable[dict]) -> None:
         for line in lines:
@@ -249,14 +223,7 @@ class RunRecord:
             raise disk_error(exc, self.summary_path, "the summary", kept=len(self.finished))
 
     def close(self) -> None:
-        if self._fh is not None:
-            try:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-            except OSError:
-                pass
-            self._fh.close()
-            self._fh = None
+        self._out.close()
 
     def __enter__(self):
         return self

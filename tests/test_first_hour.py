@@ -21,12 +21,12 @@ def test_config_refuses_what_the_flag_refuses(harness_cli, capsys, tmp_path, lin
 
 
 def _disk_full_after(monkeypatch, n_ok: int):
-    """The record writer writes ``n_ok`` lines, then half of the next one and fails with ENOSPC."""
+    """The line writer writes ``n_ok`` lines, then half of the next one and fails with ENOSPC."""
     import errno
 
-    import harness.records as records
+    import harness.jsonio as jsonio
 
-    real = records.write_line
+    real = jsonio.write_flush
     calls = {"n": 0}
 
     def writer(fh, text):
@@ -37,7 +37,7 @@ def _disk_full_after(monkeypatch, n_ok: int):
             raise OSError(errno.ENOSPC, "No space left on device")
         real(fh, text)
 
-    monkeypatch.setattr(records, "write_line", writer)
+    monkeypatch.setattr(jsonio, "write_flush", writer)
     return real
 
 
@@ -54,9 +54,9 @@ def test_full_disk_during_run_is_one_line_and_resumes(harness_cli, capsys, monke
     text = (out / "samples.jsonl").read_text()
     assert text.endswith("\n") and len(text.splitlines()) == 3  # nothing half-written
     assert not (out / "summary.json").exists()
-    import harness.records as records
+    import harness.jsonio as jsonio
 
-    monkeypatch.setattr(records, "write_line", real_writer)  # space again
+    monkeypatch.setattr(jsonio, "write_flush", real_writer)  # space again
     assert harness_cli(*RUN, "-o", out, "--json") == 0
     resumed = json.loads(capsys.readouterr().out)
     assert harness_cli(*RUN, "-o", tmp_path / "clean", "--json") == 0
@@ -326,3 +326,21 @@ def test_a_busy_cpu_is_said_next_to_the_latency_figures(harness_cli, capsys, mon
     assert s["host_load"] == {"load_1m": [load, load], "cpus": 2, "busy": busy}
     note = "the CPU was busy during this run (load average 7.5 on 2 CPUs)"
     assert (note in " ".join(s["notes"])) is busy and (note in out) is busy
+
+
+def test_full_disk_during_profile_leaves_no_half_line(harness_cli, capsys, monkeypatch, tmp_path):
+    real = _disk_full_after(monkeypatch, 2)  # two of the four measurements fit
+    grid = "blocks=4,6;top_k=1,2;tier=low;prompt=8;output=4"
+    out = tmp_path / "fits" / "est.json"
+    args = ("profile", "--model", "fakemodel", "--grid", grid, "--repeats", "1", "-q", "--output", out)
+    assert harness_cli(*args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "No space left" in err and err.count("\n") == 1
+    (partial,) = list((tmp_path / "fits").glob("*.partial.jsonl"))
+    text = partial.read_text()
+    assert text.endswith("\n") and all(json.loads(x) for x in text.splitlines())  # no half line
+    import harness.jsonio as jsonio
+
+    monkeypatch.setattr(jsonio, "write_flush", real)
+    assert harness_cli(*args, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["n_measurements"] == 4

@@ -125,10 +125,14 @@ class MeasurementLog:
                 fh.write(json.dumps({"job": i, "m": m.to_dict()}) + "\n")
 
     def add(self, i: int, m: Measurement) -> None:
+        from harness.jsonio import LineAppender
+
+        out = LineAppender(self.path)  # a failed write (disk full) leaves no half line
+        try:
+            out.write(json.dumps({"job": i, "m": m.to_dict()}) + "\n")
+        finally:
+            out.close(sync=False)
         self.done[i] = m
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"job": i, "m": m.to_dict()}) + "\n")
-            fh.flush()
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
