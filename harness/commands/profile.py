@@ -216,14 +216,13 @@ def _report(result, info, dev, path, seed, quiet, as_json, t0):
     if as_json:
         click.echo(json.dumps(out, indent=2))
     if not quiet:
-        from rich.console import Console
+        from harness.console import console as make_console
+        from harness.console import print_table
 
-        console = Console(stderr=as_json)
-        if not console.is_terminal:
-            console.width = max(console.width, 120)
-        console.print(heldout_table(result, f"{info.name} on {meta.get('device_name') or dev} ({meta['key']['device']}, "
-                                            f"{meta['dtype']}, engine {meta['engine']}): {len(result.measurements)} "
-                                            f"measurements, {result.heldout.get('n_configs', 0)} held-out configurations"))
+        console = make_console(stderr=as_json)
+        title = (f"{info.name} on {meta.get('device_name') or dev} ({meta['key']['device']}, {meta['dtype']}, engine "
+                 f"{meta['engine']}): {len(result.measurements)} measurements, {result.heldout.get('n_configs', 0)} held-out configurations")
+        print_table(heldout_table(result, title), stderr=as_json)
         h = meta.get("headline") or {}
         console.print(f"headline: total-latency error on single held-out measurements {_pct(h.get('mape_total'))} "
                       f"(within +-10%: {_pct(h.get('within_10pct'))}); fit saved to {fit_path}; raw measurements in {raw_path}",
