@@ -55,12 +55,13 @@ def quick_fit(backend, info, key: FitKey, batch_size: int = 1, seed: int = 0, bu
     it; None when too few configurations were measured in time."""
     from harness.latency.fitting import fit_and_report
     from harness.latency.grid import default_grid, max_positions
+    from harness.latency.measure import Warmup
     from harness.latency.profile import Profiler, jobs_for
 
     t0 = time.perf_counter()
     grid = default_grid(info, max_pos=max_positions(backend), quick=True, batch=(batch_size,))
     jobs = jobs_for(grid, 1, seed)
-    prof = Profiler(backend, grid, seed)
+    prof = Profiler(backend, grid, seed, Warmup(max_calls=3))  # the run's rule, fewer tries: the budget is short
     bar, progress = _bar(quiet, len(jobs), budget)
     try:
         ms = prof.run(jobs, deadline=t0 + budget, progress=progress)

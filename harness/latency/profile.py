@@ -29,7 +29,10 @@ _WORDS = ("the", "a", "picture", "shows", "what", "color", "is", "many", "how", 
           "dog", "cat", "car", "tree", "number", "which", "of", "these", "best", "describes", "scene")
 
 
-def make_image(seed: int, size=(640, 480)):
+PROFILE_IMAGE = (1680, 1260)  # large enough that every tier reaches its most crops (5 x 3.75 crops of 336)
+
+
+def make_image(seed: int, size=PROFILE_IMAGE):
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -182,16 +185,20 @@ class Profiler:
     def run(self, jobs: list[tuple], log: MeasurementLog | None = None, deadline: float | None = None,
             progress: Callable[[int, int, str], None] | None = None) -> list[Measurement]:
         """Measure every job not yet in ``log``; stop early (without error) past ``deadline``
-        (a ``time.perf_counter()`` value). Returns all measurements, the log's included."""
+        (a ``time.perf_counter()`` value): no job starts that the dearest job so far would carry past
+        it. Returns all measurements, the log's included."""
         done = dict(log.done) if log else {}
         total = len(jobs)
+        longest = 0.0  # the dearest job so far (warm-up included): the next may cost as much
         with _NoEos(self.backend):
             for i, job in enumerate(jobs):
                 if i in done:
                     continue
-                if deadline is not None and time.perf_counter() > deadline:
+                t0 = time.perf_counter()
+                if deadline is not None and t0 + longest > deadline:
                     break
                 m = self.measure(i, job)
+                longest = max(longest, time.perf_counter() - t0)
                 done[i] = m
                 if log:
                     log.add(i, m)
@@ -201,22 +208,31 @@ class Profiler:
         return [done[i] for i in sorted(done)]
 
     def calibrate(self, jobs: list[tuple]) -> float:
-        """Expected seconds for ``jobs`` (warm-up included): the cheapest and the dearest job are
-        warmed and timed, and each job is costed between them by its token work."""
+        """Expected seconds for ``jobs``: the cheapest and the dearest job are timed once each (after
+        one untimed call), each job is costed between them by its token work, and every (configuration,
+        tier, batch bucket) gets about three warm-up calls."""
         if not jobs:
             return 0.0
         work = lambda j: j[4] * (j[0] * (self.grid_vision(j[2]) + j[3]) + j[0] * j[5])  # noqa: E731
         lo, hi = min(jobs, key=work), max(jobs, key=work)
-        t0 = time.perf_counter()
-        with _NoEos(self.backend):
-            self.measure(-1, lo)
-            t_lo = time.perf_counter() - t0
-            self.measure(-2, hi)
-        t_hi = time.perf_counter() - t0 - t_lo
-        per_call = lambda j: t_lo / 3 + (t_hi / 3 - t_lo / 3) * (work(j) - work(lo)) / max(work(hi) - work(lo), 1e-9)  # noqa: E731
+        main, self.warmup = self.warmup, Warmup(max_calls=1)
+        try:
+            with _NoEos(self.backend):
+                self.measure(-1, lo)
+                t0 = time.perf_counter()
+                self.measure(-1, lo)
+                t_lo = time.perf_counter() - t0
+                self.measure(-2, hi)
+                t0 = time.perf_counter()
+                self.measure(-2, hi)
+                t_hi = time.perf_counter() - t0
+        finally:
+            self.warmup = main
+        span = max(work(hi) - work(lo), 1e-9)
+        per_call = lambda j: t_lo + (t_hi - t_lo) * (work(j) - work(lo)) / span  # noqa: E731
+        mean = sum(per_call(j) for j in jobs) / len(jobs)
         keys = {(j[0], j[1], j[2], batch_bucket(j[4])) for j in jobs}
-        warm = len(keys) * 2.5 * sum(per_call(j) for j in jobs) / len(jobs)  # ~2-3 untimed calls per key
-        return float(sum(per_call(j) for j in jobs) + warm)
+        return float(mean * (len(jobs) + 3 * len(keys)))
 
     def grid_vision(self, tier: str) -> int:
         return int((getattr(self.backend.info, "vision_tokens", None) or {}).get(tier, 0))
