@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from harness import distributed
 from harness.errors import HarnessError
 from harness.knobs import Knobs, parse_tier
 
@@ -84,6 +85,8 @@ class Context:
     estimator: Any = None  # set by bind()
     estimator_note: str | None = None  # a loaded backend (tests, notebooks) or None: loaded by run_units
     timing: dict = field(default_factory=dict)
+    world: Any = None  # a harness.distributed.World under torchrun with more than one process
+    units_dealt: bool = False  # True: whole units were dealt to the ranks (sweep); False: each unit's samples are
 
     def max_new(self, task) -> int:
         from harness.setup import task_max_new_tokens
@@ -149,7 +152,7 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
             experts_impl: str | None = None, latency_budget_ms: float | None = None, accuracy_table: str | None = None, knob_space: str | None = None,
             include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
             engine: str = "auto", trust_remote_code: bool = False,
-            model_config: str | None = None) -> Context:
+            model_config: str | None = None, dist_timeout: float | None = None) -> Context:
     """Validate everything that can be checked without weights (see the module docstring)."""
     from harness.registry import import_path
     from harness.setup import DEFAULT_EXPERTS_IMPL, resolve_device, resolve_dtype
@@ -221,6 +224,7 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
                   latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table, knob_space=knob_space,
                   knob_space_configs=space, quiet=quiet, engine=engine, backend=backend,
                   trust_remote_code=bool(trust_remote_code), model_config=model_config)
+    ctx.world = distributed.setup(dev, dist_timeout)  # joins the torchrun job, if any (after validation)
     ctx.timing["startup_s"] = time.perf_counter() - t0
     return ctx
 
@@ -280,8 +284,11 @@ def open_units(ctx: Context, units: list[Unit]) -> list[Unit]:
     """Open (create or check for resume) every unit's run directory; nothing loads yet."""
     from harness.records import RunRecord
 
-    for u in units:
-        u.record = RunRecord.open(u.folder, unit_run_config(ctx, u))
+    def open_all():
+        for u in units:
+            u.record = RunRecord.open(u.folder, unit_run_config(ctx, u))
+
+    distributed.main_first(None if ctx.units_dealt else ctx.world, "opening the run directories", open_all)
     return units
 
 
@@ -291,7 +298,8 @@ def _load_backend(ctx: Context):
         from harness import backends
 
         t0 = time.perf_counter()
-        ctx.backend = backends.load(ctx.model, device=ctx.device, dtype=ctx.dtype, importance=ctx.importance,
+        device = ctx.world.device if ctx.world is not None else ctx.device  # cuda:LOCAL_RANK under torchrun
+        ctx.backend = backends.load(ctx.model, device=device, dtype=ctx.dtype, importance=ctx.importance,
                                     experts_impl=ctx.experts_impl, engine=ctx.engine,
                                     trust_remote_code=ctx.trust_remote_code,
                                     **({} if ctx.model_config is None else {"model_config": ctx.model_config}))
@@ -330,13 +338,15 @@ def run_units(ctx: Context, units: list[Unit], reporter: Callable[[], Any] | Non
     per unit (both also written to each unit's folder)."""
     from harness.runner import execute
     from harness.setup import ensure_fitted
+    from harness.sharding import unit_execution
 
-    if not units:
+    if not units and ctx.world is None:
         return []
-    backend = _load_backend(ctx)
+    backend = _load_backend(ctx) if units else None
     est, fit_note = ensure_fitted(ctx.estimator, backend, ctx.info, ctx.device, ctx.seed, ctx.quiet,
-                                  model_spec=ctx.model, batch_size=ctx.batch_size)
+                                  model_spec=ctx.model, batch_size=ctx.batch_size, world=ctx.world)
     note = ctx.estimator_note or fit_note
+    shard, rank, reporter = unit_execution(ctx, reporter)
     results = []
     for u in units:
         summary, lines = execute(backend=backend, task=u.task, metric=ctx.metrics[u.task.name],
@@ -344,7 +354,7 @@ def run_units(ctx: Context, units: list[Unit], reporter: Callable[[], Any] | Non
                                  estimator=est, estimator_note=note, batch_size=ctx.batch_size, style=ctx.style,
                                  max_new_tokens=ctx.max_new(u.task), latency_budget_ms=ctx.latency_budget_ms,
                                  seed=ctx.seed, reporter=reporter() if reporter else None,
-                                 extra_timing={k: round(v, 3) for k, v in ctx.timing.items()})
+                                 extra_timing={k: round(v, 3) for k, v in ctx.timing.items()}, shard=shard, rank=rank)
         results.append((summary, lines))
         if (summary.get("estimator_info") or {}).get("disabled"):
             est = None  # do not retry a failing estimator plugin on every unit
@@ -359,7 +369,7 @@ def evaluate(task, knobs=None, *, model: str = "reference", data="bundled", limi
              subset_seed: int = 0, style: str | None = None, max_new_tokens: int | None = None, experts_impl: str | None = None,
              include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
              reporter: Callable[[], Any] | None = None, engine: str = "auto",
-             trust_remote_code: bool = False, model_config: str | None = None) -> EvalResult:
+             trust_remote_code: bool = False, model_config: str | None = None, dist_timeout: float | None = None) -> EvalResult:
     """Evaluate a model on one or more tasks at fixed knobs (``knobs="14,6"``) or under a policy
     (``policy="random"``), writing one run directory per task; re-running into the same ``output``
     resumes. ``backend`` may be an already loaded backend (then ``model``/``device``/``dtype`` come from
@@ -373,7 +383,8 @@ def evaluate(task, knobs=None, *, model: str = "reference", data="bundled", limi
                   max_new_tokens=max_new_tokens,
                   experts_impl=experts_impl, latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table,
                   knob_space=knob_space, include_path=include_path, metric=metric, backend=backend, quiet=quiet,
-                  engine=engine, trust_remote_code=trust_remote_code, model_config=model_config)
+                  engine=engine, trust_remote_code=trust_remote_code, model_config=model_config,
+                  dist_timeout=dist_timeout)
     pol_spec = policy or "fixed"
     pargs = dict(policy_args or {})
     fixed = fixed_knobs(ctx, knobs, tier, policy if isinstance(policy, str) or policy is None else "custom", pargs)

@@ -80,7 +80,10 @@ def main(argv=None):
     try:
         rc = cli.main(args=argv, prog_name="harness", standalone_mode=False)
     except HarnessError as exc:
-        click.echo(f"error: {exc}", err=True)
+        from harness import distributed
+
+        if distributed.should_report(exc):  # under torchrun: rank 0, or another rank's own failure
+            click.echo(f"error: {distributed.error_prefix()}{exc}", err=True)
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
         _aborted(argv)

@@ -1,4 +1,4 @@
-"""Console presentation of runs: the progress bar (a :class:`harness.runner.Reporter`) on stderr
+"""Console presentation of runs: the progress bar (a :class:`harness.types.Reporter`) on stderr
 and the results table that ``harness run`` and ``harness sweep`` print."""
 
 from __future__ import annotations

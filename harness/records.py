@@ -107,6 +107,9 @@ class RunRecord:
         else:
             return cls(folder, run_config, {}, 0, exists=False)
         finished = cls._read_finished(samples_path)
+        from harness.parts import fold_parts
+
+        fold_parts(folder, finished, samples_path)  # lines left by ranks of a sharded run that stopped
         return cls(folder, run_config, finished, len(finished))
 
     def _materialize(self) -> None:
@@ -198,6 +201,12 @@ class RunRecord:
             self._remove_created()
             raise disk_error(exc, self.samples_path, "sample records", kept=len(self.finished))
         self.finished[str(line["id"])] = line
+
+    def write_to(self, path: Path) -> None:
+        """Append sample lines to ``path`` instead of ``samples.jsonl`` (a torchrun rank's part file)."""
+        self.close()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._out = LineAppender(path)
 
     def extend(self, lines: Iterable[dict]) -> None:
         for line in lines:

@@ -23,7 +23,7 @@ from harness.knobs import TIER_INDEX, Knobs
 from harness.latency.measure import WARMUP_MAX_CALLS, Warmup, batch_bucket
 from harness.hostload import load_1m
 from harness.limits import context_error
-from harness.types import GenOutput, GenRequest, Sample
+from harness.types import GenOutput, GenRequest, Reporter, Sample
 
 from harness.policies.base import PolicyInput
 
@@ -37,22 +37,7 @@ class RunOptions:
     seed: int = 0
     policy_chunk: int = 256  # samples per policy.choose call
     warmup: int = WARMUP_MAX_CALLS  # most untimed calls per (configuration, tier, batch bucket); 0 = none
-
-
-class Reporter:
-    """Progress and warnings; the CLI passes a rich implementation, tests a silent one."""
-
-    def start(self, task: str, total: int, done: int) -> None:
-        pass
-
-    def advance(self, n: int, config: str) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass
+    rank: int = 0  # the torchrun rank running this (recorded with each measurement)
 
 
 @dataclass
@@ -79,8 +64,9 @@ class Runner:
     """Runs one task on a loaded backend into one :class:`~harness.records.RunRecord`."""
 
     def __init__(self, backend, task, metric, policy, estimator, options: RunOptions, reporter: Reporter | None = None,
-                 estimator_note: str | None = None):
+                 estimator_note: str | None = None, shard=None):
         self.backend = backend
+        self.shard = shard  # a harness.sharding.SampleShard when the samples are spread over torchrun ranks
         self.task = task
         self.metric = metric
         self.policy = policy
@@ -181,7 +167,8 @@ class Runner:
         """Run every sample not yet in ``record`` and return the timing of this invocation."""
         t_loop, self.timing["load_1m"] = time.perf_counter(), [load_1m(), None]  # harness.hostload: a busy CPU
         items = [_Item(i, s) for i, s in enumerate(samples) if str(s.id) not in record.finished]
-        self.reporter.start(self.task.name, len(samples), len(samples) - len(items))
+        if self.shard is None:
+            self.reporter.start(self.task.name, len(samples), len(samples) - len(items))
         try:  # the progress bar ends on its own line whatever ends the loop (Ctrl-C, a full disk)
             self._loop(record, items)
         finally:
@@ -191,23 +178,30 @@ class Runner:
         return self.timing
 
     def _loop(self, record, items: list) -> None:
-        self._prepare(items)
-        self._choose(items)
         max_new = self.options.max_new_tokens or int(getattr(self.task, "max_new_tokens", 16) or 16)
-        for it in (x for x in items if x.error is None and x.knobs is not None):  # the context limit
-            it.error = context_error(it.pinput, it.knobs, max_new, self.info)
         batch_id = 1 + max([int(x.get("batch_id") or 0) for x in record.finished.values()] or [0])
+        if self.shard is None:
+            self._select(items, max_new)
+            early = [it for it in items if it.error is not None]
+            plan = [(k, b, batch_id + j) for j, (k, b) in enumerate(self.plan(items))]
+        else:  # this rank's share of the one-process plan
+            early, plan = self.shard.split(self, items, batch_id, max_new)
+            self.reporter.start(f"{self.task.name} [rank {self.options.rank}]", len(early) + sum(len(b) for _, b, _ in plan), 0)
         # failures known before generation are recorded first, in data order
-        for it in items:
-            if it.error is not None:
-                record.append(self._line(it, None, None, None, None))
-                self.reporter.advance(1, "failed")
-        plan = self.plan(items)
-        for knobs, batch in plan:
-            self._run_batch(record, knobs, batch, batch_id, max_new)
-            batch_id += 1
+        for it in early:
+            record.append(self._line(it, None, None, None, None))
+            self.reporter.advance(1, "failed")
+        for knobs, batch, bid in plan:
+            self._run_batch(record, knobs, batch, bid, max_new)
         self.timing["warmup_s"] = self.warmup.seconds
         self.timing["warmup"] = self.warmup.summary()
+
+    def _select(self, items: list, max_new: int) -> None:
+        """Prepare the samples, let the policy choose, fail those that would not fit the context."""
+        self._prepare(items)
+        self._choose(items)
+        for it in (x for x in items if x.error is None and x.knobs is not None):  # the context limit
+            it.error = context_error(it.pinput, it.knobs, max_new, self.info)
 
     def _warm(self, knobs: Knobs, batch: list[_Item], max_new: int) -> None:
         """Untimed calls on this very batch before the first measured call of its (configuration,
@@ -320,6 +314,8 @@ class Runner:
                 "scope": "sample" if int(batch_size or 1) == 1 else "batch",
                 "clock": t.clock,
                 "engine": getattr(self.backend, "engine", None),
+                "rank": self.options.rank,  # the torchrun rank and device that measured it
+                "device": str(getattr(self.backend, "device", "")),
             }
         main = None
         if scores and self.metric is not None:
@@ -366,20 +362,23 @@ def _policy_name(policy) -> str:
 def execute(*, backend, task, metric, data, record, policy, fixed_knobs: Knobs | None, estimator=None,
             estimator_note: str | None = None, batch_size: int = 1, style: str | None = None,
             max_new_tokens: int | None = None, latency_budget_ms: float | None = None, seed: int = 0,
-            reporter: Reporter | None = None, extra_timing: dict | None = None) -> tuple[dict, list[dict]]:
-    """Run the unfinished samples of ``data`` into ``record`` and write ``summary.json``."""
+            reporter: Reporter | None = None, extra_timing: dict | None = None, shard=None,
+            rank: int = 0) -> tuple[dict, list[dict]]:
+    """Run the unfinished samples of ``data`` into ``record`` and write ``summary.json`` (with a ``shard``: on rank 0)."""
     from harness.policies import describe_policy
     from harness.setup import task_max_new_tokens
     from harness.summary import build_summary, finalize
 
     opts = RunOptions(batch_size=batch_size, style=style, max_new_tokens=max_new_tokens or task_max_new_tokens(task, style),
-                      latency_budget_ms=latency_budget_ms, seed=seed)
-    runner = Runner(backend, task, metric, policy, estimator, opts, reporter, estimator_note=estimator_note)
+                      latency_budget_ms=latency_budget_ms, seed=seed, rank=rank)
+    runner = Runner(backend, task, metric, policy, estimator, opts, reporter, estimator_note=estimator_note, shard=shard)
     try:
-        timing = runner.run(record, data.samples)
+        timing = runner.run(shard.attach(record) if shard else record, data.samples)
+        if shard is not None and (timing := shard.merge(record, timing)) is None:  # rank 0 folds the part files
+            return shard.share_summary(None), []
         lines, block = finalize(record, task, metric, data.samples, bool(data.labeled))
-        if metric is not None and getattr(metric, "corpus_level", False) and block.get("scores"):
-            record.rewrite_samples(lines)
+        if shard is not None or (metric is not None and getattr(metric, "corpus_level", False) and block.get("scores")):
+            record.rewrite_samples(lines)  # corpus-level scores filled in; merged ranks in data order
     finally:
         record.close()
     est_desc = None
@@ -393,4 +392,6 @@ def execute(*, backend, task, metric, data, record, policy, fixed_knobs: Knobs |
                             estimator_note=runner.estimator_note, latency_budget_ms=latency_budget_ms,
                             timing={**(timing or {}), **(extra_timing or {})}, n_total=len(data.samples))
     record.write_summary(summary)
+    if shard is not None:
+        shard.share_summary(summary)
     return summary, lines

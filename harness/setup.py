@@ -78,15 +78,22 @@ def prepare_estimator(spec: str | None, info, device: str, quiet: bool):
 
 
 def ensure_fitted(est, backend, info, device: str, seed: int, quiet: bool, *, model_spec: str | None = None,
-                  batch_size: int = 1):
+                  batch_size: int = 1, world=None):
     """Resolve the built-in estimator on the loaded model (:func:`harness.latency.firstuse.resolve`:
     the fit for this execution mode, else a bounded quick fit saved in the user cache, else the
     labelled roofline). A fit file named on the command line is checked against the run's mode: a
-    mismatch is said in a warning and in summary.json, never passed over in silence."""
+    mismatch is said in a warning and in summary.json, never passed over in silence. Under torchrun
+    (``world``) rank 0 makes a pending fit and every rank uses it; a rank with no work (no backend)
+    keeps ``est``."""
     from harness.backends import model_fingerprint
     from harness.latency.estimator import FittedEstimator, PendingFit
     from harness.latency.firstuse import backend_key, resolve
 
+    if world is not None and isinstance(est, PendingFit):
+        return world.from_main("fitting the latency estimator", lambda: ensure_fitted(
+            est, backend, info, device, seed, quiet, model_spec=model_spec, batch_size=batch_size))
+    if backend is None:
+        return est, None
     weights = model_fingerprint(model_spec or getattr(info, "name", ""))
     if isinstance(est, PendingFit):
         return resolve(est, backend, info, model_spec=model_spec, weights=weights, batch_size=batch_size, seed=seed,

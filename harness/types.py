@@ -85,3 +85,19 @@ class GenOutput:
     output_tokens: int  # generated tokens, EOS excluded
     timings: StepTimings | None = None  # shared by every sample of the batch
     finish_reason: str = "eos"  # "eos" or "length"
+
+
+class Reporter:
+    """Progress and warnings; the CLI passes a rich implementation, tests a silent one."""
+
+    def start(self, task: str, total: int, done: int) -> None:
+        pass
+
+    def advance(self, n: int, config: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass

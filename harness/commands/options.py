@@ -40,13 +40,15 @@ _SHARED = (
                                                help="transformers experts implementation (default grouped_mm).")),
     ("model_config", ("--model-config",), dict(help="Harness settings of the model (tiers, prompt template): a TOML file or a name in configs/models, e.g. molmoe-1b-molmo-eval (Molmo's evaluation resolution); recorded in the model name.")),
     ("trust_remote_code", ("--trust-remote-code",), dict(is_flag=True, help="Allow molmoe: checkpoints to run their own Python files (model, config and processor classes) in this process; only for checkpoints you trust.")),
+    ("dist_timeout", ("--dist-timeout",), dict(type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+                                               help="Under torchrun: minutes a rank waits for the others before the job fails.")),
 )
 
 
 def model_run_options(*, output, **help_text):
     """Decorator adding the shared options (model, data, limit, batch size, importance, estimator,
     ``output`` -- the command's own ``--output`` option decorator --, device, dtype, seed, subset seed, style,
-    max new tokens, max failed share, include path, engine, experts implementation, model config, trust remote code). ``help_text`` replaces the help
+    max new tokens, max failed share, include path, engine, experts implementation, model config, trust remote code, torchrun timeout). ``help_text`` replaces the help
     of an option by parameter name, e.g. ``limit="... per task."``."""
     unknown = set(help_text) - {name for name, _, _ in _SHARED}
     if unknown:

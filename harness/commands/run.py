@@ -38,15 +38,23 @@ from harness.config import config_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary JSON to stdout (a list when several tasks).")
 def command(tasks, knobs, tier, model, data, limit, batch_size, importance, estimator, output, device, dtype, seed, subset_seed,
-            style, max_new_tokens, max_failed, include_path, engine, experts_impl, model_config, trust_remote_code, policy, policy_args, latency_budget_ms,
+            style, max_new_tokens, max_failed, include_path, engine, experts_impl, model_config, trust_remote_code, dist_timeout,
+            policy, policy_args, latency_budget_ms,
             accuracy_table, knob_space, quiet, as_json):
     """Evaluate MODEL on TASKS: accuracy with a bootstrap CI, measured and estimated latency.
 
     Results (the table, or --json) go to stdout; progress and warnings to stderr. Exit 0, 1 when
-    all samples of a run failed (or more than --max-failed of them), 2 on bad input."""
+    all samples of a run failed (or more than --max-failed of them), 2 on bad input.
+
+    Under torchrun (torchrun --nproc-per-node N -m harness run ...) the samples are spread over the
+    processes and rank 0 writes the one merged run directory."""
     from harness import api
+    from harness.distributed import is_main_process
     from harness.policies import parse_policy_args
     from harness.progress import RichReporter, summary_table
+
+    main = is_main_process()
+    quiet, as_json = quiet or not main, as_json and main  # rank 0 speaks for a torchrun job
 
     result = api.evaluate(list(tasks), knobs, model=model, data=data, limit=limit, tier=tier, batch_size=batch_size,
                           policy=policy, policy_args=parse_policy_args(policy_args),
@@ -55,8 +63,10 @@ def command(tasks, knobs, tier, model, data, limit, batch_size, importance, esti
                           seed=seed, subset_seed=subset_seed, style=style, max_new_tokens=max_new_tokens,
                           experts_impl=experts_impl,
                           include_path=include_path, quiet=quiet, engine=engine,
-                          trust_remote_code=trust_remote_code, model_config=model_config,
+                          trust_remote_code=trust_remote_code, model_config=model_config, dist_timeout=dist_timeout,
                           reporter=lambda: RichReporter(quiet=quiet))
+    if not main:
+        return
     summaries = result.summaries
     root = result.run_dirs[0] if len(result.run_dirs) == 1 else result.run_dirs[0].parent
     if as_json:
