@@ -1,0 +1,95 @@
+"""Where one fast-engine decode step spends its time: the step as the decode loop measures it,
+the captured CUDA graph replayed alone (GPU time of the step, no loop bookkeeping), and the
+kernels of one step by CUDA time (the same step run without graphs under torch.profiler).
+
+    python benchmarks/engine_profile.py                    # GPU, random:molmoe-1b, bf16
+    python benchmarks/engine_profile.py --shape tiny --device cpu --dtype float32   # dry run
+
+Prints a table and writes engine_profile.json / .md to $OUT (if set) or benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from harness.backends import random_molmoe as rm  # noqa: E402
+from harness.backends.modelconfig import find_config, load_settings  # noqa: E402
+from harness.types import GenRequest  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shape", choices=("molmoe-1b", "tiny"), default="molmoe-1b")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--configs", default="16,8;16,2;12,4")
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"))
+    args = ap.parse_args(argv)
+    shape = rm.MOLMOE_1B if args.shape == "molmoe-1b" else rm.TINY
+    dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+    settings = load_settings(find_config("random-molmoe-1b"))
+    info = rm.describe("random:molmoe-1b", settings, shape)
+    backend = rm.load(info, settings, args.device, dtype, None, "grouped_mm", engine="fast", shape=shape)
+    backend.eos_token_ids = []
+    step_model = backend.step_model
+    cuda = torch.device(args.device).type == "cuda"
+    req = [GenRequest("the quick brown fox jumps over the lazy dog " * 3)]
+    rows, kernels = [], {}
+    for cfg in [c for c in args.configs.split(";") if c]:
+        backend.apply_knobs(cfg)
+        backend.generate(req, 8)
+        loop = statistics.median(backend.generate(req, 32)[0].timings.decode_step_ms)
+        row = {"knobs": cfg, "decode_loop_ms_per_step": round(loop, 4)}
+        if cuda and step_model.cuda_graphs:
+            graph, _ = next(v for k, v in step_model._graphs.graphs.items() if k[0] == backend.active_blocks and k[1] == 1)
+            ts = []
+            for _ in range(50):
+                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                s.record()
+                graph.replay()
+                e.record()
+                torch.cuda.synchronize()
+                ts.append(s.elapsed_time(e))
+            row["graph_replay_ms"] = round(statistics.median(ts), 4)
+        # one step without graphs, under the profiler: kernels by CUDA time
+        step_model.cuda_graphs, graphs = False, step_model.cuda_graphs
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        backend.generate(req, 3)
+        with profile(activities=acts) as prof:
+            backend.generate(req, 3)
+        step_model.cuda_graphs = graphs
+        attr = "device_time_total" if cuda else "cpu_time_total"
+        evs = [e for e in prof.key_averages() if (getattr(e, attr, 0) or 0) > 0 and (not cuda or getattr(e, "device_type", None) is not None)]
+        top = sorted(evs, key=lambda e: -getattr(e, attr))[: args.top]
+        kernels[cfg] = [{"name": e.key[:90], "calls": e.count, "total_us": round(getattr(e, attr), 1)} for e in top]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    env = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__, "shape": args.shape,
+           "moe_kernel": step_model.moe_kernel}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "engine_profile.json").write_text(json.dumps({"env": env, "rows": rows, "kernels": kernels}, indent=1))
+    md = [f"# Fast-engine decode step, where the time goes ({env['device']}, {args.dtype}, batch 1)", "",
+          "| knobs | decode loop ms/step | graph replay alone ms |", "|---|---|---|"]
+    md += [f"| {r['knobs']} | {r['decode_loop_ms_per_step']} | {r.get('graph_replay_ms', '')} |" for r in rows]
+    for cfg, ks in kernels.items():
+        md += ["", f"Top operations by time, {cfg} (prompt + 2 decode steps, no graphs):", "", "| op | calls | total us |", "|---|---|---|"]
+        md += [f"| {k['name']} | {k['calls']} | {k['total_us']} |" for k in ks]
+    (out / "engine_profile.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
