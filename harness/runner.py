@@ -22,7 +22,7 @@ from harness.errors import HarnessError
 from harness.knobs import TIER_INDEX, Knobs
 from harness.latency.measure import WARMUP_MAX_CALLS, Warmup, batch_bucket
 from harness.hostload import load_1m
-from harness.limits import context_error
+from harness.limits import context_error, untokenizable_error
 from harness.types import GenOutput, GenRequest, Reporter, Sample
 
 from harness.policies.base import PolicyInput
@@ -93,6 +93,9 @@ class Runner:
                 continue
             try:
                 prompt = self.task.prompt(s, style) if style is not None else self.task.prompt(s)
+                it.error = untokenizable_error(prompt, self.info)  # harness.limits: not worth tokenizing
+                if it.error is not None:
+                    continue
                 it.request = GenRequest(prompt=prompt, image=s.image, sample_id=str(s.id))
                 vt: dict[str, int] = {}
                 text_tokens = 0

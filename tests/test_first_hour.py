@@ -246,12 +246,16 @@ def test_input_longer_than_the_context_fails_that_sample_before_the_model(harnes
 
     info = FakeInfo(name="fake")
     info.max_positions = 200  # text + vision (64 at tier high) + new tokens must fit
-    seen = []
+    seen, counted = [], []
 
     class Recording(FakeBackend):
         def generate(self, requests, max_new_tokens, tier=None):
             seen.extend(len(r.prompt.split()) for r in requests)
             return super().generate(requests, max_new_tokens, tier)
+
+        def count_tokens(self, request, tier=None):
+            counted.append(len(request.prompt))
+            return super().count_tokens(request, tier)
 
     monkeypatch.setattr(hb, "describe", lambda spec: info)
     monkeypatch.setattr(hb, "load", lambda spec, **kw: Recording(info=info))
@@ -259,18 +263,22 @@ def test_input_longer_than_the_context_fails_that_sample_before_the_model(harnes
     Image.new("RGB", (8, 8), (9, 9, 9)).save(buf, format="PNG")
     img = {"bytes": base64.b64encode(buf.getvalue()).decode()}
     rows = [{"question_id": str(i), "image": img, "question": q, "answers": ["a"] * 10}
-            for i, q in enumerate(["what is it?", "word " * 100_000, "and this?"])]
+            for i, q in enumerate(["what is it?", "word " * 300, "and this?", "word " * 100_000])]
     data = tmp_path / "long.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert harness_cli("run", "--task", "okvqa", "--data", data, "--knobs", "6,2,high", "--estimator", "none",
                        "-q", "--json", "-o", tmp_path / "o") == 0
     s = json.loads(capsys.readouterr().out)
-    assert s["n"] == 3 and s["n_failed"] == 1
+    assert s["n"] == 4 and s["n_failed"] == 2
     lines = {x["id"]: x for x in map(json.loads, (tmp_path / "o" / "samples.jsonl").read_text().splitlines())}
     err = lines["1"]["error"]
     assert err.startswith("input too long: ") and "exceed the model's context of 200 positions" in err
-    assert "vision at tier high" in err and lines["0"]["error"] is None
-    assert seen and max(seen) < 200  # the long prompt never reached the model
+    assert "vision at tier high" in err and lines["0"]["error"] is None and lines["2"]["error"] is None
+    assert seen and max(seen) < 200  # the long prompts never reached the model
+    # half a megabyte of question cannot fit 200 positions whatever the tokenizer: refused untokenized
+    huge = lines["3"]["error"]
+    assert huge.startswith("input too long: the prompt has ") and "context is 200 positions" in huge
+    assert max(counted) < 100_000
 
 
 def test_models_know_their_context():
