@@ -83,7 +83,7 @@ def main(argv=None):
         from harness import distributed
 
         if distributed.should_report(exc):  # under torchrun: rank 0, or another rank's own failure
-            click.echo(f"error: {distributed.error_prefix()}{exc}", err=True)
+            click.echo(f"error: {distributed.error_prefix(exc)}{exc}", err=True)
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
         _aborted(argv)

@@ -13,8 +13,10 @@ A job of one process (no torchrun, or ``--nproc-per-node 1``) has no world: ever
 then a no-op and the harness runs exactly as a plain ``harness run``.
 
 Failures: a rank that dies makes torchrun stop the others (SIGTERM), which rank 0 reports as one
-line; a collective that fails or times out becomes a :class:`DistributedError` naming the rank, the
-step and the fix. Nothing is lost either way: finished samples are on disk and the same command,
+line; a message that does not come within ``--dist-timeout`` (a plan, a merge, a summary) or a
+collective that fails becomes a :class:`DistributedError` naming the rank, the step and the fix.
+Waiting for another rank to finish its share of the work is not bounded by ``--dist-timeout``
+(shares may take hours), only by WORK_TIMEOUT_S. Nothing is lost either way: finished samples are on disk and the same command,
 with any number of processes, resumes.
 """
 
@@ -30,6 +32,7 @@ from typing import Any, Callable
 from harness.errors import HarnessError
 
 DEFAULT_TIMEOUT_MIN = 30.0
+WORK_TIMEOUT_S = 7 * 24 * 3600.0  # how long a rank that finished its share waits for the others
 RESUME_HINT = "finished samples are kept: re-run the same command (with any number of processes) to resume"
 
 
@@ -51,6 +54,7 @@ class World:
     timeout_s: float
     device: str = "cpu"  # this rank's device (cuda:LOCAL_RANK on GPU)
     group: Any = None  # the gloo group for objects
+    wait_group: Any = None  # the gloo group in which ranks wait for each other's work (WORK_TIMEOUT)
 
     @property
     def is_main(self) -> bool:
@@ -64,9 +68,10 @@ class World:
             raise
         except (RuntimeError, ValueError, ConnectionError, OSError) as exc:
             first = _first_line(exc)
+            # rank 0 says it; another rank only when it waited in vain (a rank 0 that died said why itself)
             raise DistributedError(f"rank {self.rank} of {self.size}: {what} failed ({first}); another rank failed or "
                                    f"stopped responding within --dist-timeout {self.timeout_s / 60:g} min; {RESUME_HINT}",
-                                   shared=not self.is_main)  # rank 0 says it; a rank 0 that died said why
+                                   shared=not self.is_main and "timed out" not in first.lower())
 
     def from_main(self, what: str, fn: Callable[[], Any]):
         """Rank 0 computes ``fn()`` and every rank returns its value; an error on rank 0 (a
@@ -91,12 +96,15 @@ class World:
             raise DistributedError(value, shared=True)
         return value
 
-    def gather(self, what: str, obj: Any) -> list[Any] | None:
-        """Every rank's ``obj`` on rank 0 (in rank order); None elsewhere."""
+    def gather(self, what: str, obj: Any, after_work: bool = False) -> list[Any] | None:
+        """Every rank's ``obj`` on rank 0 (in rank order); None elsewhere. ``after_work``: ranks
+        that finished their share wait for the slowest one (bounded by WORK_TIMEOUT, not
+        --dist-timeout: a share may take hours; a rank that dies ends the job through torchrun)."""
         import torch.distributed as dist
 
         out = [None] * self.size if self.is_main else None
-        self._call(what, lambda: dist.gather_object(obj, out, dst=0, group=self.group))
+        group = self.wait_group if after_work else self.group
+        self._call(what, lambda: dist.gather_object(obj, out, dst=0, group=group))
         return out
 
     def barrier(self, what: str) -> None:
@@ -194,11 +202,12 @@ def setup(device: str, timeout_min: float | None = None) -> World | None:
         if not dist.is_initialized():
             dist.init_process_group(backend, init_method="env://", timeout=timeout)
         group = dist.new_group(backend="gloo", timeout=timeout) if "nccl" in backend else None
+        wait_group = dist.new_group(backend="gloo", timeout=timedelta(seconds=max(WORK_TIMEOUT_S, timeout_s)))
     except (RuntimeError, ValueError, ConnectionError) as exc:
         first = _first_line(exc)
         raise HarnessError(f"rank {rank}: joining the torchrun job failed ({first}); check MASTER_ADDR/--rdzv-endpoint "
                            "and that every node runs the same command")
-    _WORLD = World(rank, size, local_rank, local_size, timeout_s, dev, group)
+    _WORLD = World(rank, size, local_rank, local_size, timeout_s, dev, group, wait_group)
     _install_sigterm(_WORLD)
     import atexit
 
@@ -228,7 +237,8 @@ def _install_sigterm(world: World) -> None:
         global _REPORTED
         if world.is_main and not _REPORTED:  # one line: not after rank 0 has said why it stops
             _REPORTED = True
-            print(f"error: stopped by torchrun: another rank of this job failed (torchrun names it); {RESUME_HINT}",
+            print(f"error: stopped by torchrun: another rank of this job failed, or timed out waiting for this one "
+                  f"(torchrun names it); {RESUME_HINT}",
                   file=sys.stderr, flush=True)
         raise SystemExit(128 + signum)
 
@@ -248,5 +258,5 @@ def should_report(exc: BaseException) -> bool:
     return _WORLD is not None and not getattr(exc, "shared", False)
 
 
-def error_prefix() -> str:
-    return "" if is_main_process() else f"rank {os.environ.get('RANK')}: "
+def error_prefix(exc: BaseException) -> str:
+    return "" if is_main_process() or str(exc).startswith("rank ") else f"rank {os.environ.get('RANK')}: "

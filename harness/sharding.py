@@ -114,7 +114,7 @@ class SampleShard:
         record.close()
         written = len(record.finished) - record.resumed_from
         stats = {"rank": self.rank, "device": self.world.device, "written": written, **(timing or {})}
-        gathered = self.world.gather(f"finishing {record.folder}", stats)
+        gathered = self.world.gather(f"finishing {record.folder}", stats, after_work=True)
         if not self.world.is_main:
             return None
         finished = RunRecord._read_finished(record.samples_path)
@@ -173,7 +173,7 @@ def unit_execution(ctx, reporter):
 def wait_for_ranks(ctx, n_done: int) -> None:
     """After a sweep's dealt units: rank 0 goes on once every rank has finished its own."""
     if ctx.world is not None:
-        ctx.world.gather("finishing the sweep", n_done)
+        ctx.world.gather("finishing the sweep", n_done, after_work=True)
 
 
 def deal_units(ctx, units: list, remaining: list[int]) -> list:
