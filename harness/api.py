@@ -216,6 +216,9 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
         ld = data if hasattr(data, "samples") else load_samples(t, data, limit, subset_seed)
         if not ld.samples:
             raise HarnessError(f"task '{t.name}' has no samples in --data {data}; check the path or --limit")
+        if not getattr(info, "vision", True) and any(s.image is not None for s in ld.samples):
+            raise HarnessError(f"{info.name} is a text-only model ({getattr(info, 'family', '?')}) and task '{t.name}' has "
+                               "images, which it would drop; use a vision-language model (reference, hf: LLaVA-style, molmoe:)")
         loaded[t.name] = ld
     ctx = Context(tasks=task_objs, metrics=metrics, info=info, model=model, device=dev, dtype=dt, experts_impl=impl,
                   data=loaded, seed=seed, subset_seed=subset_seed, batch_size=int(batch_size), style=style,

@@ -32,6 +32,7 @@ class ModelInfo:
     n_params: int | None = None
     notes: str = ""
     max_positions: int | None = None  # the language model's context: prompt (text + vision) plus new tokens
+    vision: bool = True  # False: a text-only model, refused for samples with images
 
     def __post_init__(self):
         if self.min_blocks is None:

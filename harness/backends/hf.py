@@ -13,14 +13,13 @@ Qwen's processor; the harness refuses it with a clear message rather than run it
 from __future__ import annotations
 
 import inspect
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from harness.backends.base import Backend, ModelInfo, set_experts_impl
-from harness.backends.imaging import CLIP_MEAN, CLIP_STD, preprocess_batch
+from harness.backends.hf_inputs import ChatFormat, CheckpointImages
+from harness.backends.imaging import preprocess_batch
 from harness.backends.layouts import TEXT_LAYOUTS, KnobSwitch, Layout
 from harness.backends.modelconfig import ModelSettings
 from harness.backends.prompt import build_input_ids
@@ -88,7 +87,8 @@ def info_from_config(config, name: str, settings: ModelSettings, family_prefix: 
     positions = getattr(text, "max_position_embeddings", None)
     return ModelInfo(name=name, family=family_prefix + family, n_blocks=lay.n_blocks(text), default_top_k=k,
                      max_top_k=k, tiers=tuple(settings.tiers), default_tier=settings.default_tier,
-                     vision_tokens=vt, max_positions=int(positions) if positions else None)
+                     vision_tokens=vt, max_positions=int(positions) if positions else None,
+                     vision=is_vlm)
 
 
 # -- forward plumbing ---------------------------------------------------------------------------
@@ -203,7 +203,7 @@ class HFBackend(Backend):
     """A transformers MoE LM or LLaVA VLM behind the harness protocol."""
 
     def __init__(self, model, tokenizer, info: ModelInfo, settings: ModelSettings, device, dtype,
-                 importance=None, engine="auto", experts_impl="eager", preprocessor: dict | None = None):
+                 importance=None, engine="auto", experts_impl="eager", images: CheckpointImages | None = None):
         config = model.config
         self.model = model
         self.settings = settings
@@ -213,9 +213,8 @@ class HFBackend(Backend):
         lay = layout_for(config, info.name)
         switch = KnobSwitch(step.lm, "layers", lay, config)
         self.image_token_id = vision.image_token_id if vision else None
-        pre = preprocessor or {}
-        self.image_mean = tuple(pre.get("image_mean", CLIP_MEAN))
-        self.image_std = tuple(pre.get("image_std", CLIP_STD))
+        self.images = images  # the checkpoint's image processor, or None: the harness's square resize
+        self.chat = ChatFormat.of(tokenizer, settings.prompt_template, self.image_token_id, info.name)
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         if eos is None:
             eos = getattr(tokenizer, "eos_token_id", None)
@@ -226,12 +225,17 @@ class HFBackend(Backend):
 
     # -- inputs -------------------------------------------------------------------------------
     def _n_vision(self, request: GenRequest, tier: str | None) -> int:
-        if not self.is_vlm or request.image is None:
+        if request.image is None:
             return 0
+        if not self.is_vlm:  # never drop an image silently
+            raise HarnessError(f"{self.info.name} is a text-only model ({self.info.family}) and this sample has an image; "
+                               "use a vision-language model (reference, hf: LLaVA-style, molmoe:) for image tasks")
         return self.info.vision_tokens[tier]
 
     def _ids(self, request: GenRequest, tier):
         n_vision = self._n_vision(request, tier)
+        if self.chat is not None:
+            return self.chat.input_ids(request.prompt, n_vision), n_vision
         ids = build_input_ids(self.tokenizer, request.prompt, n_vision, self.image_token_id, self.settings.prompt_template)
         return ids, n_vision
 
@@ -252,7 +256,8 @@ class HFBackend(Backend):
         extras: dict[str, Any] = {}
         if images:
             size = self.settings.tier(tier).image_size
-            extras["pixel_values"] = preprocess_batch(images, size, self.image_mean, self.image_std).to(self.device, self.dtype)
+            pixels = self.images.pixel_values(images, size) if self.images is not None else preprocess_batch(images, size)
+            extras["pixel_values"] = pixels.to(self.device, self.dtype)
         return PreparedBatch(ids, mask, extras), n_text, n_vis
 
 
@@ -271,16 +276,6 @@ def check_runnable(config, name: str) -> None:
     mt = getattr(config, "model_type", None)
     if mt in REFUSED_TYPES:
         raise HarnessError(f"{name}: {REFUSED_TYPES[mt]}")
-
-
-def read_preprocessor(path: str) -> dict:
-    p = Path(path) / "preprocessor_config.json"
-    if p.is_file():
-        try:
-            return json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
-    return {}
 
 
 def load_hf(path: str, info: ModelInfo, settings: ModelSettings, device="cpu", dtype=torch.float32,
@@ -304,4 +299,5 @@ def load_hf(path: str, info: ModelInfo, settings: ModelSettings, device="cpu", d
     # LLaVA does not dispatch experts implementations itself: set it on its language model
     target = model.model.language_model if getattr(config, "model_type", None) in VLM_TYPES else model
     impl = set_experts_impl(target, experts_impl)
-    return HFBackend(model, tokenizer, info, settings, device, dtype, importance, engine, impl, read_preprocessor(path))
+    images = CheckpointImages.load(path, info.name) if getattr(config, "model_type", None) in VLM_TYPES else None
+    return HFBackend(model, tokenizer, info, settings, device, dtype, importance, engine, impl, images)
