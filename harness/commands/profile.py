@@ -96,6 +96,11 @@ def command(model, device, dtype, grid, tasks, batch_sizes, repeats, warmup, see
         ms, header = load_measurements(from_measurements)
         if header.get("model") not in (None, info.name):
             raise HarnessError(f"'{from_measurements}' holds measurements of {header.get('model')}, not {info.name}; pass --model {header.get('model')}")
+        if FitKey.from_dict(header.get("key")) is None:
+            from harness.errors import warn
+
+            warn(f"'{from_measurements}' names no execution mode (an older profile); the fit is keyed to this "
+                 "machine's device, dtype, engine and experts implementation: re-fit it where it was measured if that differs")
         key = FitKey.from_dict(header.get("key")) or run_key(
             info, dev, dt, weights=backends.model_fingerprint(model),
             engine=engine_name(engine=resolve_engine(engine, dev, info.family)), experts_impl=impl)
