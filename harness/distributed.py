@@ -76,14 +76,16 @@ class World:
     def from_main(self, what: str, fn: Callable[[], Any]):
         """Rank 0 computes ``fn()`` and every rank returns its value; an error on rank 0 (a
         ``HarnessError`` or a crash) is raised on every rank, so no rank waits for a message that
-        never comes."""
+        never comes. A value that cannot be pickled (an estimator holding a closure) is computed
+        by every other rank itself, after rank 0."""
         import torch.distributed as dist
 
         box: list[Any] = [None]
-        failure = None
+        failure, mine = None, None
         if self.is_main:
             try:
-                box[0] = ("ok", fn())
+                mine = fn()
+                box[0] = ("ok", mine) if _picklable(mine) else ("local", None)
             except HarnessError as exc:
                 failure, box[0] = exc, ("error", str(exc))
             except Exception as exc:
@@ -94,6 +96,8 @@ class World:
             if failure is not None:
                 raise failure
             raise DistributedError(value, shared=True)
+        if status == "local":
+            return mine if self.is_main else fn()
         return value
 
     def gather(self, what: str, obj: Any, after_work: bool = False) -> list[Any] | None:
@@ -125,6 +129,16 @@ def main_first(world: World | None, what: str, fn: Callable[[], Any]) -> None:
 
 _WORLD: World | None = None
 _REPORTED = False  # this process has reported why the job ends
+
+
+def _picklable(obj: Any) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(obj)
+        return True
+    except Exception:
+        return False
 
 
 def _first_line(exc: BaseException) -> str:

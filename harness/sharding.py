@@ -11,8 +11,8 @@
 - ``harness sweep`` (:func:`deal_units`): whole (task, configuration) run directories are dealt to
   the ranks the same way; each rank writes its own run directories as a one-process sweep would.
 
-Cost: the latency estimator's predicted total per sample when one is fitted; otherwise a proxy
-proportional to tokens x active blocks x (1 + top_k). A batch costs its longest member times its
+Cost: the latency estimator's predicted total per sample when one is fitted; otherwise a proxy,
+(prompt tokens + 4 per output token allowed) x active blocks x (1 + top_k). A batch costs its longest member times its
 size (padding). Only relative costs matter.
 """
 
