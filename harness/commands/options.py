@@ -41,7 +41,7 @@ _SHARED = (
     ("model_config", ("--model-config",), dict(help="Harness settings of the model (tiers, prompt template): a TOML file or a name in configs/models, e.g. molmoe-1b-molmo-eval (Molmo's evaluation resolution); recorded in the model name.")),
     ("trust_remote_code", ("--trust-remote-code",), dict(is_flag=True, help="Allow molmoe: checkpoints to run their own Python files (model, config and processor classes) in this process; only for checkpoints you trust.")),
     ("dist_timeout", ("--dist-timeout",), dict(type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
-                                               help="Under torchrun: minutes a rank waits for the others before the job fails.")),
+                                               help="Under torchrun: minutes a rank waits for a message from another (a plan, a merge) before the job fails.")),
 )
 
 
