@@ -107,39 +107,6 @@ class Unit:
 
 
 # -- 1. validation ------------------------------------------------------------------------------------
-def split_names(values) -> list[str]:
-    """``("a,b", "c")`` -> ``["a", "b", "c"]`` (order kept, duplicates dropped)."""
-    if isinstance(values, str):
-        values = [values]
-    names: list[str] = []
-    for v in values or ():
-        for part in str(v).split(","):
-            part = part.strip()
-            if part and part not in names:
-                names.append(part)
-    return names
-
-
-def resolve_tasks(tasks) -> list:
-    """Task names (``all`` = the built-ins), Task objects, or a mix -> Task objects."""
-    import harness.tasks as task_pkg
-
-    items = [tasks] if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)) else list(tasks)
-    names = [t for t in items if isinstance(t, str)]
-    objs = [t for t in items if not isinstance(t, str) and t is not None]
-    names = split_names(names)
-    if not names and not objs:
-        raise HarnessError("no task given; pass --task NAME (repeatable, comma list, or 'all'); see `harness tasks`")
-    if any(n.lower() == "all" for n in names):
-        names = list(getattr(task_pkg, "BUILTIN_TASKS", ())) or task_pkg.registry.names()
-    out, seen = [], set()
-    for t in [task_pkg.get_task(n) for n in names] + objs:
-        if t.name not in seen:
-            seen.add(t.name)
-            out.append(t)
-    return out
-
-
 def _file_sha256(path) -> str:
     import hashlib
 
@@ -160,6 +127,8 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
     t0 = time.perf_counter()
     for folder in include_path or ():
         import_path(folder)
+    from harness.tasks import resolve_tasks
+
     task_objs = resolve_tasks(task)
     import harness.metrics as metric_pkg
 

@@ -60,4 +60,35 @@ def include_path(folder) -> list[str]:
     return import_path(folder)
 
 
-__all__ = ["registry", "register", "get_task", "include_path", "BUILTIN_TASKS"]
+def split_names(values) -> list[str]:
+    """``("a,b", "c")`` -> ``["a", "b", "c"]`` (order kept, duplicates dropped)."""
+    if isinstance(values, str):
+        values = [values]
+    names: list[str] = []
+    for v in values or ():
+        for part in str(v).split(","):
+            part = part.strip()
+            if part and part not in names:
+                names.append(part)
+    return names
+
+
+def resolve_tasks(tasks) -> list:
+    """Task names (``all`` = the built-ins), Task objects, or a mix -> Task objects."""
+    items = [tasks] if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)) else list(tasks)
+    names = [t for t in items if isinstance(t, str)]
+    objs = [t for t in items if not isinstance(t, str) and t is not None]
+    names = split_names(names)
+    if not names and not objs:
+        raise HarnessError("no task given; pass --task NAME (repeatable, comma list, or 'all'); see `harness tasks`")
+    if any(n.lower() == "all" for n in names):
+        names = list(BUILTIN_TASKS) or registry.names()
+    out, seen = [], set()
+    for t in [get_task(n) for n in names] + objs:
+        if t.name not in seen:
+            seen.add(t.name)
+            out.append(t)
+    return out
+
+
+__all__ = ["registry", "register", "get_task", "include_path", "BUILTIN_TASKS", "resolve_tasks", "split_names"]

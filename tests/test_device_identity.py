@@ -15,7 +15,8 @@ from rundir_factory import make_run  # noqa: E402
 
 from harness.errors import HarnessError  # noqa: E402
 from harness.reports.gate import read_baseline, run_gate, write_baseline  # noqa: E402
-from harness.reports.rundirs import check_comparable, load_runs  # noqa: E402
+from harness.reports.comparable import check_comparable  # noqa: E402
+from harness.reports.rundirs import load_runs  # noqa: E402
 
 IDS = [f"q{i:02d}" for i in range(30)]
 SCORES = [1.0 if i % 3 else 0.0 for i in range(30)]

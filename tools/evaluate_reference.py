@@ -307,7 +307,8 @@ def from_runs(paths: list[str], grid_paths: list[str], argv) -> dict:
     (``grid_paths``: knobs, main score, measured p50 total latency). The numbers are the
     harness's own records."""
     from harness.errors import HarnessError
-    from harness.reports.rundirs import check_comparable, find_run_dirs, load_runs
+    from harness.reports.comparable import check_comparable
+    from harness.reports.rundirs import find_run_dirs, load_runs
 
     def fixed(where):
         return [r for r in load_runs(find_run_dirs(where)) if r.config.knobs is not None] if where else []

@@ -47,7 +47,9 @@ def command(grid_spec, tasks, model, data, limit, batch_size, importance, estima
     quiet = quiet or not main  # rank 0 speaks for a torchrun job
 
     grid = sweep.load_grid(grid_spec)
-    names = api.split_names(tasks) or grid.tasks
+    from harness.tasks import split_names
+
+    names = split_names(tasks) or grid.tasks
     if not names:
         raise HarnessError(f"no task given and grid {grid.source} names none; pass --task NAME (repeatable, comma list, or 'all')")
     ctx = api.prepare(task=names, model=model, data=data, limit=limit, batch_size=batch_size, importance=importance,

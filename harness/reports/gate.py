@@ -49,7 +49,8 @@ from typing import Sequence
 
 from harness.errors import HarnessError
 from harness.jsonio import atomic_write_text, read_json
-from harness.reports.rundirs import RunInfo, check_unique_configs
+from harness.reports.comparable import check_unique_configs
+from harness.reports.rundirs import RunInfo
 from harness.stats import paired_bootstrap_diff
 
 FORMAT = "harness-gate-baseline/1"

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from harness.reports.rundirs import (LATENCY_PARTS, RunInfo, check_comparable, check_unique_configs, group_by_task)
+from harness.reports.comparable import check_comparable, check_unique_configs, group_by_task
+from harness.reports.rundirs import LATENCY_PARTS, RunInfo
 
 KINDS = ("measured", "estimated")
 PARETO_STATS = ("p50", "mean")
