@@ -54,3 +54,26 @@ def write_report(results: str | Path, stem: str, report: dict, markdown: str) ->
     (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / f"{stem}.md").write_text(markdown)
     print(markdown)
+
+
+def copy_bandwidth(device="cuda") -> float | None:
+    """Measured device copy bandwidth in bytes/s (2 GiB copied 10 times after 3 warm-up copies,
+    timed with CUDA events); None off CUDA. The memory floor of every GPU benchmark divides by it."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return None
+    x = torch.empty(1024**3, dtype=torch.bfloat16, device=device)
+    y = torch.empty_like(x)
+    for _ in range(3):
+        y.copy_(x)
+    torch.cuda.synchronize(device)
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for _ in range(10):
+        y.copy_(x)
+    e.record()
+    torch.cuda.synchronize(device)
+    bw = 10 * 2 * x.numel() * 2 / (s.elapsed_time(e) / 1e3)
+    del x, y
+    return bw

@@ -29,6 +29,7 @@ import torch  # noqa: E402
 from harness.backends import random_molmoe as rm  # noqa: E402
 from harness.backends.modelconfig import find_config, load_settings  # noqa: E402
 from harness.types import GenRequest  # noqa: E402
+from _common import copy_bandwidth  # noqa: E402
 
 CONFIGS = ("16,8", "16,6", "16,4", "16,2", "14,6", "12,8", "12,4", "12,2")
 # importance order used by the earlier GPU probes (shared/baselines): block 0 then 5, 3, 1, 14, ...
@@ -81,25 +82,6 @@ def prefill_floor_ms(shape: rm.Shape, blocks: int, top_k: int, tokens: int, band
     weights = 2 * (blocks * (4 * h * h + shape.experts * expert) + 2 * shape.vocab * h)
     macs = tokens * (blocks * 4 * h * h + (shape.top_k + (blocks - 1) * top_k) * expert) + shape.vocab * h
     return max(weights / bandwidth, 2 * macs / flops) * 1e3
-
-
-def copy_bandwidth(device) -> float | None:
-    if torch.device(device).type != "cuda":
-        return None
-    x = torch.empty(2 * 1024**3 // 2, dtype=torch.bfloat16, device=device)
-    y = torch.empty_like(x)
-    for _ in range(3):
-        y.copy_(x)
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    for _ in range(10):
-        y.copy_(x)
-    e.record()
-    torch.cuda.synchronize()
-    bw = 10 * 2 * x.numel() * 2 / (s.elapsed_time(e) / 1e3)
-    del x, y
-    return bw
 
 
 def matmul_rate(device) -> float | None:

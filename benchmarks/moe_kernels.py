@@ -28,22 +28,9 @@ import torch  # noqa: E402
 
 from harness.engine import triton_moe as tm  # noqa: E402
 from harness.engine.moe import moe_grouped_mm, moe_loop  # noqa: E402
+from _common import copy_bandwidth  # noqa: E402
 
 E, H, I, KMAX = 64, 2048, 1024, 8
-
-
-def copy_bandwidth() -> float:
-    x = torch.empty(1024**3, dtype=torch.bfloat16, device="cuda")
-    y = torch.empty_like(x)
-    for _ in range(3):
-        y.copy_(x)
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    for _ in range(10):
-        y.copy_(x)
-    e.record()
-    torch.cuda.synchronize()
-    return 10 * 2 * x.numel() * 2 / (s.elapsed_time(e) / 1e3)
 
 
 def time_graph(fn, reps=200):
