@@ -26,6 +26,36 @@ from harness.backends.modelconfig import find_config, load_settings  # noqa: E40
 from harness.types import GenRequest  # noqa: E402
 
 
+def _profiled(fn, cuda: bool):
+    """(kernel name, calls, device microseconds) of one call of ``fn`` (host ops on the CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        fn()
+    out = []
+    for e in prof.key_averages():
+        if cuda:
+            if getattr(e, "device_type", None) is None or str(e.device_type).endswith("CPU"):
+                continue
+            us = getattr(e, "self_device_time_total", 0) or 0
+        else:
+            us = e.self_cpu_time_total
+        if us > 0:
+            out.append((e.key, e.count, float(us)))
+    return out
+
+
+def _prefill_kernels(backend, n_tokens: int, cuda: bool, top: int) -> list[dict]:
+    """Kernels of one ``n_tokens`` text prefill by device time."""
+    from harness.types import GenRequest
+
+    req = [GenRequest(" ".join(["word"] * n_tokens))]
+    backend.generate(req, 1)
+    rows = sorted(_profiled(lambda: backend.generate(req, 1), cuda), key=lambda r: -r[2])[:top]
+    return [{"name": n[:90], "calls": c, "us": round(t, 1)} for n, c, t in rows]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", choices=("molmoe-1b", "tiny"), default="molmoe-1b")
@@ -33,6 +63,7 @@ def main(argv=None):
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--configs", default="16,8;16,2;12,4")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--prefill-tokens", type=int, default=700, help="also list the kernels of one prefill this long (0: no)")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
     shape = rm.MOLMOE_1B if args.shape == "molmoe-1b" else rm.TINY
@@ -61,32 +92,40 @@ def main(argv=None):
                 torch.cuda.synchronize()
                 ts.append(s.elapsed_time(e))
             row["graph_replay_ms"] = round(statistics.median(ts), 4)
-        # one step without graphs, under the profiler: kernels by CUDA time
+        # decode steps without graphs, under the profiler: kernels by device time per step, from the
+        # difference between a prompt + 9 tokens and the same prompt + 1 token (the prompt cancels)
         step_model.cuda_graphs, graphs = False, step_model.cuda_graphs
-        from torch.profiler import ProfilerActivity, profile
-
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         backend.generate(req, 3)
-        with profile(activities=acts) as prof:
-            backend.generate(req, 3)
+        per = {}
+        for n_tok, sign in ((9, 1), (1, -1)):
+            for name, calls, us in _profiled(lambda n=n_tok: backend.generate(req, n), cuda):
+                c, t = per.get(name, (0, 0.0))
+                per[name] = (c + sign * calls, t + sign * us)
         step_model.cuda_graphs = graphs
-        attr = "device_time_total" if cuda else "cpu_time_total"
-        evs = [e for e in prof.key_averages() if (getattr(e, attr, 0) or 0) > 0 and (not cuda or getattr(e, "device_type", None) is not None)]
-        top = sorted(evs, key=lambda e: -getattr(e, attr))[: args.top]
-        kernels[cfg] = [{"name": e.key[:90], "calls": e.count, "total_us": round(getattr(e, attr), 1)} for e in top]
+        top = sorted(((n, c / 8, t / 8) for n, (c, t) in per.items() if t > 0.5 and c > 0), key=lambda r: -r[2])[: args.top]
+        kernels[cfg] = [{"name": n[:90], "calls_per_step": round(c, 2), "us_per_step": round(t, 2)} for n, c, t in top]
+        row["kernels_per_step"] = round(sum(c for n, c, _ in top), 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    prefill = {}
+    if args.prefill_tokens:
+        backend.apply_knobs(args.configs.split(";")[0])
+        prefill = _prefill_kernels(backend, args.prefill_tokens, cuda, args.top)
     env = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__, "shape": args.shape,
            "moe_kernel": step_model.moe_kernel}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "engine_profile.json").write_text(json.dumps({"env": env, "rows": rows, "kernels": kernels}, indent=1))
+    (out / "engine_profile.json").write_text(json.dumps({"env": env, "rows": rows, "kernels": kernels, "prefill_kernels": prefill}, indent=1))
     md = [f"# Fast-engine decode step, where the time goes ({env['device']}, {args.dtype}, batch 1)", "",
-          "| knobs | decode loop ms/step | graph replay alone ms |", "|---|---|---|"]
-    md += [f"| {r['knobs']} | {r['decode_loop_ms_per_step']} | {r.get('graph_replay_ms', '')} |" for r in rows]
+          "| knobs | decode loop ms/step | graph replay alone ms | kernels per step (no graphs) |", "|---|---|---|---|"]
+    md += [f"| {r['knobs']} | {r['decode_loop_ms_per_step']} | {r.get('graph_replay_ms', '')} | {r.get('kernels_per_step', '')} |" for r in rows]
     for cfg, ks in kernels.items():
-        md += ["", f"Top operations by time, {cfg} (prompt + 2 decode steps, no graphs):", "", "| op | calls | total us |", "|---|---|---|"]
-        md += [f"| {k['name']} | {k['calls']} | {k['total_us']} |" for k in ks]
+        md += ["", f"Kernels of one decode step, {cfg} (no graphs; device time per step):", "",
+               "| kernel | calls per step | us per step |", "|---|---|---|"]
+        md += [f"| {k['name']} | {k['calls_per_step']} | {k['us_per_step']} |" for k in ks]
+    if prefill:
+        md += ["", f"Kernels of one {args.prefill_tokens}-token prefill, {args.configs.split(';')[0]}:", "",
+               "| kernel | calls | us |", "|---|---|---|"] + [f"| {k['name']} | {k['calls']} | {k['us']} |" for k in prefill]
     (out / "engine_profile.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -103,7 +103,7 @@ def main(argv=None):
         print(f"transformers experts unavailable: {exc}", flush=True)
         hf = None
     pair_cfgs = [tm.Config(pair_bn=bn, pair_bk=bk, pair_warps=w) for bn, bk, w in ((16, 128, 4), (8, 256, 4), (32, 128, 4), (16, 256, 8))]
-    grp_cfgs = [tm.Config(bn=bn, bk=bk, warps=w, stages=s) for bn, bk, w, s in ((64, 64, 4, 3), (128, 64, 4, 3), (64, 128, 4, 3), (128, 128, 8, 3))]
+    grp_cfgs = [tm.Config(bn=bn, bk=bk, warps=w, stages=s) for bn, bk, w, s in ((64, 64, 4, 3), (128, 64, 4, 3), (64, 128, 4, 3), (128, 128, 8, 3), (64, 64, 8, 4), (128, 64, 8, 3), (64, 128, 8, 3))]
     rows = []
     for n in [int(x) for x in args.tokens.split(",")]:
         x = torch.randn(n, H, device=dev).to(dt)

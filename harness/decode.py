@@ -12,6 +12,13 @@ batch, run one decode step); :class:`Decoder` runs greedy decoding over a **left
   last; one ``decode_step`` per step, each from the previous token to its own (so the steps add up
   to ``decode`` and the loop's bookkeeping between steps is counted, not lost).
 
+On CUDA the loop never waits for the GPU between steps: whether every sample has finished after
+token *i* is copied to the host without blocking and read only after step *i+1* has been queued,
+so the GPU always has the next step in hand (a blocking check per step left it idle for the
+host's bookkeeping and launch of the next step). When token *i* turns out to be the last, the
+step queued after it is discarded: its token is not kept and its time is not in ``decode``, which
+still ends at token *i*'s event. On the CPU the check is immediate, as before.
+
 ``static_cache=True`` asks the model for a fixed-width cache (the prompt plus the new tokens,
 rounded up to :data:`STATIC_BUCKET` columns) and passes one fixed-width mask whose future columns
 are zero, so every decode step has the same shapes (the fast engine, :mod:`harness.engine`,
@@ -80,12 +87,40 @@ def prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+class _Finished:
+    """Whether every sample has finished. ``lazy``: read one step late (the loop queues the next
+    step first); on CUDA the value then travels to the host without blocking the queue."""
+
+    def __init__(self, device: torch.device, lazy: bool):
+        self.lazy = lazy
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.host = torch.zeros((), dtype=torch.bool, pin_memory=True)
+            self.event = torch.cuda.Event()
+        self.value = False
+
+    def post(self, finished: torch.Tensor) -> None:
+        """Queue the copy of ``finished.all()`` (CUDA) or read it now (CPU)."""
+        if self.cuda:
+            self.host.copy_(finished.all(), non_blocking=True)
+            self.event.record()
+        else:
+            self.value = bool(finished.all())
+
+    def read(self) -> bool:
+        if self.cuda:
+            self.event.synchronize()
+            return bool(self.host)
+        return self.value
+
+
 class Decoder:
     """Greedy decoding for one :class:`StepModel`; ``static_cache`` = fixed-width cache and mask."""
 
-    def __init__(self, model: StepModel, static_cache: bool = False):
+    def __init__(self, model: StepModel, static_cache: bool = False, lookahead: bool | None = None):
         self.model = model
         self.static_cache = bool(static_cache)
+        self.lookahead = lookahead  # read "all finished" one step late; None: on CUDA only
 
     def shape_key(self, batch: PreparedBatch, max_new_tokens: int):
         """The shapes a static-cache step specialises on: (cache rows, width); None without one."""
@@ -123,13 +158,18 @@ class Decoder:
             hit_eos = torch.zeros(bsz, dtype=torch.bool, device=device)
             pos = positions[:, -1:] + 1
             n_steps = 0
+            dev = torch.device(device)
+            done = _Finished(dev, dev.type == "cuda" if self.lookahead is None else bool(self.lookahead))
             for i in range(max_new_tokens):
                 out[:, i] = torch.where(finished, torch.full_like(nxt, int(pad_token_id)), nxt)
                 is_eos = torch.isin(nxt, eos) & ~finished
                 hit_eos |= is_eos
                 finished |= is_eos
                 n_steps = i + 1
-                if i == max_new_tokens - 1 or bool(finished.all()):
+                if i == max_new_tokens - 1:
+                    break
+                done.post(finished)
+                if not done.lazy and done.read():
                     break
                 mask[:, prompt_len + i] = 1
                 step_mask = mask if static else mask[:, : prompt_len + i + 1]
@@ -137,6 +177,8 @@ class Decoder:
                 logits = model.step(tokens, step_mask, pos.clone(), cache)
                 nxt = logits.argmax(-1)
                 now = timer.mark()  # step i+1 = previous token to this one, bookkeeping included
+                if done.lazy and done.read():  # token i was the last: the step just queued is discarded
+                    break
                 timer.add("decode_step", last, now)
                 last = now
                 pos = pos + 1

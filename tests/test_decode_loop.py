@@ -62,6 +62,26 @@ def test_eos_stops_each_sample_and_batch():
     assert len(timings.decode_step_ms) == 3 and timings.prefill_ms > 0 and timings.batch_size == 2
 
 
+def test_lookahead_check_discards_the_step_after_the_last_token():
+    """The one-step-late "all finished" check (CUDA's default, forced here on the CPU) gives the
+    same tokens, reasons and timed steps as the immediate check; the step queued after the last
+    token is run but neither kept nor timed."""
+    ids, mask = left_pad([[3], [6, 1]], 0, "cpu")
+    now, late = Counter(), Counter()
+    want = Decoder(now, lookahead=False).run(PreparedBatch(ids, mask), 8, eos_token_ids=[5], pad_token_id=0)
+    got = Decoder(late, lookahead=True).run(PreparedBatch(ids, mask), 8, eos_token_ids=[5], pad_token_id=0)
+    assert (got.tokens, got.finish_reasons) == (want.tokens, want.finish_reasons) == ([[4], [2, 3, 4]], ["eos", "eos"])
+    steps = lambda m: [s for s in m.seen if s[0] == "step"]  # noqa: E731
+    assert len(steps(late)) == len(steps(now)) + 1  # one discarded step
+    a, b = want.timer.step_timings(2), got.timer.step_timings(2)
+    assert len(b.decode_step_ms) == len(a.decode_step_ms) == 3
+    assert b.decode_ms == pytest.approx(sum(b.decode_step_ms))  # decode ends at the last kept token
+    for limit in (1, 2, 5):  # the length limit: nothing is discarded, nothing extra runs
+        m = Counter()
+        res = Decoder(m, lookahead=True).run(PreparedBatch(ids, mask), limit, eos_token_ids=[], pad_token_id=0)
+        assert [len(t) for t in res.tokens] == [limit, limit] and len(steps(m)) == limit - 1
+
+
 def test_length_limit_and_static_mask_width():
     m = Counter()
     ids, mask = left_pad([[1, 2]], 0, "cpu")

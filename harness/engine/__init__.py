@@ -55,11 +55,30 @@ def resolve(name: str, device, family: str) -> str:
     return want
 
 
+def configure_attention(device) -> str | None:
+    """Attention kernels for a CUDA run, set once before any model code runs or compiles.
+
+    cuDNN's attention (which PyTorch prefers on Hopper) builds an execution plan for every new
+    input shape: on an H200 the first prefill of each new prompt length paid 40-70 ms for it
+    inside the measured region, so a run's per-sample prefill times spread 3x with the prompt
+    lengths seen before (benchmarks/results/prefill_spread_scienceqa.md). The harness switches
+    it off, leaving PyTorch's flash and memory-efficient kernels, which need no per-shape plan;
+    ``HARNESS_CUDNN_SDPA=1`` keeps it. Returns what was decided (None off CUDA)."""
+    if torch.device(device).type != "cuda":
+        return None
+    import os
+
+    keep = os.environ.get("HARNESS_CUDNN_SDPA", "") == "1"
+    torch.backends.cuda.enable_cudnn_sdp(keep)
+    return "cudnn+flash+efficient" if keep else "flash+efficient (cuDNN off)"
+
+
 def build(name: str, device, hf_step, switch, model_name: str):
     """-> (step model, engine name actually used). ``hf_step`` is the eager step model (the fast
     engine reads the weights of a transformers language model behind ``hf_step.lm``)."""
     from harness.engine.weights import Unsupported
 
+    configure_attention(device)
     want = wanted(name, device)
     if want == "eager":
         return hf_step, "eager"

@@ -43,14 +43,32 @@ def allowed_mask(mask: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     return (ok | (w[None, :] == c)[None])[:, None]
 
 
-def attn_router(spec: LMSpec, x, kc, vc, cos, sin, allowed, cols, top_k, ln1, wq, wk, wv, wo, ln2, router, *qk):
-    """One block up to the experts. ``x`` [B, T, H]; ``kc``/``vc`` [B, kvH, W, D] (written at
-    ``cols``); ``top_k`` a 1-element int tensor. Returns (residual stream after attention,
-    normalised input of the experts [B*T, H], routing weights [B*T, K], expert ids [B*T, K])."""
+def attention_bias(allowed: torch.Tensor, dtype) -> torch.Tensor:
+    """The additive form of :func:`allowed_mask` (0 or -inf in ``dtype``), made once per forward
+    pass instead of once per block (what attention does with a boolean mask internally)."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
+
+
+def add_expert_parts(x: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+    """The residual stream after a block's experts: ``x`` [B, T, H] plus the per-slot expert
+    outputs ``parts`` [B*T, S, H] summed (in their own precision, then cast to ``x``'s dtype).
+    Deferred to the start of the next block's compiled step so that the sum, the residual add
+    and the next RMSNorm are one fused kernel."""
+    return x + parts.sum(1).to(x.dtype).view(x.shape)
+
+
+def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, top_k, ln1, wqkv, wo, ln2, router, *qk):
+    """One block up to the experts. ``x`` [B, T, H] and ``parts`` (the previous block's expert
+    outputs, :func:`add_expert_parts`; zeros for the first block); ``kc``/``vc`` [B, kvH, W, D]
+    (written at ``cols``); ``bias`` [B, 1, T, W] (:func:`attention_bias`); ``wqkv`` the q, k and v
+    projections stacked (one matrix product); ``top_k`` a 1-element int tensor. Returns (residual
+    stream after attention, normalised input of the experts [B*T, H], routing weights [B*T, K],
+    expert ids [B*T, K])."""
+    x = add_expert_parts(x, parts)
     B, T, _ = x.shape
     H, KV, D = spec.heads, spec.kv_heads, spec.head_dim
     h = rms_norm(x, ln1, spec.eps)
-    q, k, v = F.linear(h, wq), F.linear(h, wk), F.linear(h, wv)
+    q, k, v = F.linear(h, wqkv).split((H * D, KV * D, KV * D), dim=-1)
     if spec.qk_norm == "full":
         q, k = rms_norm(q, qk[0], spec.eps), rms_norm(k, qk[1], spec.eps)
     if spec.clip_qkv is not None:
@@ -66,7 +84,7 @@ def attn_router(spec: LMSpec, x, kc, vc, cos, sin, allowed, cols, top_k, ln1, wq
     keys, vals = kc, vc
     if KV != H:
         keys, vals = keys.repeat_interleave(H // KV, dim=1), vals.repeat_interleave(H // KV, dim=1)
-    a = F.scaled_dot_product_attention(q, keys, vals, attn_mask=allowed, scale=D ** -0.5)
+    a = F.scaled_dot_product_attention(q, keys, vals, attn_mask=bias, scale=D ** -0.5)
     x = x + F.linear(a.transpose(1, 2).reshape(B, T, H * D), wo)
     h2 = rms_norm(x, ln2, spec.eps).view(B * T, -1)
     probs = torch.softmax(F.linear(h2, router).float(), dim=-1)

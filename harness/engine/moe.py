@@ -8,6 +8,10 @@ weights), so one captured CUDA graph serves every ``top_k`` and the cost still f
   slots sorted past the last group (CUDA, bf16);
 - ``triton``: the engine's Triton kernels (:mod:`harness.engine.triton_moe`): per-pair GEMV for a
   few tokens, expert-grouped tiles for many.
+
+:func:`run_moe` returns the expert outputs as *parts* ``[N, S, H]`` (per slot, or one slot already
+summed) for the next block's compiled step to sum into the residual stream
+(:func:`harness.engine.block.add_expert_parts`); the ``moe_*`` functions return the sum ``[N, H]``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,11 @@ def _grouped_mm(a, b, offs):
 
 
 def moe_grouped_mm(x, topv, topi, top_k_t, w13, w2):
+    return moe_grouped_mm_parts(x, topv, topi, top_k_t, w13, w2).sum(1).to(x.dtype)
+
+
+def moe_grouped_mm_parts(x, topv, topi, top_k_t, w13, w2):
+    """[N, 1, H] float32: the slots are summed while scattering back to tokens."""
     n, k = topi.shape
     order, counts = sort_pairs(topi, top_k_t, w13.shape[0])
     offs = torch.cumsum(counts, 0, dtype=torch.int32)
@@ -60,14 +69,21 @@ def moe_grouped_mm(x, topv, topi, top_k_t, w13, w2):
     valid = (torch.arange(order.shape[0], device=x.device) < offs[-1])[:, None]
     y = torch.where(valid, y.float() * topv.reshape(-1)[order, None].float(), 0.0)
     out = torch.zeros(n, x.shape[1], dtype=torch.float32, device=x.device)
-    return out.index_add_(0, tok, y).to(x.dtype)
+    return out.index_add_(0, tok, y)[:, None]
+
+
+def parts_slots(kernel: str, max_top_k: int) -> int:
+    """S of the parts ``[N, S, H]`` that :func:`run_moe` returns for ``kernel`` (one per slot for
+    the Triton kernels, already summed for the others)."""
+    return max_top_k if kernel == "triton" else 1
 
 
 def run_moe(kernel: str, x, topv, topi, top_k: int, top_k_t, w13, w2):
+    """Expert outputs as parts ``[N, S, H]`` float32 (see the module docstring)."""
     if kernel == "loop":
-        return moe_loop(x, topv, topi, top_k, w13, w2)
+        return moe_loop(x, topv, topi, top_k, w13, w2)[:, None].float()
     if kernel == "grouped_mm":
-        return moe_grouped_mm(x, topv, topi, top_k_t, w13, w2)
+        return moe_grouped_mm_parts(x, topv, topi, top_k_t, w13, w2)
     from harness.engine import triton_moe
 
-    return triton_moe.moe(x, topv, topi, top_k_t, w13, w2)
+    return triton_moe.moe_parts(x, topv, topi, top_k_t, w13, w2)

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from harness.engine.block import allowed_mask, attn_router, rms_norm, rope_cos_sin
-from harness.engine.moe import KERNELS, run_moe
+from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_router, rms_norm, rope_cos_sin
+from harness.engine.moe import KERNELS, parts_slots, run_moe
 from harness.engine.weights import extract
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -169,19 +169,23 @@ class FastStepModel:
         ks = self._top_k()
         s = self.spec
         cos, sin = rope_cos_sin(positions, self.w.inv_freq, s.rope_scaling, self.dtype)
-        allowed = allowed_mask(mask, cols)
+        bias = attention_bias(allowed_mask(mask, cols), self.dtype)
         _dynamic(cos, 0, 2)
         _dynamic(sin, 0, 2)
-        _dynamic(allowed, 0, 2, 3)
+        _dynamic(bias, 0, 2, 3)
         _dynamic(cols, 0)
         b, t = x.shape[:2]
         kernel = self.moe_kernel if t == 1 else self.prefill_kernel
+        # the previous block's expert outputs, summed into x by the next block's compiled step (zeros
+        # before the first block, so that every block runs the same compiled code)
+        parts = torch.zeros((b * t, parts_slots(kernel, s.max_top_k), s.hidden), dtype=torch.float32, device=x.device)
         for i in self.switch.active:
             bw = self.w.blocks[i]
             kc, vc = _dynamic(cache.k[i][:rows], 0, 2), _dynamic(cache.v[i][:rows], 0, 2)
-            x, h2, topv, topi = self._attn(_dynamic(x, 0, 1), kc, vc, cos, sin, allowed, cols, self._kt[i], *bw.attn_inputs())
-            y = run_moe(kernel, h2, topv, topi, ks[i], self._kt[i], bw.w13, bw.w2)
-            x = x + y.view(b, t, -1)
+            x, h2, topv, topi = self._attn(_dynamic(x, 0, 1), _dynamic(parts, 0), kc, vc, cos, sin, bias, cols, self._kt[i],
+                                           *bw.attn_inputs())
+            parts = run_moe(kernel, h2, topv, topi, ks[i], self._kt[i], bw.w13, bw.w2)
+        x = add_expert_parts(x, parts)
         return F.linear(rms_norm(x[:, -1], self.w.norm, s.eps), self.w.lm_head)
 
     def _replay(self, tokens, mask, positions, cache: EngineCache):

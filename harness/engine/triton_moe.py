@@ -54,15 +54,16 @@ def _pair_up(x_ptr, w_ptr, idx_ptr, k_ptr, h_ptr, H: tl.constexpr, I: tl.constex
     acc_g = tl.zeros([BN], dtype=tl.float32)
     acc_u = tl.zeros([BN], dtype=tl.float32)
     wbase = w_ptr + e * (2 * I * H)
-    for k0 in range(0, H, BK):
-        offs_k = k0 + tl.arange(0, BK)
-        k_ok = offs_k < H
-        xv = tl.load(x_ptr + t * H + offs_k, mask=k_ok & active, other=0.0).to(tl.float32)
-        m = n_ok[:, None] & k_ok[None, :]
-        wg = tl.load(wbase + offs_n[:, None] * H + offs_k[None, :], mask=m, other=0.0).to(tl.float32)
-        wu = tl.load(wbase + (offs_n[:, None] + I) * H + offs_k[None, :], mask=m, other=0.0).to(tl.float32)
-        acc_g += tl.sum(wg * xv[None, :], axis=1)
-        acc_u += tl.sum(wu * xv[None, :], axis=1)
+    if active:  # a skipped slot's program loads nothing and loops not at all
+        for k0 in range(0, H, BK):
+            offs_k = k0 + tl.arange(0, BK)
+            k_ok = offs_k < H
+            xv = tl.load(x_ptr + t * H + offs_k, mask=k_ok & active, other=0.0).to(tl.float32)
+            m = n_ok[:, None] & k_ok[None, :]
+            wg = tl.load(wbase + offs_n[:, None] * H + offs_k[None, :], mask=m, other=0.0).to(tl.float32)
+            wu = tl.load(wbase + (offs_n[:, None] + I) * H + offs_k[None, :], mask=m, other=0.0).to(tl.float32)
+            acc_g += tl.sum(wg * xv[None, :], axis=1)
+            acc_u += tl.sum(wu * xv[None, :], axis=1)
     hv = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
     tl.store(h_ptr + p * I + offs_n, hv.to(h_ptr.dtype.element_ty), mask=n_ok)
 
@@ -78,12 +79,13 @@ def _pair_down(h_ptr, w_ptr, idx_ptr, wt_ptr, k_ptr, y_ptr, H: tl.constexpr, I: 
     n_ok = n_in & active
     acc = tl.zeros([BN], dtype=tl.float32)
     wbase = w_ptr + e * (H * I)
-    for k0 in range(0, I, BK):
-        offs_k = k0 + tl.arange(0, BK)
-        k_ok = offs_k < I
-        hv = tl.load(h_ptr + p * I + offs_k, mask=k_ok & active, other=0.0).to(tl.float32)
-        w = tl.load(wbase + offs_n[:, None] * I + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
-        acc += tl.sum(w * hv[None, :], axis=1)
+    if active:
+        for k0 in range(0, I, BK):
+            offs_k = k0 + tl.arange(0, BK)
+            k_ok = offs_k < I
+            hv = tl.load(h_ptr + p * I + offs_k, mask=k_ok & active, other=0.0).to(tl.float32)
+            w = tl.load(wbase + offs_n[:, None] * I + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+            acc += tl.sum(w * hv[None, :], axis=1)
     wt = tl.load(wt_ptr + p).to(tl.float32)
     tl.store(y_ptr + p * H + offs_n, acc * wt, mask=n_in)  # zeros for skipped slots
 
@@ -110,19 +112,20 @@ def _grouped_up(x_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_first_
     acc_g = tl.zeros([BM, BN], dtype=tl.float32)
     acc_u = tl.zeros([BM, BN], dtype=tl.float32)
     wbase = w_ptr + e * (2 * I * H)
-    for k0 in range(0, H, BK):
-        offs_k = k0 + tl.arange(0, BK)
-        k_ok = offs_k < H
-        a = tl.load(x_ptr + tok[:, None] * H + offs_k[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0)
-        m = k_ok[:, None] & n_ok[None, :]
-        bg = tl.load(wbase + offs_n[None, :] * H + offs_k[:, None], mask=m, other=0.0)
-        bu = tl.load(wbase + (offs_n[None, :] + I) * H + offs_k[:, None], mask=m, other=0.0)
-        if IEEE:
-            acc_g = tl.dot(a, bg, acc_g, input_precision="ieee")
-            acc_u = tl.dot(a, bu, acc_u, input_precision="ieee")
-        else:
-            acc_g = tl.dot(a, bg, acc_g)
-            acc_u = tl.dot(a, bu, acc_u)
+    if active:  # tiles past the last expert's load nothing
+        for k0 in range(0, H, BK):
+            offs_k = k0 + tl.arange(0, BK)
+            k_ok = offs_k < H
+            a = tl.load(x_ptr + tok[:, None] * H + offs_k[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0)
+            m = k_ok[:, None] & n_ok[None, :]
+            bg = tl.load(wbase + offs_n[None, :] * H + offs_k[:, None], mask=m, other=0.0)
+            bu = tl.load(wbase + (offs_n[None, :] + I) * H + offs_k[:, None], mask=m, other=0.0)
+            if IEEE:
+                acc_g = tl.dot(a, bg, acc_g, input_precision="ieee")
+                acc_u = tl.dot(a, bu, acc_u, input_precision="ieee")
+            else:
+                acc_g = tl.dot(a, bg, acc_g)
+                acc_u = tl.dot(a, bu, acc_u)
     hv = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
     tl.store(h_ptr + pidx[:, None] * I + offs_n[None, :], hv.to(h_ptr.dtype.element_ty), mask=r_ok[:, None] & n_ok[None, :])
 
@@ -135,20 +138,26 @@ def _grouped_down(h_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_firs
     n_ok = (offs_n < H) & active
     acc = tl.zeros([BM, BN], dtype=tl.float32)
     wbase = w_ptr + e * (H * I)
-    for k0 in range(0, I, BK):
-        offs_k = k0 + tl.arange(0, BK)
-        k_ok = offs_k < I
-        a = tl.load(h_ptr + pidx[:, None] * I + offs_k[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0)
-        b = tl.load(wbase + offs_n[None, :] * I + offs_k[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        if IEEE:
-            acc = tl.dot(a, b, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, b, acc)
+    if active:  # tiles past the last expert's load nothing
+        for k0 in range(0, I, BK):
+            offs_k = k0 + tl.arange(0, BK)
+            k_ok = offs_k < I
+            a = tl.load(h_ptr + pidx[:, None] * I + offs_k[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0)
+            b = tl.load(wbase + offs_n[None, :] * I + offs_k[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            if IEEE:
+                acc = tl.dot(a, b, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a, b, acc)
     wt = tl.load(wt_ptr + pidx, mask=r_ok, other=0.0).to(tl.float32)
     tl.store(y_ptr + pidx[:, None] * H + offs_n[None, :], acc * wt[:, None], mask=r_ok[:, None] & n_ok[None, :])
 
 
 def moe_pairwise(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT):
+    return moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2, cfg).sum(1).to(x.dtype)
+
+
+def moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT):
+    """[N, K, H] float32, one row per slot (skipped slots are zeros)."""
     n, kmax = topi.shape
     hid, inter = x.shape[1], w2.shape[2]
     p = n * kmax
@@ -159,10 +168,15 @@ def moe_pairwise(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT):
                                                    BK=cfg.pair_bk, num_warps=cfg.pair_warps)
     _pair_down[(p, triton.cdiv(hid, cfg.pair_bn))](h, w2, idx, topv.reshape(-1).contiguous(), top_k_t, y, hid, inter,
                                                    KMAX=kmax, BN=cfg.pair_bn, BK=cfg.pair_bk, num_warps=cfg.pair_warps)
-    return y.view(n, kmax, hid).sum(1).to(x.dtype)
+    return y.view(n, kmax, hid)
 
 
 def moe_grouped(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT, bm: int | None = None):
+    return moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, cfg, bm).sum(1).to(x.dtype)
+
+
+def moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT, bm: int | None = None):
+    """[N, K, H] float32, one row per slot (skipped slots are zeros)."""
     from harness.engine.moe import sort_pairs
 
     n, kmax = topi.shape
@@ -185,10 +199,14 @@ def moe_grouped(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT, bm: int 
                                                          hid, inter, n_exp, KMAX=kmax, **meta)
     _grouped_down[(max_tiles, triton.cdiv(hid, cfg.bn))](h, w2, order, tile_e, tile_first, pair_first, counts,
                                                          topv.reshape(-1).contiguous(), y, hid, inter, n_exp, **meta)
-    return y.view(n, kmax, hid).sum(1).to(x.dtype)
+    return y.view(n, kmax, hid)
+
+
+def moe_parts(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT):
+    if x.shape[0] <= cfg.pair_max_tokens:
+        return moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2, cfg)
+    return moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, cfg)
 
 
 def moe(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT):
-    if x.shape[0] <= cfg.pair_max_tokens:
-        return moe_pairwise(x, topv, topi, top_k_t, w13, w2, cfg)
-    return moe_grouped(x, topv, topi, top_k_t, w13, w2, cfg)
+    return moe_parts(x, topv, topi, top_k_t, w13, w2, cfg).sum(1).to(x.dtype)

@@ -1,7 +1,9 @@
 """Weights of a transformers MoE language model as plain tensors, for the fast engine.
 
 Nothing is copied: every tensor is a detached view of the loaded module's parameter, so the
-engine and the eager path share one set of weights. The text families covered are the ones whose
+engine and the eager path share one set of weights. The one rearrangement: each block's q, k and
+v projections are stacked into one matrix (one matrix product per block instead of three) and the
+module's three parameters are re-pointed at views of it, so memory does not grow. The text families covered are the ones whose
 blocks are "pre-norm attention + top-k routed SwiGLU experts" in transformers' fused-expert layout
 (``mlp.gate.weight`` ``[E, H]``, ``mlp.experts.gate_up_proj`` ``[E, 2I, H]``,
 ``mlp.experts.down_proj`` ``[E, H, I]``): OLMoE (q/k RMSNorm over the whole projection, no
@@ -42,9 +44,7 @@ class LMSpec:
 @dataclass
 class BlockWeights:
     ln1: torch.Tensor
-    wq: torch.Tensor
-    wk: torch.Tensor
-    wv: torch.Tensor
+    wqkv: torch.Tensor  # [q rows; k rows; v rows]
     wo: torch.Tensor
     q_norm: torch.Tensor | None
     k_norm: torch.Tensor | None
@@ -56,7 +56,7 @@ class BlockWeights:
     def attn_inputs(self) -> tuple:
         """The tensors the compiled attention+router step takes (same order for every block)."""
         extra = tuple(t for t in (self.q_norm, self.k_norm) if t is not None)
-        return (self.ln1, self.wq, self.wk, self.wv, self.wo, self.ln2, self.router) + extra
+        return (self.ln1, self.wqkv, self.wo, self.ln2, self.router) + extra
 
 
 @dataclass
@@ -78,6 +78,26 @@ _FAMILIES = {  # model_type -> (qk_norm, renormalize default, routing weights in
 
 def _d(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.detach()
+
+
+def stack_qkv(att) -> torch.Tensor:
+    """The block's q, k and v projection weights as one [q+k+v rows, H] matrix; the module's
+    parameters become views of it (same values, no second copy). Idempotent."""
+    ps = [att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]
+    stacked = getattr(att, "_harness_qkv", None)
+    if stacked is not None:
+        offsets = [0, ps[0].shape[0], ps[0].shape[0] + ps[1].shape[0]]
+        if all(p.data_ptr() == stacked[o].data_ptr() for p, o in zip(ps, offsets)):
+            return stacked
+    with torch.no_grad():
+        stacked = torch.cat([p.detach() for p in ps], 0)
+        row = 0
+        for p in ps:
+            n = p.shape[0]
+            p.data = stacked[row:row + n]
+            row += n
+    att._harness_qkv = stacked
+    return stacked
 
 
 def extract(lm, lm_head, blocks) -> LMWeights:
@@ -103,8 +123,7 @@ def extract(lm, lm_head, blocks) -> LMWeights:
         if any(getattr(att, n, None) is not None and getattr(att, n).bias is not None for n in ("q_proj", "k_proj", "v_proj", "o_proj")):
             raise Unsupported("attention projections with bias are not in the fast engine")
         out.append(BlockWeights(
-            ln1=_d(b.input_layernorm.weight), wq=_d(att.q_proj.weight), wk=_d(att.k_proj.weight), wv=_d(att.v_proj.weight),
-            wo=_d(att.o_proj.weight), q_norm=_d(att.q_norm.weight) if qk_norm != "none" else None,
+            ln1=_d(b.input_layernorm.weight), wqkv=stack_qkv(att), wo=_d(att.o_proj.weight), q_norm=_d(att.q_norm.weight) if qk_norm != "none" else None,
             k_norm=_d(att.k_norm.weight) if qk_norm != "none" else None, ln2=_d(b.post_attention_layernorm.weight),
             router=_d(mlp.gate.weight), w13=_d(ex.gate_up_proj), w2=_d(ex.down_proj)))
     heads = int(cfg.num_attention_heads)
