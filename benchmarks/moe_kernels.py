@@ -103,7 +103,9 @@ def main(argv=None):
         print(f"transformers experts unavailable: {exc}", flush=True)
         hf = None
     pair_cfgs = [tm.Config(pair_bn=bn, pair_bk=bk, pair_warps=w) for bn, bk, w in ((16, 128, 4), (8, 256, 4), (32, 128, 4), (16, 256, 8))]
-    grp_cfgs = [tm.Config(bn=bn, bk=bk, warps=w, stages=s) for bn, bk, w, s in ((64, 64, 4, 3), (128, 64, 4, 3), (64, 128, 4, 3), (128, 128, 8, 3), (64, 64, 8, 4), (128, 64, 8, 3), (64, 128, 8, 3))]
+    grp_cfgs = [tm.Config(bn=bn, bk=bk, warps=w, stages=s, fused_act=f) for bn, bk, w, s, f in (
+        (64, 64, 4, 3, True), (128, 64, 4, 3, True), (64, 128, 4, 3, True), (128, 64, 8, 3, True),
+        (64, 64, 4, 4, False), (128, 64, 4, 4, False), (128, 64, 8, 3, False), (128, 128, 8, 3, False), (256, 64, 8, 3, False))]
     rows = []
     for n in [int(x) for x in args.tokens.split(",")]:
         x = torch.randn(n, H, device=dev).to(dt)
@@ -123,7 +125,7 @@ def main(argv=None):
                 cands[f"triton pairwise bn{c.pair_bn} bk{c.pair_bk} w{c.pair_warps}"] = lambda c=c: tm.moe_pairwise(x, masked, topi, kt, w13, w2, c)
             for c in grp_cfgs:
                 for bm in ((16, 32) if n <= 64 else (64, 128)):
-                    cands[f"triton grouped bm{bm} bn{c.bn} bk{c.bk} w{c.warps}"] = lambda c=c, bm=bm: tm.moe_grouped(x, masked, topi, kt, w13, w2, c, bm=bm)
+                    cands[f"triton grouped{'' if c.fused_act else ' unfused'} bm{bm} bn{c.bn} bk{c.bk} w{c.warps} s{c.stages}"] = lambda c=c, bm=bm: tm.moe_grouped(x, masked, topi, kt, w13, w2, c, bm=bm)
             for name, fn in cands.items():
                 row = {"tokens": n, "top_k": k, "kernel": name, "experts_hit": hit, "floor_ms": round(floor, 4)}
                 try:

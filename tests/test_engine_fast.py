@@ -107,15 +107,42 @@ for n_tokens in (1, 5):
     topv, topi = torch.topk(torch.softmax(torch.randn(n_tokens, n_exp), -1), kmax)
     want = moe_loop(x, topv, topi, 3, w13, w2)
     k_t = torch.tensor([3], dtype=torch.int32)
-    for fn in (triton_moe.moe_pairwise, triton_moe.moe_grouped):
+    unfused = lambda *a: triton_moe.moe_grouped(*a, cfg=triton_moe.Config(fused_act=False))  # noqa: E731
+    for fn in (triton_moe.moe_pairwise, triton_moe.moe_grouped, unfused):
         got = fn(x, torch.where(torch.arange(kmax) < 3, topv, 0.0), topi, k_t, w13, w2)
-        assert torch.allclose(got, want, atol=1e-4), (fn.__name__, n_tokens)
+        assert torch.allclose(got, want, atol=1e-4), (fn, n_tokens)
+from harness.engine.block import route
+from harness.engine.weights import LMSpec
+for renorm, in_float, n_exp in ((False, False, 64), (True, True, 60)):
+    spec = LMSpec("x", 8, 2, 2, 4, n_exp, 8, 1e-6, "none", renorm, in_float, None, 1.0)
+    logits = torch.randn(5, n_exp).to(torch.bfloat16)
+    for k in (8, 5, 1):
+        k_t = torch.tensor([k], dtype=torch.int32)
+        wv, wi = route(spec, logits, k_t, torch.bfloat16)
+        gv, gi = triton_moe.route(logits, k_t, 8, renorm, torch.float32 if in_float else torch.bfloat16)
+        assert torch.equal(gi, wi) and gv.dtype == wv.dtype, (renorm, k)
+        assert torch.allclose(gv.float(), wv.float(), rtol=1e-2, atol=1e-6), (renorm, k)
+import torch.nn.functional as F
+from harness.engine.block import attention_bias
+from harness.engine.triton_attention import decode_attention
+for B, H, KV, W, D in ((1, 4, 4, 256, 16), (2, 4, 2, 512, 16)):  # one and two chunks, grouped-query heads
+    q, kc, vc = torch.randn(B, H, 1, D), torch.randn(B, KV, W, D), torch.randn(B, KV, W, D)
+    allowed = torch.zeros(B, 1, 1, W, dtype=torch.bool)
+    allowed[0, ..., :300 if W > 256 else 100] = True  # with two chunks, the second is partly masked
+    allowed[-1, ..., 5:40] = True  # left padding; the second chunk entirely masked
+    bias = attention_bias(allowed, torch.float32)
+    want = F.scaled_dot_product_attention(q, kc.repeat_interleave(H // KV, 1), vc.repeat_interleave(H // KV, 1),
+                                          attn_mask=bias, scale=D ** -0.5)
+    assert torch.allclose(decode_attention(q, kc, vc, bias, D ** -0.5), want, atol=1e-4), (B, KV, W)
 print("ok")
 """
 
 
 def test_triton_kernels_match_the_loop_in_the_interpreter():
-    """The Triton expert kernels (pairwise and grouped) through Triton's CPU interpreter (a fresh
+    """The Triton expert kernels (pairwise and grouped), the Triton router (softmax + sorted top-k +
+    zeroed slots + renormalisation, 64 and 60 experts) and the split-KV decode attention against
+    the torch code, through
+    Triton's CPU interpreter (a fresh
     process: Triton reads TRITON_INTERPRET when it is first imported)."""
     import os
     import subprocess

@@ -57,13 +57,16 @@ def add_expert_parts(x: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
     return x + parts.sum(1).to(x.dtype).view(x.shape)
 
 
-def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, top_k, ln1, wqkv, wo, ln2, router, *qk):
+def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv, wo, ln2, router, *qk, decode_attention=None,
+                attention_max_width: int = 0):
     """One block up to the experts. ``x`` [B, T, H] and ``parts`` (the previous block's expert
     outputs, :func:`add_expert_parts`; zeros for the first block); ``kc``/``vc`` [B, kvH, W, D]
     (written at ``cols``); ``bias`` [B, 1, T, W] (:func:`attention_bias`); ``wqkv`` the q, k and v
-    projections stacked (one matrix product); ``top_k`` a 1-element int tensor. Returns (residual
-    stream after attention, normalised input of the experts [B*T, H], routing weights [B*T, K],
-    expert ids [B*T, K])."""
+    projections stacked (one matrix product). Returns (residual stream after attention,
+    normalised input of the experts [B*T, H], router logits [B*T, E]); :func:`route` (or the
+    Triton kernel of the same contract) turns the logits into routing weights and expert ids.
+    ``decode_attention`` (:mod:`harness.engine.triton_attention`), when given, replaces PyTorch's
+    attention for single-query steps over caches up to ``attention_max_width`` columns."""
     x = add_expert_parts(x, parts)
     B, T, _ = x.shape
     H, KV, D = spec.heads, spec.kv_heads, spec.head_dim
@@ -81,18 +84,31 @@ def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, top_k, ln1
     k = k * cos + _rotate_half(k) * sin
     kc.index_copy_(2, cols, k)
     vc.index_copy_(2, cols, v)
-    keys, vals = kc, vc
-    if KV != H:
-        keys, vals = keys.repeat_interleave(H // KV, dim=1), vals.repeat_interleave(H // KV, dim=1)
-    a = F.scaled_dot_product_attention(q, keys, vals, attn_mask=bias, scale=D ** -0.5)
+    if decode_attention is not None and T == 1 and kc.shape[2] <= attention_max_width:
+        a = decode_attention(q.contiguous(), kc, vc, bias, D ** -0.5)
+    elif T > 1 and B == 1:  # one prompt, no padding, empty cache: causal attention over its own keys (flash)
+        if KV != H:
+            k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=D ** -0.5)
+    else:
+        keys, vals = kc, vc
+        if KV != H:
+            keys, vals = keys.repeat_interleave(H // KV, dim=1), vals.repeat_interleave(H // KV, dim=1)
+        a = F.scaled_dot_product_attention(q, keys, vals, attn_mask=bias, scale=D ** -0.5)
     x = x + F.linear(a.transpose(1, 2).reshape(B, T, H * D), wo)
     h2 = rms_norm(x, ln2, spec.eps).view(B * T, -1)
-    probs = torch.softmax(F.linear(h2, router).float(), dim=-1)
+    return x, h2, F.linear(h2, router)
+
+
+def route(spec: LMSpec, logits: torch.Tensor, top_k: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Router logits [N, E] -> (routing weights [N, K], expert ids [N, K]) for ``K = max_top_k``:
+    softmax in float32 over all experts, the top ``K`` sorted, the weights of slots ``>= top_k``
+    (a 1-element int tensor) zeroed, optionally renormalised, cast to ``dtype`` unless the family
+    keeps them in float32."""
+    probs = torch.softmax(logits.float(), dim=-1)
     topv, topi = torch.topk(probs, spec.max_top_k, dim=-1)
-    keep = torch.arange(spec.max_top_k, device=x.device)[None, :] < top_k
+    keep = torch.arange(spec.max_top_k, device=logits.device)[None, :] < top_k
     topv = torch.where(keep, topv, torch.zeros_like(topv))
     if spec.renormalize:
         topv = topv / topv.sum(-1, keepdim=True)
-    if not spec.weights_in_float:
-        topv = topv.to(x.dtype)
-    return x, h2, topv, topi
+    return (topv if spec.weights_in_float else topv.to(dtype)), topi

@@ -54,32 +54,47 @@ def _grouped_mm(a, b, offs):
 
 
 def moe_grouped_mm(x, topv, topi, top_k_t, w13, w2):
-    return moe_grouped_mm_parts(x, topv, topi, top_k_t, w13, w2).sum(1).to(x.dtype)
+    return moe_grouped_mm_parts(x, topv, topi, top_k_t, w13, w2).float().sum(1).to(x.dtype)
 
 
 def moe_grouped_mm_parts(x, topv, topi, top_k_t, w13, w2):
-    """[N, 1, H] float32: the slots are summed while scattering back to tokens."""
+    """[N, K, H] in ``x``'s dtype, one row per slot (skipped slots are zeros). The routing weight
+    scales the down projection's input (the same product, one pass over the smaller tensor); the
+    rows go back to (token, slot) order by a plain copy, no atomic adds."""
     n, k = topi.shape
     order, counts = sort_pairs(topi, top_k_t, w13.shape[0])
     offs = torch.cumsum(counts, 0, dtype=torch.int32)
-    tok = order // k
-    xs = x[tok]
+    xs = x[order // k]
     g, u = _grouped_mm(xs, w13.transpose(1, 2), offs).chunk(2, dim=-1)
-    y = _grouped_mm(F.silu(g) * u, w2.transpose(1, 2), offs)
-    valid = (torch.arange(order.shape[0], device=x.device) < offs[-1])[:, None]
-    y = torch.where(valid, y.float() * topv.reshape(-1)[order, None].float(), 0.0)
-    out = torch.zeros(n, x.shape[1], dtype=torch.float32, device=x.device)
-    return out.index_add_(0, tok, y)[:, None]
+    wt = topv.reshape(-1)[order].to(x.dtype)[:, None]
+    y = _grouped_mm(F.silu(g) * u * wt, w2.transpose(1, 2), offs)
+    valid = (torch.arange(order.shape[0], device=x.device) < offs[-1])[:, None]  # rows past the last group: unset
+    y = torch.where(valid, y, torch.zeros((), dtype=y.dtype, device=y.device))
+    return torch.empty_like(y).index_copy_(0, order, y).view(n, k, -1)
 
 
-def parts_slots(kernel: str, max_top_k: int) -> int:
-    """S of the parts ``[N, S, H]`` that :func:`run_moe` returns for ``kernel`` (one per slot for
-    the Triton kernels, already summed for the others)."""
-    return max_top_k if kernel == "triton" else 1
+def route(kernel: str, spec, logits, top_k_t, dtype):
+    """Routing weights and expert ids from router logits: the Triton kernel alongside the Triton
+    expert kernels, :func:`harness.engine.block.route` (torch) otherwise."""
+    if kernel == "triton":
+        from harness.engine import triton_moe
+
+        out = torch.float32 if spec.weights_in_float else dtype
+        return triton_moe.route(logits, top_k_t, spec.max_top_k, spec.renormalize, out)
+    from harness.engine.block import route as torch_route
+
+    return torch_route(spec, logits, top_k_t, dtype)
+
+
+def parts_format(kernel: str, max_top_k: int, dtype) -> tuple[int, torch.dtype]:
+    """(S, dtype) of the parts ``[N, S, H]`` that :func:`run_moe` returns for ``kernel``."""
+    if kernel == "loop":
+        return 1, torch.float32
+    return max_top_k, (torch.float32 if kernel == "triton" else dtype)
 
 
 def run_moe(kernel: str, x, topv, topi, top_k: int, top_k_t, w13, w2):
-    """Expert outputs as parts ``[N, S, H]`` float32 (see the module docstring)."""
+    """Expert outputs as parts ``[N, S, H]`` (see the module docstring and :func:`parts_format`)."""
     if kernel == "loop":
         return moe_loop(x, topv, topi, top_k, w13, w2)[:, None].float()
     if kernel == "grouped_mm":

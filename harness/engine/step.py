@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_router, rms_norm, rope_cos_sin
-from harness.engine.moe import KERNELS, parts_slots, run_moe
+from harness.engine.moe import KERNELS, parts_format, route, run_moe
 from harness.engine.weights import extract
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -105,8 +105,16 @@ class FastStepModel:
         self.compile_backend = compile_backend
         spec = self.spec
 
+        # split-KV Triton decode attention on CUDA (HARNESS_ENGINE_ATTN=sdpa: PyTorch's attention)
+        self.attention = "sdpa" if not cuda else (os.environ.get("HARNESS_ENGINE_ATTN") or "triton")
+        if self.attention not in ("triton", "sdpa"):
+            raise ValueError(f"unknown attention kernel {self.attention!r}; one of triton, sdpa")
+        decode_attention, max_width = None, 0
+        if self.attention == "triton":
+            from harness.engine.triton_attention import MAX_WIDTH as max_width, decode_attention
+
         def attn(*args):
-            return attn_router(spec, *args)
+            return attn_router(spec, *args, decode_attention=decode_attention, attention_max_width=max_width)
 
         if compile_backend:
             import torch.fx.experimental._config as fx_config
@@ -178,12 +186,13 @@ class FastStepModel:
         kernel = self.moe_kernel if t == 1 else self.prefill_kernel
         # the previous block's expert outputs, summed into x by the next block's compiled step (zeros
         # before the first block, so that every block runs the same compiled code)
-        parts = torch.zeros((b * t, parts_slots(kernel, s.max_top_k), s.hidden), dtype=torch.float32, device=x.device)
+        slots, parts_dtype = parts_format(kernel, s.max_top_k, self.dtype)
+        parts = torch.zeros((b * t, slots, s.hidden), dtype=parts_dtype, device=x.device)
         for i in self.switch.active:
             bw = self.w.blocks[i]
             kc, vc = _dynamic(cache.k[i][:rows], 0, 2), _dynamic(cache.v[i][:rows], 0, 2)
-            x, h2, topv, topi = self._attn(_dynamic(x, 0, 1), _dynamic(parts, 0), kc, vc, cos, sin, bias, cols, self._kt[i],
-                                           *bw.attn_inputs())
+            x, h2, logits = self._attn(_dynamic(x, 0, 1), _dynamic(parts, 0), kc, vc, cos, sin, bias, cols, *bw.attn_inputs())
+            topv, topi = route(self.moe_kernel, s, logits, self._kt[i], self.dtype)
             parts = run_moe(kernel, h2, topv, topi, ks[i], self._kt[i], bw.w13, bw.w2)
         x = add_expert_parts(x, parts)
         return F.linear(rms_norm(x[:, -1], self.w.norm, s.eps), self.w.lm_head)

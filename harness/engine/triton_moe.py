@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -37,6 +38,7 @@ class Config:
     bk: int = 128
     warps: int = 4
     stages: int = 3
+    fused_act: bool = True  # grouped: SwiGLU inside the gate/up kernel (two accumulators) or after it
 
 
 DEFAULT = Config()
@@ -131,6 +133,29 @@ def _grouped_up(x_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_first_
 
 
 @triton.jit
+def _grouped_up_plain(x_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, h_ptr, H: tl.constexpr, N: tl.constexpr,
+                      E: tl.constexpr, KMAX: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, IEEE: tl.constexpr):
+    """Gate and up projections as one product over their 2I stacked rows (one accumulator)."""
+    e, active, r_ok, pidx = _tile_rows(order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, E, BM)
+    tok = pidx // KMAX
+    offs_n = tl.program_id(1) * BN + tl.arange(0, BN)
+    n_ok = (offs_n < N) & active
+    acc = tl.zeros([BM, BN], dtype=tl.float32)
+    wbase = w_ptr + e * (N * H)
+    if active:
+        for k0 in range(0, H, BK):
+            offs_k = k0 + tl.arange(0, BK)
+            k_ok = offs_k < H
+            a = tl.load(x_ptr + tok[:, None] * H + offs_k[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0)
+            b = tl.load(wbase + offs_n[None, :] * H + offs_k[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            if IEEE:
+                acc = tl.dot(a, b, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a, b, acc)
+    tl.store(h_ptr + pidx[:, None] * N + offs_n[None, :], acc.to(h_ptr.dtype.element_ty), mask=r_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
 def _grouped_down(h_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, wt_ptr, y_ptr, H: tl.constexpr, I: tl.constexpr, E: tl.constexpr,
                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, IEEE: tl.constexpr):
     e, active, r_ok, pidx = _tile_rows(order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, E, BM)
@@ -150,6 +175,41 @@ def _grouped_down(h_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_firs
                 acc = tl.dot(a, b, acc)
     wt = tl.load(wt_ptr + pidx, mask=r_ok, other=0.0).to(tl.float32)
     tl.store(y_ptr + pidx[:, None] * H + offs_n[None, :], acc * wt[:, None], mask=r_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _route(logit_ptr, k_ptr, v_ptr, i_ptr, E: tl.constexpr, BE: tl.constexpr, KMAX: tl.constexpr, RENORM: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BE)
+    ok = offs < E
+    z = tl.load(logit_ptr + row * E + offs, mask=ok, other=float("-inf")).to(tl.float32)
+    ez = tl.where(ok, tl.exp(z - tl.max(z, 0)), 0.0)
+    left = tl.where(ok, ez / tl.sum(ez, 0), -1.0)  # probabilities; taken ones become -1
+    k = tl.load(k_ptr)
+    slots = tl.arange(0, KMAX)
+    vals = tl.zeros([KMAX], dtype=tl.float32)
+    idxs = tl.zeros([KMAX], dtype=tl.int32)
+    for j in tl.static_range(KMAX):
+        m = tl.max(left, 0)
+        ix = tl.min(tl.where(left == m, offs, BE), 0)  # the lowest index among equal values
+        vals = tl.where(slots == j, tl.where(j < k, m, 0.0), vals)
+        idxs = tl.where(slots == j, ix, idxs)
+        left = tl.where(offs == ix, -1.0, left)
+    if RENORM:
+        vals = vals / tl.sum(vals, 0)
+    tl.store(v_ptr + row * KMAX + slots, vals.to(v_ptr.dtype.element_ty))
+    tl.store(i_ptr + row * KMAX + slots, idxs.to(tl.int64))
+
+
+def route(logits, top_k_t, max_top_k: int, renormalize: bool, out_dtype):
+    """:func:`harness.engine.block.route` in one kernel (softmax, sorted top-``max_top_k``,
+    slots ``>= top_k`` zeroed, optional renormalisation, cast): one program per token."""
+    n, e = logits.shape
+    topv = torch.empty(n, max_top_k, dtype=out_dtype, device=logits.device)
+    topi = torch.empty(n, max_top_k, dtype=torch.int64, device=logits.device)
+    _route[(n,)](logits.contiguous(), top_k_t, topv, topi, E=e, BE=triton.next_power_of_2(e), KMAX=max_top_k,
+                 RENORM=bool(renormalize), num_warps=1)
+    return topv, topi
 
 
 def moe_pairwise(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT):
@@ -192,11 +252,18 @@ def moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT, bm
     max_tiles = triton.cdiv(p, bm) + n_exp
     tile_e = torch.searchsorted(tile_end, torch.arange(max_tiles, dtype=torch.int32, device=x.device), right=True).to(torch.int32)
     ieee = x.dtype == torch.float32
-    h = torch.empty(p, inter, dtype=x.dtype, device=x.device)
     y = torch.zeros(p, hid, dtype=torch.float32, device=x.device)
     meta = dict(BM=bm, BN=cfg.bn, BK=cfg.bk, IEEE=ieee, num_warps=cfg.warps, num_stages=cfg.stages)
-    _grouped_up[(max_tiles, triton.cdiv(inter, cfg.bn))](x, w13, order, tile_e, tile_first, pair_first, counts, h,
-                                                         hid, inter, n_exp, KMAX=kmax, **meta)
+    if cfg.fused_act:
+        h = torch.empty(p, inter, dtype=x.dtype, device=x.device)
+        _grouped_up[(max_tiles, triton.cdiv(inter, cfg.bn))](x, w13, order, tile_e, tile_first, pair_first, counts, h,
+                                                             hid, inter, n_exp, KMAX=kmax, **meta)
+    else:  # skipped and past-the-end rows of h13 stay unset; the down kernel never reads them
+        h13 = torch.empty(p, 2 * inter, dtype=x.dtype, device=x.device)
+        _grouped_up_plain[(max_tiles, triton.cdiv(2 * inter, cfg.bn))](x, w13, order, tile_e, tile_first, pair_first, counts,
+                                                                       h13, hid, 2 * inter, n_exp, KMAX=kmax, **meta)
+        g, u = h13.chunk(2, dim=-1)
+        h = F.silu(g) * u
     _grouped_down[(max_tiles, triton.cdiv(hid, cfg.bn))](h, w2, order, tile_e, tile_first, pair_first, counts,
                                                          topv.reshape(-1).contiguous(), y, hid, inter, n_exp, **meta)
     return y.view(n, kmax, hid)
