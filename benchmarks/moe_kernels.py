@@ -103,7 +103,7 @@ def main(argv=None):
         print(f"transformers experts unavailable: {exc}", flush=True)
         hf = None
     pair_cfgs = [tm.Config(pair_bn=bn, pair_bk=bk, pair_warps=w) for bn, bk, w in ((16, 128, 4), (8, 256, 4), (32, 128, 4), (16, 256, 8))]
-    grp_cfgs = [tm.Config(bn=bn, bk=bk, warps=w, stages=s, fused_act=f) for bn, bk, w, s, f in (
+    grp_cfgs = [tm.Config(bn=bn, bk=bk, bn_large=bn, bk_large=bk, warps=w, stages=s, fused_act=f) for bn, bk, w, s, f in (
         (64, 64, 4, 3, True), (128, 64, 4, 3, True), (64, 128, 4, 3, True), (128, 64, 8, 3, True),
         (64, 64, 4, 4, False), (128, 64, 4, 4, False), (128, 64, 8, 3, False), (128, 128, 8, 3, False), (256, 64, 8, 3, False))]
     rows = []

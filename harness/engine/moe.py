@@ -86,14 +86,18 @@ def route(kernel: str, spec, logits, top_k_t, dtype):
     return torch_route(spec, logits, top_k_t, dtype)
 
 
-def parts_format(kernel: str, max_top_k: int, dtype) -> tuple[int, torch.dtype]:
-    """(S, dtype) of the parts ``[N, S, H]`` that :func:`run_moe` returns for ``kernel``."""
+def parts_format(kernel: str, max_top_k: int, dtype, prompt: bool) -> tuple[int, torch.dtype]:
+    """(S, dtype) of the parts ``[N, S, H]`` that :func:`run_moe` returns for ``kernel``: per slot
+    (summed in float32 for decode steps, in the model dtype for prompts, where the parts are large),
+    one already-summed float32 row for the ``loop`` kernel."""
     if kernel == "loop":
         return 1, torch.float32
-    return max_top_k, (torch.float32 if kernel == "triton" else dtype)
+    if kernel == "triton" and not prompt:
+        return max_top_k, torch.float32
+    return max_top_k, dtype
 
 
-def run_moe(kernel: str, x, topv, topi, top_k: int, top_k_t, w13, w2):
+def run_moe(kernel: str, x, topv, topi, top_k: int, top_k_t, w13, w2, prompt: bool = False):
     """Expert outputs as parts ``[N, S, H]`` (see the module docstring and :func:`parts_format`)."""
     if kernel == "loop":
         return moe_loop(x, topv, topi, top_k, w13, w2)[:, None].float()
@@ -101,4 +105,4 @@ def run_moe(kernel: str, x, topv, topi, top_k: int, top_k_t, w13, w2):
         return moe_grouped_mm_parts(x, topv, topi, top_k_t, w13, w2)
     from harness.engine import triton_moe
 
-    return triton_moe.moe_parts(x, topv, topi, top_k_t, w13, w2)
+    return triton_moe.moe_parts(x, topv, topi, top_k_t, w13, w2, out_dtype=parts_format(kernel, topi.shape[1], x.dtype, prompt)[1])

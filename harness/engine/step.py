@@ -93,7 +93,7 @@ class FastStepModel:
         cuda = self.device.type == "cuda"
         # expert kernels by measurement (benchmarks/results/moe_kernels.md): decode steps / prompts
         self.moe_kernel = moe_kernel or os.environ.get("HARNESS_ENGINE_MOE") or ("triton" if cuda else "loop")
-        self.prefill_kernel = moe_kernel or os.environ.get("HARNESS_ENGINE_PREFILL_MOE") or ("grouped_mm" if cuda else "loop")
+        self.prefill_kernel = moe_kernel or os.environ.get("HARNESS_ENGINE_PREFILL_MOE") or ("triton" if cuda else "loop")
         for k in (self.moe_kernel, self.prefill_kernel):
             if k not in KERNELS:
                 raise ValueError(f"unknown expert kernel {k!r}; one of {KERNELS}")
@@ -186,14 +186,14 @@ class FastStepModel:
         kernel = self.moe_kernel if t == 1 else self.prefill_kernel
         # the previous block's expert outputs, summed into x by the next block's compiled step (zeros
         # before the first block, so that every block runs the same compiled code)
-        slots, parts_dtype = parts_format(kernel, s.max_top_k, self.dtype)
+        slots, parts_dtype = parts_format(kernel, s.max_top_k, self.dtype, prompt=t > 1)
         parts = torch.zeros((b * t, slots, s.hidden), dtype=parts_dtype, device=x.device)
         for i in self.switch.active:
             bw = self.w.blocks[i]
             kc, vc = _dynamic(cache.k[i][:rows], 0, 2), _dynamic(cache.v[i][:rows], 0, 2)
             x, h2, logits = self._attn(_dynamic(x, 0, 1), _dynamic(parts, 0), kc, vc, cos, sin, bias, cols, *bw.attn_inputs())
             topv, topi = route(self.moe_kernel, s, logits, self._kt[i], self.dtype)
-            parts = run_moe(kernel, h2, topv, topi, ks[i], self._kt[i], bw.w13, bw.w2)
+            parts = run_moe(kernel, h2, topv, topi, ks[i], self._kt[i], bw.w13, bw.w2, prompt=t > 1)
         x = add_expert_parts(x, parts)
         return F.linear(rms_norm(x[:, -1], self.w.norm, s.eps), self.w.lm_head)
 

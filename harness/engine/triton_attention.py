@@ -26,14 +26,14 @@ MAX_WIDTH = CHUNK * MAX_CHUNKS  # wider caches use PyTorch's attention
 
 
 @triton.jit
-def _attn_chunk(q_ptr, k_ptr, v_ptr, b_ptr, m_ptr, l_ptr, acc_ptr, W, S, scale, GROUP: tl.constexpr, KVH: tl.constexpr,
+def _attn_chunk(q_ptr, k_ptr, v_ptr, b_ptr, m_ptr, l_ptr, acc_ptr, W, S, SCALE: tl.constexpr, GROUP: tl.constexpr, KVH: tl.constexpr,
                 D: tl.constexpr, CH: tl.constexpr, BW: tl.constexpr):
     bh = tl.program_id(0).to(tl.int64)  # sequence * heads + head
     c = tl.program_id(1)
     b = bh // (GROUP * KVH)
     kvh = (bh % (GROUP * KVH)) // GROUP
     offs_d = tl.arange(0, D)
-    q = tl.load(q_ptr + bh * D + offs_d).to(tl.float32) * scale
+    q = tl.load(q_ptr + bh * D + offs_d).to(tl.float32) * SCALE  # a constant: float arguments can arrive as float64
     kv_base = (b * KVH + kvh) * W * D
     m_i = tl.full([1], -1.0e30, tl.float32)  # finite: a chunk with every column masked gives weight 0, not NaN
     l_i = tl.zeros([1], dtype=tl.float32)
@@ -80,7 +80,7 @@ def decode_attention(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, bias: 
     lsum = torch.empty_like(m)
     acc = torch.empty((bsz * heads, chunks, d), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
-    wrap_triton(_attn_chunk)[(bsz * heads, chunks)](q, kc, vc, bias, m, lsum, acc, width, chunks, scale,
+    wrap_triton(_attn_chunk)[(bsz * heads, chunks)](q, kc, vc, bias, m, lsum, acc, width, chunks, SCALE=scale,
                                                      GROUP=heads // kvh, KVH=kvh, D=d, CH=CHUNK, BW=BW, num_warps=4)
     wrap_triton(_attn_combine)[(bsz * heads,)](m, lsum, acc, out, chunks, D=d, MAXS=MAX_CHUNKS, num_warps=4)
     return out

@@ -32,10 +32,12 @@ class Config:
     pair_bn: int = 16
     pair_bk: int = 256
     pair_warps: int = 8
-    bm: int = 16  # grouped: tokens per tile (decode); prompts use bm_large
-    bm_large: int = 64
+    bm: int = 16  # grouped: tokens per tile (decode: up to 64 tokens); prompts use the *_large tiles
     bn: int = 64
     bk: int = 128
+    bm_large: int = 128  # prompts (benchmarks/results/moe_kernels.md: fastest at 700 and 2,000 tokens)
+    bn_large: int = 64
+    bk_large: int = 64
     warps: int = 4
     stages: int = 3
     fused_act: bool = True  # grouped: SwiGLU inside the gate/up kernel (two accumulators) or after it
@@ -174,7 +176,7 @@ def _grouped_down(h_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_firs
             else:
                 acc = tl.dot(a, b, acc)
     wt = tl.load(wt_ptr + pidx, mask=r_ok, other=0.0).to(tl.float32)
-    tl.store(y_ptr + pidx[:, None] * H + offs_n[None, :], acc * wt[:, None], mask=r_ok[:, None] & n_ok[None, :])
+    tl.store(y_ptr + pidx[:, None] * H + offs_n[None, :], (acc * wt[:, None]).to(y_ptr.dtype.element_ty), mask=r_ok[:, None] & n_ok[None, :])
 
 
 @triton.jit
@@ -235,14 +237,16 @@ def moe_grouped(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT, bm: int 
     return moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, cfg, bm).sum(1).to(x.dtype)
 
 
-def moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT, bm: int | None = None):
-    """[N, K, H] float32, one row per slot (skipped slots are zeros)."""
+def moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT, bm: int | None = None, out_dtype=torch.float32):
+    """[N, K, H] in ``out_dtype``, one row per slot (skipped slots are zeros)."""
     from harness.engine.moe import sort_pairs
 
     n, kmax = topi.shape
     hid, inter, n_exp = x.shape[1], w2.shape[2], w13.shape[0]
     p = n * kmax
-    bm = bm or (cfg.bm if n <= 64 else cfg.bm_large)
+    large = n > 64
+    bm = bm or (cfg.bm_large if large else cfg.bm)
+    bn, bk = (cfg.bn_large, cfg.bk_large) if large and bm == cfg.bm_large else (cfg.bn, cfg.bk)
     order, counts = sort_pairs(topi, top_k_t, n_exp)
     order = order.to(torch.int32)
     tiles = (counts + bm - 1) // bm
@@ -252,27 +256,28 @@ def moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT, bm
     max_tiles = triton.cdiv(p, bm) + n_exp
     tile_e = torch.searchsorted(tile_end, torch.arange(max_tiles, dtype=torch.int32, device=x.device), right=True).to(torch.int32)
     ieee = x.dtype == torch.float32
-    y = torch.zeros(p, hid, dtype=torch.float32, device=x.device)
-    meta = dict(BM=bm, BN=cfg.bn, BK=cfg.bk, IEEE=ieee, num_warps=cfg.warps, num_stages=cfg.stages)
+    y = torch.zeros(p, hid, dtype=out_dtype, device=x.device)
+    meta = dict(BM=bm, BN=bn, BK=bk, IEEE=ieee, num_warps=cfg.warps, num_stages=cfg.stages)
     if cfg.fused_act:
         h = torch.empty(p, inter, dtype=x.dtype, device=x.device)
-        _grouped_up[(max_tiles, triton.cdiv(inter, cfg.bn))](x, w13, order, tile_e, tile_first, pair_first, counts, h,
+        _grouped_up[(max_tiles, triton.cdiv(inter, bn))](x, w13, order, tile_e, tile_first, pair_first, counts, h,
                                                              hid, inter, n_exp, KMAX=kmax, **meta)
     else:  # skipped and past-the-end rows of h13 stay unset; the down kernel never reads them
         h13 = torch.empty(p, 2 * inter, dtype=x.dtype, device=x.device)
-        _grouped_up_plain[(max_tiles, triton.cdiv(2 * inter, cfg.bn))](x, w13, order, tile_e, tile_first, pair_first, counts,
+        _grouped_up_plain[(max_tiles, triton.cdiv(2 * inter, bn))](x, w13, order, tile_e, tile_first, pair_first, counts,
                                                                        h13, hid, 2 * inter, n_exp, KMAX=kmax, **meta)
         g, u = h13.chunk(2, dim=-1)
         h = F.silu(g) * u
-    _grouped_down[(max_tiles, triton.cdiv(hid, cfg.bn))](h, w2, order, tile_e, tile_first, pair_first, counts,
+    _grouped_down[(max_tiles, triton.cdiv(hid, bn))](h, w2, order, tile_e, tile_first, pair_first, counts,
                                                          topv.reshape(-1).contiguous(), y, hid, inter, n_exp, **meta)
     return y.view(n, kmax, hid)
 
 
-def moe_parts(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT):
+def moe_parts(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT, out_dtype=torch.float32):
+    """Pairwise GEMVs up to ``cfg.pair_max_tokens`` tokens (float32 parts), grouped tiles above."""
     if x.shape[0] <= cfg.pair_max_tokens:
-        return moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2, cfg)
-    return moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, cfg)
+        return moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2, cfg).to(out_dtype)
+    return moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, cfg, out_dtype=out_dtype)
 
 
 def moe(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT):
