@@ -1,12 +1,16 @@
-"""Decode attention of the fast engine (one new query per sequence) as split-KV Triton kernels.
+"""Decode attention of the fast engine (one new query per sequence) as split-KV Triton kernels;
+opt-in (``HARNESS_ENGINE_ATTN=triton``), PyTorch's attention is the default.
 
-PyTorch's attention kernels give a single query one program per (sequence, head): 16 programs
-for MolmoE at batch 1, so a long KV cache is read by 16 of the H200's 132 multiprocessors
-(measured: 13 us per block at 256 cache columns, about 60 us at 2,300). Here every (sequence,
-head, chunk of 256 cache columns) is one program that keeps a running maximum, sum and weighted
-value sum (online softmax), and a second kernel combines the chunks. Masked columns carry an
-additive bias of -inf (:func:`harness.engine.block.attention_bias`); grouped-query attention
-reads the query head's KV head.
+PyTorch's memory-efficient attention gives a single query one program per (sequence, head): 16
+programs for MolmoE at batch 1, so a long KV cache is read by 16 of the H200's 132
+multiprocessors. Here every (sequence, head, chunk of 256 cache columns) is one program that keeps
+a running maximum, sum and weighted value sum (online softmax), and a second kernel combines the
+chunks. Masked columns carry an additive bias of -inf (:func:`harness.engine.block.attention_bias`);
+grouped-query attention reads the query head's KV head.
+
+Measured on an H200 at 256 cache columns (one chunk, 16 programs): 22.4 + 2.4 us per block against
+13 us for PyTorch's kernel (benchmarks/results/engine_profile.md), hence not the default; long
+caches, where the split should pay, were not measured.
 
 :data:`decode_attention` is a ``torch.library`` Triton op, so ``torch.compile`` traces it into
 the engine's compiled block step (and CUDA graphs capture it) like any other kernel.
