@@ -12,6 +12,7 @@ from typing import Any, Sequence
 from harness.hostload import busy_note, host_load
 from harness.knobs import Knobs
 from harness.latency.aggregate import estimator_error, latency_block
+from harness.latency.fits import stale_fit_note
 from harness.types import Sample
 
 
@@ -106,6 +107,10 @@ def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_con
         notes.append(f"latency figures are per batch of up to {batch_size} samples, not per sample")
     if estimator_note:
         notes.append(estimator_note)
+    est_error = estimator_error(lines, per_batch)
+    stale = stale_fit_note(est_error, estimator_desc)
+    if stale:
+        notes.append(stale)
     host = host_load(*((timing or {}).get("load_1m") or [None, None]), str(getattr(backend, "device", "cpu")))
     if busy_note(host):
         notes.append(busy_note(host))
@@ -136,7 +141,7 @@ def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_con
         "batch_size": int(batch_size),
         "estimator": (estimator_desc or {}).get("name") if estimator_desc else None,
         "estimator_info": estimator_desc,
-        "estimator_error": estimator_error(lines, per_batch),
+        "estimator_error": est_error,
         "estimated_vs_measured_total_ms": {"estimated_mean": est_means, "measured_mean": lat["measured"]["total"]["mean"]},
         "knobs_histogram": dict(sorted(hist.items())),
         "latency_budget": budget,

@@ -182,3 +182,18 @@ def test_a_fit_file_for_another_mode_is_never_used_silently(capsys):
     assert got is est and "another" in note and "device" in note and "dtype" in note
     assert est.meta["mode_mismatch"][:2] == ["device", "dtype"]
     assert "warning" in capsys.readouterr().err
+
+
+def test_a_fit_that_misses_the_run_by_far_is_flagged_with_the_profile_command():
+    from harness.latency.fits import stale_fit_note
+
+    key = {"model": "reference", "weights": "903be3b4da170cf9", "device": "cpu-amd-epyc-2c", "dtype": "float32",
+           "engine": "eager", "experts_impl": "grouped_mm"}
+    fit = {"name": "builtin:x", "kind": "quick fit", "path": "/cache/x.json", "key": key, "created": "2026-12-03T02:00:06"}
+    note = stale_fit_note({"mape_total": 10.1, "n": 40}, fit)
+    assert note and "1010%" in note and "/cache/x.json" in note and "2026-12-03T02:00:06" in note
+    assert "harness profile --model reference --device cpu --dtype float32 --experts-impl grouped_mm" in note
+    assert stale_fit_note({"mape_total": 0.3, "n": 40}, fit) is None  # within what a fit may miss
+    assert stale_fit_note({"mape_total": 10.1, "n": 3}, fit) is None  # too few samples to say
+    assert stale_fit_note({"mape_total": 10.1, "n": 40}, {**fit, "kind": "roofline"}) is None  # not a fit
+    assert stale_fit_note({"mape_total": None, "n": 0}, fit) is None

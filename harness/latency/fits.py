@@ -161,3 +161,30 @@ def profile_command(key: FitKey, batch_size: int = 1, model_spec: str | None = N
     if batch_size > 1:
         parts.append(f"--batch-sizes 1,{batch_size}")
     return " ".join(parts)
+
+
+STALE_MAPE = 0.5  # a fit that misses a run by more than this (MAPE over enough samples) is flagged
+STALE_MIN_SAMPLES = 10
+
+
+def stale_fit_note(error: dict, estimator: dict | None) -> str | None:
+    """A note for the run's summary when the built-in fit misses the run's own measurements by
+    more than :data:`STALE_MAPE`: a fit made on a busy machine, before a driver or library
+    change, or for another state of the engine keeps being found by its key; this says so and
+    gives the command that re-makes it."""
+    mape, n = error.get("mape_total"), int(error.get("n") or 0)
+    if not estimator or estimator.get("kind") not in ("fit", "quick fit") or mape is None or n < STALE_MIN_SAMPLES:
+        return None
+    if mape <= STALE_MAPE:
+        return None
+    where = estimator.get("path") or estimator.get("name")
+    made = f" (made {estimator['created']})" if estimator.get("created") else ""
+    fix = ""
+    key = estimator.get("key")
+    if isinstance(key, dict):
+        try:
+            fix = f"; re-profile: {profile_command(FitKey(**key))}"
+        except TypeError:
+            fix = ""
+    return (f"the latency estimator misses this run's measurements by {100 * mape:.0f}% (MAPE over {n} samples): "
+            f"the fit {where}{made} does not describe this machine as it is now{fix}")
