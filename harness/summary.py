@@ -151,6 +151,7 @@ def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_con
         "dtype": str(getattr(backend, "dtype", "")).replace("torch.", ""),
         "clock": next((ln["measured"].get("clock") for ln in lines if ln.get("measured")), None),
         "engine": getattr(backend, "engine", None),
+        "engine_settings": getattr(backend, "engine_settings", None),
         "harness_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "timing": timing_out,

@@ -152,3 +152,27 @@ def test_triton_kernels_match_the_loop_in_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run([sys.executable, "-c", _INTERPRETED], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_cudnn_attention_is_off_for_cuda_runs_unless_asked_for(monkeypatch):
+    """cuDNN attention builds a plan per new input shape inside measured time, so a CUDA run turns
+    it off (the flag is process-wide and settable without a GPU); HARNESS_CUDNN_SDPA=1 keeps it."""
+    from harness.engine import configure_attention
+
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        assert configure_attention("cpu") is None and torch.backends.cuda.cudnn_sdp_enabled()
+        monkeypatch.delenv("HARNESS_CUDNN_SDPA", raising=False)
+        assert "cuDNN off" in configure_attention("cuda:1") and not torch.backends.cuda.cudnn_sdp_enabled()
+        monkeypatch.setenv("HARNESS_CUDNN_SDPA", "1")
+        assert configure_attention("cuda") == "cudnn+flash+efficient" and torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)
+
+
+def test_the_run_records_what_executed_it():
+    """``summary.json``'s ``engine_settings``: the engine and the kernels that produced its latencies."""
+    _, fast = _pair("olmoe")
+    assert fast.engine_settings == {"engine": "fast", "moe_kernel": "loop", "prefill_kernel": "loop", "attention": "sdpa",
+                                    "cuda_graphs": False, "compile_backend": "eager"}

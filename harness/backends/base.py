@@ -99,6 +99,19 @@ class Backend:
         return knobs
 
     @property
+    def engine_settings(self) -> dict:
+        """What executes the model, as recorded in ``summary.json``: the engine, its kernels (fast
+        engine), and whether cuDNN attention was on (CUDA)."""
+        sm = self.step_model
+        out = {"engine": self.engine}
+        for attr in ("moe_kernel", "prefill_kernel", "attention", "cuda_graphs", "compile_backend"):
+            if hasattr(sm, attr):
+                out[attr] = getattr(sm, attr)
+        if self.device.type == "cuda":
+            out["cudnn_attention"] = bool(torch.backends.cuda.cudnn_sdp_enabled())
+        return out
+
+    @property
     def active_blocks(self) -> tuple[int, ...]:
         return tuple(self.switch.active)
 
