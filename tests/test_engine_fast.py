@@ -174,5 +174,23 @@ def test_cudnn_attention_is_off_for_cuda_runs_unless_asked_for(monkeypatch):
 def test_the_run_records_what_executed_it():
     """``summary.json``'s ``engine_settings``: the engine and the kernels that produced its latencies."""
     _, fast = _pair("olmoe")
-    assert fast.engine_settings == {"engine": "fast", "moe_kernel": "loop", "prefill_kernel": "loop", "attention": "sdpa",
+    assert fast.engine_settings == {"engine": "fast", "variant": "fast", "moe_kernel": "loop", "prefill_kernel": "loop", "attention": "sdpa",
                                     "cuda_graphs": False, "compile_backend": "eager"}
+
+
+def test_a_kernel_override_is_another_execution_mode_for_latency_fits(monkeypatch):
+    """A fit made with other kernels is never used silently: an override in the environment is part
+    of the fit key's engine, and the profile command that makes the matching fit carries it."""
+    from harness.latency.firstuse import backend_key
+    from harness.latency.fits import profile_command
+
+    monkeypatch.setenv("HARNESS_ENGINE_MOE", "grouped_mm")
+    monkeypatch.setenv("HARNESS_ENGINE_ATTN", "triton")  # acts on CUDA only: not part of a CPU run's mode
+    _, fast = _pair("olmoe")
+    assert fast.step_model.moe_kernel == "grouped_mm" and fast.engine_variant == "fast+moe=grouped_mm"
+    key = backend_key(fast, fast.info, "abc")
+    assert key.engine == "fast+moe=grouped_mm" and "__fast-moe-grouped-mm__" in key.slug()
+    cmd = profile_command(key)
+    assert cmd.startswith("HARNESS_ENGINE_MOE=grouped_mm harness profile") and "--engine fast" in cmd
+    monkeypatch.delenv("HARNESS_ENGINE_MOE")
+    assert backend_key(_pair("olmoe")[1], fast.info, "abc").engine == "fast"

@@ -85,6 +85,7 @@ class Backend:
         self.eos_token_ids = [int(e) for e in eos_token_ids if e is not None]
         self.pad_token_id = int(pad_token_id)
         self.step_model, self.engine = engines.build(engine, self.device, step_model, switch, info.name)
+        self.engine_variant = engines.variant(self.engine, self.device)  # what latency fits are keyed by
         self.decoder = Decoder(self.step_model, static_cache=self.engine == "fast")
         self.knobs = Knobs(info.n_blocks, info.default_top_k, info.default_tier)
         self._warm: set = set()
@@ -103,7 +104,7 @@ class Backend:
         """What executes the model, as recorded in ``summary.json``: the engine, its kernels (fast
         engine), and whether cuDNN attention was on (CUDA)."""
         sm = self.step_model
-        out = {"engine": self.engine}
+        out = {"engine": self.engine, "variant": self.engine_variant}
         for attr in ("moe_kernel", "prefill_kernel", "attention", "cuda_graphs", "compile_backend"):
             if hasattr(sm, attr):
                 out[attr] = getattr(sm, attr)

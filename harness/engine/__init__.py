@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -66,11 +67,22 @@ def configure_attention(device) -> str | None:
     ``HARNESS_CUDNN_SDPA=1`` keeps it. Returns what was decided (None off CUDA)."""
     if torch.device(device).type != "cuda":
         return None
-    import os
-
     keep = os.environ.get("HARNESS_CUDNN_SDPA", "") == "1"
     torch.backends.cuda.enable_cudnn_sdp(keep)
     return "cudnn+flash+efficient" if keep else "flash+efficient (cuDNN off)"
+
+
+def variant(engine: str, device) -> str:
+    """The engine as latency fits are keyed by it: its name, plus every kernel override set in the
+    environment that acts on it (``fast+attn=triton``; the table is
+    :data:`harness.latency.fits.KERNEL_OVERRIDES`), so that a fit made with other kernels is another
+    execution mode, never used silently."""
+    from harness.latency.fits import KERNEL_OVERRIDES
+
+    cuda = torch.device(device).type == "cuda"
+    parts = [f"{short}={os.environ[var]}" for var, short, engines, cuda_only in KERNEL_OVERRIDES
+             if os.environ.get(var) and engine in engines and (cuda or not cuda_only)]
+    return "+".join([engine] + parts)
 
 
 def build(name: str, device, hf_step, switch, model_name: str):

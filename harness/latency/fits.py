@@ -63,8 +63,9 @@ class FitKey:
 
 
 def engine_name(backend=None, engine: str | None = None) -> str:
-    """The resolved execution engine: the backend's own word, else the option, else eager."""
-    name = getattr(backend, "engine", None) if backend is not None else None
+    """The resolved execution engine, with its kernel overrides (:func:`harness.engine.variant`):
+    the backend's own word, else the option, else eager."""
+    name = (getattr(backend, "engine_variant", None) or getattr(backend, "engine", None)) if backend is not None else None
     name = getattr(name, "name", name)
     if isinstance(name, str) and name:
         return name
@@ -152,12 +153,27 @@ def find_fit(key: FitKey, batch_size: int = 1) -> Lookup:
     return Lookup(None, near)
 
 
+# kernel choices an environment variable overrides: (variable, short name, engines it acts on, CUDA only);
+# harness.engine.variant appends the ones set to the engine name a fit is keyed by
+KERNEL_OVERRIDES = (("HARNESS_ENGINE_MOE", "moe", ("fast",), False), ("HARNESS_ENGINE_PREFILL_MOE", "prefill_moe", ("fast",), False),
+                    ("HARNESS_ENGINE_ATTN", "attn", ("fast",), True), ("HARNESS_CUDNN_SDPA", "cudnn", ("fast", "eager"), True))
+
+
+def variant_env(engine_variant: str) -> str:
+    """The environment assignments that reproduce an engine variant (``VAR=value ...``)."""
+    short = {s: var for var, s, _, _ in KERNEL_OVERRIDES}
+    parts = engine_variant.split("+")[1:]
+    return " ".join(f"{short[k]}={v}" for k, _, v in (p.partition("=") for p in parts) if k in short)
+
+
 def profile_command(key: FitKey, batch_size: int = 1, model_spec: str | None = None) -> str:
     dev = "cuda" if key.device.startswith("cuda") else "cpu"
-    parts = [f"harness profile --model {model_spec or key.model} --device {dev} --dtype {key.dtype}",
-             f"--experts-impl {key.experts_impl}"]
-    if key.engine in ("fast", "eager") and not (dev == "cpu" and key.engine == "eager"):  # auto = eager on CPU
-        parts.append(f"--engine {key.engine}")
+    engine = key.engine.split("+")[0]
+    env = variant_env(key.engine)
+    parts = ([env] if env else []) + [f"harness profile --model {model_spec or key.model} --device {dev} --dtype {key.dtype}",
+                                      f"--experts-impl {key.experts_impl}"]
+    if engine in ("fast", "eager") and not (dev == "cpu" and engine == "eager"):  # auto = eager on CPU
+        parts.append(f"--engine {engine}")
     if batch_size > 1:
         parts.append(f"--batch-sizes 1,{batch_size}")
     return " ".join(parts)
