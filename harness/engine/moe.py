@@ -97,12 +97,13 @@ def parts_format(kernel: str, max_top_k: int, dtype, prompt: bool) -> tuple[int,
     return max_top_k, dtype
 
 
-def run_moe(kernel: str, x, topv, topi, top_k: int, top_k_t, w13, w2, prompt: bool = False):
-    """Expert outputs as parts ``[N, S, H]`` (see the module docstring and :func:`parts_format`)."""
+def run_moe(kernel: str, x, topv, topi, top_k: int, top_k_t, w13, w2, parts_dtype=torch.float32):
+    """Expert outputs as parts ``[N, S, H]`` (see the module docstring); ``parts_dtype``: the Triton
+    kernels' (:func:`parts_format`)."""
     if kernel == "loop":
         return moe_loop(x, topv, topi, top_k, w13, w2)[:, None].float()
     if kernel == "grouped_mm":
         return moe_grouped_mm_parts(x, topv, topi, top_k_t, w13, w2)
     from harness.engine import triton_moe
 
-    return triton_moe.moe_parts(x, topv, topi, top_k_t, w13, w2, out_dtype=parts_format(kernel, topi.shape[1], x.dtype, prompt)[1])
+    return triton_moe.moe_parts(x, topv, topi, top_k_t, w13, w2, out_dtype=parts_dtype)

@@ -194,7 +194,7 @@ class FastStepModel:
             kc, vc = _dynamic(cache.k[i][:rows], 0, 2), _dynamic(cache.v[i][:rows], 0, 2)
             x, h2, logits = self._attn(_dynamic(x, 0, 1), _dynamic(parts, 0), kc, vc, cos, sin, bias, cols, *bw.attn_inputs())
             topv, topi = route(self.moe_kernel, s, logits, self._kt[i], self.dtype)
-            parts = run_moe(kernel, h2, topv, topi, ks[i], self._kt[i], bw.w13, bw.w2, prompt=t > 1)
+            parts = run_moe(kernel, h2, topv, topi, ks[i], self._kt[i], bw.w13, bw.w2, parts_dtype)
         x = add_expert_parts(x, parts)
         return F.linear(rms_norm(x[:, -1], self.w.norm, s.eps), self.w.lm_head)
 
