@@ -135,31 +135,48 @@ def _grouped_up(x_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_first_
 
 
 @triton.jit
-def _grouped_gemm(a_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, wt_ptr, y_ptr, N: tl.constexpr,
-                  K: tl.constexpr, E: tl.constexpr, A_DIV: tl.constexpr, WEIGHTED: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                  BK: tl.constexpr, IEEE: tl.constexpr):
-    """``y[p] = a[p // A_DIV] @ w[e]^T`` (``w`` [E, N, K]) for the pairs ``p`` of each expert's tiles,
-    times the pair's routing weight when ``WEIGHTED``: the down projection (``a`` = per-pair hidden,
-    ``A_DIV`` 1, weighted) and the unfused gate/up projection (``a`` = tokens, ``A_DIV`` = KMAX)."""
+def _grouped_up_plain(x_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, h_ptr, H: tl.constexpr, N: tl.constexpr,
+                      E: tl.constexpr, KMAX: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, IEEE: tl.constexpr):
+    """Gate and up projections as one product over their 2I stacked rows (one accumulator)."""
     e, active, r_ok, pidx = _tile_rows(order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, E, BM)
-    arow = pidx // A_DIV
+    tok = pidx // KMAX
     offs_n = tl.program_id(1) * BN + tl.arange(0, BN)
     n_ok = (offs_n < N) & active
     acc = tl.zeros([BM, BN], dtype=tl.float32)
-    wbase = w_ptr + e * (N * K)
-    if active:  # tiles past the last expert's load nothing
-        for k0 in range(0, K, BK):
+    wbase = w_ptr + e * (N * H)
+    if active:
+        for k0 in range(0, H, BK):
             offs_k = k0 + tl.arange(0, BK)
-            k_ok = offs_k < K
-            a = tl.load(a_ptr + arow[:, None] * K + offs_k[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0)
-            b = tl.load(wbase + offs_n[None, :] * K + offs_k[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            k_ok = offs_k < H
+            a = tl.load(x_ptr + tok[:, None] * H + offs_k[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0)
+            b = tl.load(wbase + offs_n[None, :] * H + offs_k[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0.0)
             if IEEE:
                 acc = tl.dot(a, b, acc, input_precision="ieee")
             else:
                 acc = tl.dot(a, b, acc)
-    if WEIGHTED:
-        acc = acc * tl.load(wt_ptr + pidx, mask=r_ok, other=0.0).to(tl.float32)[:, None]
-    tl.store(y_ptr + pidx[:, None] * N + offs_n[None, :], acc.to(y_ptr.dtype.element_ty), mask=r_ok[:, None] & n_ok[None, :])
+    tl.store(h_ptr + pidx[:, None] * N + offs_n[None, :], acc.to(h_ptr.dtype.element_ty), mask=r_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _grouped_down(h_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, wt_ptr, y_ptr, H: tl.constexpr, I: tl.constexpr, E: tl.constexpr,
+                  BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, IEEE: tl.constexpr):
+    e, active, r_ok, pidx = _tile_rows(order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, E, BM)
+    offs_n = tl.program_id(1) * BN + tl.arange(0, BN)
+    n_ok = (offs_n < H) & active
+    acc = tl.zeros([BM, BN], dtype=tl.float32)
+    wbase = w_ptr + e * (H * I)
+    if active:  # tiles past the last expert's load nothing
+        for k0 in range(0, I, BK):
+            offs_k = k0 + tl.arange(0, BK)
+            k_ok = offs_k < I
+            a = tl.load(h_ptr + pidx[:, None] * I + offs_k[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0)
+            b = tl.load(wbase + offs_n[None, :] * I + offs_k[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            if IEEE:
+                acc = tl.dot(a, b, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a, b, acc)
+    wt = tl.load(wt_ptr + pidx, mask=r_ok, other=0.0).to(tl.float32)
+    tl.store(y_ptr + pidx[:, None] * H + offs_n[None, :], (acc * wt[:, None]).to(y_ptr.dtype.element_ty), mask=r_ok[:, None] & n_ok[None, :])
 
 
 @triton.jit
@@ -247,12 +264,12 @@ def moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT, bm
                                                              hid, inter, n_exp, KMAX=kmax, **meta)
     else:  # skipped and past-the-end rows of h13 stay unset; the down kernel never reads them
         h13 = torch.empty(p, 2 * inter, dtype=x.dtype, device=x.device)
-        _grouped_gemm[(max_tiles, triton.cdiv(2 * inter, bn))](x, w13, order, tile_e, tile_first, pair_first, counts, h13, h13,
-                                                               2 * inter, hid, n_exp, A_DIV=kmax, WEIGHTED=False, **meta)
+        _grouped_up_plain[(max_tiles, triton.cdiv(2 * inter, bn))](x, w13, order, tile_e, tile_first, pair_first, counts,
+                                                                       h13, hid, 2 * inter, n_exp, KMAX=kmax, **meta)
         g, u = h13.chunk(2, dim=-1)
         h = F.silu(g) * u
-    _grouped_gemm[(max_tiles, triton.cdiv(hid, bn))](h, w2, order, tile_e, tile_first, pair_first, counts,
-                                                     topv.reshape(-1).contiguous(), y, hid, inter, n_exp, A_DIV=1, WEIGHTED=True, **meta)
+    _grouped_down[(max_tiles, triton.cdiv(hid, bn))](h, w2, order, tile_e, tile_first, pair_first, counts,
+                                                         topv.reshape(-1).contiguous(), y, hid, inter, n_exp, **meta)
     return y.view(n, kmax, hid)
 
 
