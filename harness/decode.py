@@ -123,12 +123,16 @@ class Decoder:
         self.lookahead = lookahead  # read "all finished" one step late; None: on CUDA only
 
     def shape_key(self, batch: PreparedBatch, max_new_tokens: int):
-        """The shapes a static-cache step specialises on: (cache rows, width); None without one."""
+        """The shapes a static-cache model specialises on: (cache rows, width, batch size, length of
+        the prompt pass); None without a static cache. The prompt pass's length is the model's
+        ``padded_length`` of the prompt (its own length for models that do not pad)."""
         if not self.static_cache:
             return None
-        total = batch.input_ids.shape[1] + max(1, int(max_new_tokens))
+        prompt = batch.input_ids.shape[1]
+        total = prompt + max(1, int(max_new_tokens))
         rows = getattr(self.model, "rows_for", lambda n: n)(batch.batch_size)
-        return rows, -(-total // STATIC_BUCKET) * STATIC_BUCKET
+        padded = getattr(self.model, "padded_length", lambda n: n)(prompt)
+        return rows, -(-total // STATIC_BUCKET) * STATIC_BUCKET, batch.batch_size, padded
 
     def run(self, batch: PreparedBatch, max_new_tokens: int, eos_token_ids, pad_token_id: int,
             timer: Timer | None = None) -> DecodeResult:

@@ -73,6 +73,25 @@ def test_decode_total_is_sum_over_positions():
     assert zero.decode_ms == 0.0
 
 
+def test_an_engine_that_pads_prompts_is_fitted_on_the_padded_length(tmp_path):
+    """The fast engine on CUDA runs each prompt pass at a multiple of 64 tokens: its prefill is a
+    step function of the prompt length. A fit told the bucket recovers it exactly on held-out
+    lengths (one that is not has to average the steps), and the bucket survives a save."""
+    from harness.latency.features import padded
+
+    def pre(v, t, a, k):  # dense and expert work on the padded length, the vision encoder on v
+        return 0.5 + 0.01 * v + a * 0.002 * padded(v + t, 64) + (a - 1) * k * 0.0004 * padded(v + t, 64)
+
+    ms = [Measurement(a, k, 0, v, t, float(pre(v, t, a, k)), [1.0 + 0.1 * a])
+          for a in (4, 6, 8) for k in (1, 2, 4) for v in (0, 100) for t in (10, 50, 70, 120, 130, 200, 250)]
+    train, test = split_heldout(ms, 0.25, seed=0)
+    fit = fit_measurements(train, n_experts=4, prompt_bucket=64)
+    assert evaluate(fit, test)["prefill"]["mape"] < 1e-4
+    assert evaluate(fit_measurements(train, n_experts=4), test)["prefill"]["mape"] > 1e-3
+    again = FittedEstimator.load(fit.save(tmp_path / "f.json"))
+    assert again.prompt_bucket == 64 and evaluate(again, test)["prefill"]["mape"] < 1e-4
+
+
 def test_save_load_roundtrip(tmp_path):
     est = fit_measurements(_synthetic())
     est.meta = {"device_name": "x", "heldout": {"total": {"mape": 0.01}}}

@@ -105,7 +105,8 @@ class Backend:
         engine), and whether cuDNN attention was on (CUDA)."""
         sm = self.step_model
         out = {"engine": self.engine, "variant": self.engine_variant}
-        for attr in ("moe_kernel", "prefill_kernel", "attention", "cuda_graphs", "compile_backend"):
+        for attr in ("moe_kernel", "prefill_kernel", "attention", "cuda_graphs", "prefill_graphs", "prompt_bucket",
+                     "compile_backend"):
             if hasattr(sm, attr):
                 out[attr] = getattr(sm, attr)
         if self.device.type == "cuda":

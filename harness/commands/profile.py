@@ -107,7 +107,7 @@ def command(model, device, dtype, grid, tasks, batch_sizes, repeats, warmup, see
         g = Grid.from_dict(header["grid"]) if isinstance(header.get("grid"), dict) else None
         path = _output(output, key)
         result = fit_and_report(ms, info, key, g, repeats=max(m.repeat for m in ms) + 1, seed=seed, holdout=holdout,
-                                device_name=header.get("device_name") or "")
+                                device_name=header.get("device_name") or "", prompt_bucket=int(header.get("prompt_bucket") or 0))
         _report(result, info, dev, path, seed, quiet, as_json, time.perf_counter())
         return
     backend = backends.load(model, device=dev, dtype=dt, importance=importance, experts_impl=impl,
@@ -150,6 +150,7 @@ def _output(output: str | None, key) -> Path:
 def _measure_and_fit(backend, info, key, dev, path, grid_text, task_names, batches, repeats, warmup, seed, holdout,
                      quiet, as_json):
     from harness.environment import device_identity
+    from harness.latency.firstuse import prompt_bucket_of
     from harness.latency.fitting import fit_and_report, partial_path
     from harness.latency.grid import check_grid, default_grid, max_positions, parse_grid, task_ranges
     from harness.latency.measure import WARMUP_MAX_CALLS, Warmup
@@ -162,7 +163,8 @@ def _measure_and_fit(backend, info, key, dev, path, grid_text, task_names, batch
     check_grid(g, info, max_pos)
     jobs = jobs_for(g, repeats, seed)
     prof = Profiler(backend, g, seed, Warmup(max_calls=WARMUP_MAX_CALLS if warmup is None else warmup))
-    header = {"key": key.to_dict(), "grid": g.to_dict(), "repeats": repeats, "seed": seed}
+    header = {"key": key.to_dict(), "grid": g.to_dict(), "repeats": repeats, "seed": seed,
+              "prompt_bucket": prompt_bucket_of(backend)}
     log = MeasurementLog(partial_path(path), header)
     todo = [j for i, j in enumerate(jobs) if i not in log.done]
     say(f"profile: {key.describe()}; grid {g.to_dict()} (prompts up to the longest of {len(task_names)} task(s), "
@@ -199,7 +201,8 @@ def _measure_and_fit(backend, info, key, dev, path, grid_text, task_names, batch
         if bar is not None:
             bar.stop()
     result = fit_and_report(ms, info, key, g, repeats=repeats, seed=seed, holdout=holdout, t0=t0,
-                            device_name=device_identity(dev)["name"], warmup=prof.warmup.summary())
+                            device_name=device_identity(dev)["name"], warmup=prof.warmup.summary(),
+                            prompt_bucket=prompt_bucket_of(backend))
     result.estimator.meta["task_ranges"] = {"tasks": ranges.tasks, "longest_prompt_tokens": ranges.prompt_tokens,
                                             "max_new_tokens": ranges.max_new_tokens, "max_positions": max_pos}
     _report(result, info, dev, path, seed, quiet, as_json, t0)

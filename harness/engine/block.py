@@ -57,6 +57,19 @@ def add_expert_parts(x: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
     return x + parts.sum(1).to(x.dtype).view(x.shape)
 
 
+def decode_attention_math(q, kc, vc, bias, scale: float):
+    """Attention of single queries ``q`` [B, H, 1, D] over the cache [B, kvH, W, D] with the additive
+    ``bias`` [B, 1, 1, W], written as products and reductions that the compiler fuses into a couple
+    of kernels (a library attention kernel for one query is mostly fixed cost). Float32 inside."""
+    B, H, _, D = q.shape
+    KV, W = kc.shape[1], kc.shape[2]
+    qg = q.reshape(B, KV, H // KV, 1, D).float()
+    s = (qg * kc[:, :, None].float()).sum(-1) * scale + bias.reshape(B, 1, 1, W).float()  # [B, KV, G, W]
+    p = torch.softmax(s, dim=-1)
+    out = (p[..., None] * vc[:, :, None].float()).sum(-2)  # [B, KV, G, D]
+    return out.reshape(B, H, 1, D).to(q.dtype)
+
+
 def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv, wo, ln2, router, *qk, decode_attention=None,
                 attention_max_width: int = 0):
     """One block up to the experts. ``x`` [B, T, H] and ``parts`` (the previous block's expert
@@ -66,7 +79,7 @@ def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv,
     normalised input of the experts [B*T, H], router logits [B*T, E]); :func:`route` (or the
     Triton kernel of the same contract) turns the logits into routing weights and expert ids.
     ``decode_attention`` (:mod:`harness.engine.triton_attention`), when given, replaces PyTorch's
-    attention for single-query steps over caches up to ``attention_max_width`` columns."""
+    attention for single-query steps over caches up to ``attention_max_width`` columns (0: any)."""
     x = add_expert_parts(x, parts)
     B, T, _ = x.shape
     H, KV, D = spec.heads, spec.kv_heads, spec.head_dim
@@ -84,7 +97,7 @@ def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv,
     k = k * cos + _rotate_half(k) * sin
     kc.index_copy_(2, cols, k)
     vc.index_copy_(2, cols, v)
-    if decode_attention is not None and T == 1 and kc.shape[2] <= attention_max_width:
+    if decode_attention is not None and T == 1 and (attention_max_width == 0 or kc.shape[2] <= attention_max_width):
         a = decode_attention(q.contiguous(), kc, vc, bias, D ** -0.5)
     elif T > 1 and B == 1:  # one prompt, no padding, empty cache: causal attention over its own keys (flash)
         if KV != H:

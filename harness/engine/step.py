@@ -10,6 +10,12 @@
 - On CUDA each decode step is replayed from a CUDA graph per (active blocks, batch bucket, cache
   width), captured on first use from the already compiled code (capture compiles nothing);
   ``top_k`` lives in device tensors the expert kernels read, so one graph serves every ``top_k``.
+- Prompts are padded at their end to a multiple of :data:`PROMPT_BUCKET` tokens (causal attention:
+  the padding sees the prompt, the prompt never sees the padding; the logits are read at the last
+  real token; the padding's cache columns are masked and overwritten by the decode steps), and on
+  CUDA the prompt pass is replayed from a CUDA graph per (active blocks, rows, padded length, cache
+  width): no per-prompt host work of a few hundred launches and sixteen compiled calls, so a
+  prefill costs its GPU time and follows the prompt length instead of the host's jitter.
 - On the CPU the same code runs without graphs (compile backend ``eager`` by default: dynamo
   traces, nothing is code-generated) and the ``loop`` expert kernel.
 """
@@ -22,11 +28,14 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_router, rms_norm, rope_cos_sin
+from harness.engine.block import (add_expert_parts, allowed_mask, attention_bias, attn_router, decode_attention_math, rms_norm,
+                                  rope_cos_sin)
 from harness.engine.moe import KERNELS, parts_format, route, run_moe
 from harness.engine.weights import extract
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+ATTENTION = ("sdpa", "triton", "math")  # decode attention kernels
+PROMPT_BUCKET = 64  # prompt passes are padded to a multiple of this many tokens (CUDA graphs)
 
 
 def _dynamic(t: torch.Tensor, *dims: int) -> torch.Tensor:
@@ -84,7 +93,7 @@ class FastStepModel:
     name = "fast"
 
     def __init__(self, hf_step, switch, compile_backend: str | None = "auto", moe_kernel: str | None = None,
-                 cuda_graphs: bool | None = None):
+                 cuda_graphs: bool | None = None, prompt_bucket: int | None = None, attention: str | None = None):
         self.hf = hf_step
         self.switch = switch
         self.w = extract(hf_step.lm, hf_step.lm_head, switch.all_blocks)
@@ -100,19 +109,29 @@ class FastStepModel:
         self.cuda_graphs = cuda if cuda_graphs is None else bool(cuda_graphs and cuda)
         if self.cuda_graphs and self.moe_kernel == "loop":
             raise ValueError("the 'loop' expert kernel synchronises with the host and cannot be captured in a CUDA graph")
+        # prompt passes: padded to a bucket and graph-replayed on CUDA unless HARNESS_ENGINE_PREFILL_GRAPHS=0
+        # (then un-padded and launched op by op, as before)
+        graphs_off = os.environ.get("HARNESS_ENGINE_PREFILL_GRAPHS", "") == "0"
+        self.prefill_graphs = self.cuda_graphs and not graphs_off and self.prefill_kernel != "loop"
+        if prompt_bucket is None:
+            prompt_bucket = PROMPT_BUCKET if self.prefill_graphs else 0
+        self.prompt_bucket = int(prompt_bucket)
         if compile_backend == "auto":
             compile_backend = "inductor" if cuda else "eager"
         self.compile_backend = compile_backend
         spec = self.spec
 
-        # decode attention: PyTorch's (default; measured faster at 256 cache columns on an H200) or the
-        # split-KV Triton kernels (HARNESS_ENGINE_ATTN=triton, CUDA only; see harness/engine/triton_attention.py)
-        self.attention = "sdpa" if not cuda else (os.environ.get("HARNESS_ENGINE_ATTN") or "sdpa")
-        if self.attention not in ("triton", "sdpa"):
-            raise ValueError(f"unknown attention kernel {self.attention!r}; one of triton, sdpa")
+        # decode attention: PyTorch's (default; measured faster at 256 cache columns on an H200), the
+        # split-KV Triton kernels (HARNESS_ENGINE_ATTN=triton, CUDA only; harness/engine/triton_attention.py)
+        # or products and reductions fused by the compiler (math; block.decode_attention_math)
+        self.attention = attention or ("sdpa" if not cuda else (os.environ.get("HARNESS_ENGINE_ATTN") or "sdpa"))
+        if self.attention not in ATTENTION:
+            raise ValueError(f"unknown attention kernel {self.attention!r}; one of {', '.join(ATTENTION)}")
         decode_attention, max_width = None, 0
         if self.attention == "triton":
             from harness.engine.triton_attention import MAX_WIDTH as max_width, decode_attention
+        elif self.attention == "math":
+            decode_attention = decode_attention_math
 
         def attn(*args):
             return attn_router(spec, *args, decode_attention=decode_attention, attention_max_width=max_width)
@@ -154,12 +173,20 @@ class FastStepModel:
         cache.length = 0
         return cache
 
+    def padded_length(self, prompt_len: int) -> int:
+        """The length a prompt pass runs at (:data:`PROMPT_BUCKET`; the prompt itself without padding)."""
+        b = self.prompt_bucket
+        return -(-int(prompt_len) // b) * b if b else int(prompt_len)
+
     def prefill(self, batch, attention_mask, position_ids, cache: EngineCache, timer):
         emb = self.hf.embed_inputs(batch, timer)
         with timer.region("lm_prefill"):
             n, t = emb.shape[:2]
-            cols = torch.arange(t, device=self.device)
-            logits = self._forward(emb, attention_mask, position_ids, cols, cache, rows=n)
+            if self.prompt_bucket:
+                logits = self._padded_prefill(emb, attention_mask, position_ids, cache)
+            else:
+                cols = torch.arange(t, device=self.device)
+                logits = self._forward(emb, attention_mask, position_ids, cols, cache, rows=n)
         cache.length = t
         return logits
 
@@ -174,7 +201,7 @@ class FastStepModel:
         return out
 
     # -- the forward pass ---------------------------------------------------------------------
-    def _forward(self, x, mask, positions, cols, cache: EngineCache, rows: int):
+    def _forward(self, x, mask, positions, cols, cache: EngineCache, rows: int, last=None):
         ks = self._top_k()
         s = self.spec
         cos, sin = rope_cos_sin(positions, self.w.inv_freq, s.rope_scaling, self.dtype)
@@ -196,7 +223,42 @@ class FastStepModel:
             topv, topi = route(self.moe_kernel, s, logits, self._kt[i], self.dtype)
             parts = run_moe(kernel, h2, topv, topi, ks[i], self._kt[i], bw.w13, bw.w2, parts_dtype)
         x = add_expert_parts(x, parts)
-        return F.linear(rms_norm(x[:, -1], self.w.norm, s.eps), self.w.lm_head)
+        x = x[:, -1] if last is None else x.index_select(1, last)[:, 0]  # the last real token
+        return F.linear(rms_norm(x, self.w.norm, s.eps), self.w.lm_head)
+
+    def _padded_prefill(self, emb, mask, positions, cache: EngineCache):
+        """The prompt pass at :meth:`padded_length`, through per-(rows, length) input buffers; on
+        CUDA replayed from a graph per (active blocks, rows, padded length, cache width)."""
+        n, t, hid = emb.shape
+        length = min(self.padded_length(t), cache.width)
+        key = ("prefill", n, length)
+        bufs = cache.graph_inputs.get(key)
+        if bufs is None:
+            dev = self.device
+            bufs = cache.graph_inputs[key] = dict(
+                emb=torch.zeros((n, length, hid), dtype=emb.dtype, device=dev),
+                pos=torch.zeros((n, length), dtype=torch.long, device=dev),
+                mask=torch.zeros((n, cache.width), dtype=torch.long, device=dev),
+                cols=torch.arange(length, device=dev), last=torch.zeros((1,), dtype=torch.long, device=dev))
+        # the padding's embeddings and positions are whatever an earlier prompt left (finite, never
+        # seen by a real token); its mask columns are zero
+        bufs["emb"][:, :t].copy_(emb)
+        bufs["pos"][:, :t].copy_(positions)
+        m = min(mask.shape[1], cache.width)
+        if m < cache.width:
+            bufs["mask"][:, m:].zero_()
+        bufs["mask"][:, :m].copy_(mask[:, :m])
+        bufs["last"].fill_(t - 1)
+
+        def body():
+            return self._forward(bufs["emb"], bufs["mask"], bufs["pos"], bufs["cols"], cache, rows=n, last=bufs["last"])
+
+        if not self.prefill_graphs:
+            return body()
+        self._top_k()
+        graph, out = self._graphs.get(("prefill", tuple(self.switch.active), n, length, cache.rows, cache.width), body)
+        graph.replay()
+        return out.clone()
 
     def _replay(self, tokens, mask, positions, cache: EngineCache):
         n, rows = tokens.shape[0], cache.rows

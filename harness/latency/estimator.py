@@ -72,18 +72,20 @@ class LinearEstimator(LatencyEstimator):
     batch_aware = True
 
     def __init__(self, prefill_coef: Sequence[float], decode_coef: Sequence[float], *, name: str = "builtin",
-                 n_experts: int = DEFAULT_N_EXPERTS, meta: dict | None = None, path: str | None = None):
+                 n_experts: int = DEFAULT_N_EXPERTS, meta: dict | None = None, path: str | None = None,
+                 prompt_bucket: int = 0):
         self.prefill_coef = np.asarray(prefill_coef, dtype=float)
         self.decode_coef = np.asarray(decode_coef, dtype=float)
         if self.prefill_coef.shape != (len(PREFILL_FEATURES),) or self.decode_coef.shape != (len(DECODE_FEATURES),):
             raise HarnessError(f"estimator fit '{path or name}' has the wrong number of coefficients; re-run `harness profile`")
         self.name = name
         self.n_experts = int(n_experts)
+        self.prompt_bucket = int(prompt_bucket or 0)  # the measured engine pads prompt passes to this (features.padded)
         self.meta = dict(meta or {})
         self.path = path
 
     def prefill_ms(self, vision, text, blocks, top_k, batch=1) -> np.ndarray:
-        X = prefill_features(vision, text, blocks, top_k, self.n_experts, batch)
+        X = prefill_features(vision, text, blocks, top_k, self.n_experts, batch, self.prompt_bucket)
         return np.maximum(X @ self.prefill_coef, self.MIN_MS)
 
     def decode_step_ms(self, vision, text, blocks, top_k, position, batch=1) -> np.ndarray:
@@ -120,8 +122,8 @@ class FittedEstimator(LinearEstimator):
         return [int(b) for b in self.meta.get("batch_buckets") or [1]]
 
     def to_dict(self) -> dict:
-        skip = ("format", "name", "n_experts", "prefill", "decode_per_token")
-        return {"format": FORMAT, "name": self.name, "n_experts": self.n_experts,
+        skip = ("format", "name", "n_experts", "prompt_bucket", "prefill", "decode_per_token")
+        return {"format": FORMAT, "name": self.name, "n_experts": self.n_experts, "prompt_bucket": self.prompt_bucket,
                 "prefill": {"features": list(PREFILL_FEATURES), "coef": self.prefill_coef.tolist()},
                 "decode_per_token": {"features": list(DECODE_FEATURES), "coef": self.decode_coef.tolist()},
                 **{k: v for k, v in self.meta.items() if k not in skip}}
@@ -146,7 +148,8 @@ class FittedEstimator(LinearEstimator):
                 raise HarnessError(f"estimator fit '{path}' uses other features than this harness version; re-run `harness profile`")
             meta = {k: v for k, v in d.items() if k not in ("prefill", "decode_per_token")}
             return cls(d["prefill"]["coef"], d["decode_per_token"]["coef"], name=d.get("name", Path(path).stem),
-                       n_experts=d.get("n_experts", DEFAULT_N_EXPERTS), meta=meta, path=str(path))
+                       n_experts=d.get("n_experts", DEFAULT_N_EXPERTS), meta=meta, path=str(path),
+                       prompt_bucket=int(d.get("prompt_bucket") or 0))
         except (KeyError, TypeError) as exc:
             raise HarnessError(f"estimator fit '{path}' is incomplete (missing {exc}); re-run `harness profile`")
 

@@ -10,6 +10,11 @@ A generate call on a batch of ``b`` left-padded prompts of ``L = vision + text``
   per-block overhead ``a``, expert weights read ``(a-1)*D(b)``, dense work ``a*b``, routed-expert
   work ``(a-1)*k*b``, attention over the KV cache ``a*b*(L+p)`` and ``b*(L+p)``.
 
+An engine that pads each prompt pass to a multiple of ``prompt_bucket`` tokens (the fast engine
+on CUDA: a CUDA graph per padded length) does the language model's prompt work on the padded
+length: with a bucket, ``L`` in the language-model columns is ``ceil(L / bucket) * bucket`` (the
+vision column stays ``b*v``). The fit records the bucket of the engine it measured.
+
 ``D(n) = E * (1 - (1 - k/E)^n)`` is the expected number of distinct experts that ``n`` tokens,
 each choosing ``k`` of ``E``, load in one block: at batch 1 a decode step reads ``k`` experts, at
 batch 32 with ``k = 8`` of 64 about 63 of them, which is why a batch's step costs far less than
@@ -47,9 +52,16 @@ def distinct_experts(n_tokens, top_k, n_experts: int = DEFAULT_N_EXPERTS):
     return e * (1.0 - np.power(np.clip(1.0 - k / e, 0.0, 1.0), n))
 
 
-def prefill_features(vision, text, blocks, top_k, n_experts: int = DEFAULT_N_EXPERTS, batch=1) -> np.ndarray:
+def padded(length, prompt_bucket: int = 0):
+    """Prompt length as an engine with ``prompt_bucket`` runs it (the length itself without one)."""
+    L = np.asarray(length, dtype=float)
+    return np.ceil(L / prompt_bucket) * prompt_bucket if prompt_bucket else L
+
+
+def prefill_features(vision, text, blocks, top_k, n_experts: int = DEFAULT_N_EXPERTS, batch=1,
+                     prompt_bucket: int = 0) -> np.ndarray:
     v, t, a, k, b = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (vision, text, blocks, top_k, batch)))
-    L = v + t
+    L = padded(v + t, prompt_bucket)
     moe = np.maximum(a - 1, 0)
     return np.stack([np.ones_like(L), b * v, a, a * b * L, moe * k * b * L, moe * distinct_experts(b * L, k, n_experts),
                      a * b * L * L / 1000.0, moe * k], axis=1)
@@ -136,7 +148,7 @@ def drop_interference(measurements: Sequence[Measurement], factor: float = INTER
     return keep
 
 
-def design(measurements: Sequence[Measurement], n_experts: int) -> tuple:
+def design(measurements: Sequence[Measurement], n_experts: int, prompt_bucket: int = 0) -> tuple:
     """Median-of-repeats rows: ``(Xp, yp, Xd, yd)`` for prefill and per-position decode steps."""
     groups: dict[tuple, list[Measurement]] = {}
     for m in drop_interference(measurements):
@@ -152,7 +164,7 @@ def design(measurements: Sequence[Measurement], n_experts: int) -> tuple:
             dec_rows.append(base + (p,))
             dec_y.append(float(np.median(vals)))
     P = np.asarray(pre_rows, dtype=float)
-    Xp = prefill_features(P[:, 0], P[:, 1], P[:, 2], P[:, 3], n_experts, P[:, 4])
+    Xp = prefill_features(P[:, 0], P[:, 1], P[:, 2], P[:, 3], n_experts, P[:, 4], prompt_bucket)
     if not dec_rows:
         return Xp, np.asarray(pre_y), None, None
     D = np.asarray(dec_rows, dtype=float)
@@ -161,12 +173,12 @@ def design(measurements: Sequence[Measurement], n_experts: int) -> tuple:
 
 
 def fit_coefficients(measurements: Sequence[Measurement], n_experts: int = DEFAULT_N_EXPERTS,
-                     nonneg: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                     nonneg: bool = False, prompt_bucket: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Prefill coefficients on one row per configuration and decode coefficients on one row per
     (configuration, position), each the median over repeats (interference dropped first)."""
     if not measurements:
         raise HarnessError("no latency measurements to fit; profile at least one configuration")
-    Xp, yp, Xd, yd = design(measurements, n_experts)
+    Xp, yp, Xd, yd = design(measurements, n_experts, prompt_bucket)
     coef_p = fit_weighted_lstsq(Xp, yp, nonneg=nonneg)
     coef_d = fit_weighted_lstsq(Xd, yd, nonneg=nonneg) if Xd is not None else np.zeros(len(DECODE_FEATURES))
     return coef_p, coef_d

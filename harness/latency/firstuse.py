@@ -36,6 +36,11 @@ def backend_key(backend, info, weights: str | None = None) -> FitKey:
                    experts_impl=str(getattr(backend, "experts_impl", None) or "eager"))
 
 
+def prompt_bucket_of(backend) -> int:
+    """The padding of prompt passes by the backend's engine (0: none), which a fit records."""
+    return int(getattr(getattr(backend, "step_model", None), "prompt_bucket", 0) or 0)
+
+
 def _bar(quiet: bool, total: int, budget: float):
     if quiet:
         return None, None
@@ -73,7 +78,8 @@ def quick_fit(backend, info, key: FitKey, batch_size: int = 1, seed: int = 0, bu
     from harness.environment import device_identity
 
     res = fit_and_report(ms, info, key, grid, repeats=1, seed=seed, holdout=0.0, quick=True, t0=t0,
-                         device_name=device_identity(str(backend.device))["name"], warmup=prof.warmup.summary())
+                         device_name=device_identity(str(backend.device))["name"], warmup=prof.warmup.summary(),
+                         prompt_bucket=prompt_bucket_of(backend))
     return res.estimator
 
 

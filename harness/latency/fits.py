@@ -156,7 +156,8 @@ def find_fit(key: FitKey, batch_size: int = 1) -> Lookup:
 # kernel choices an environment variable overrides: (variable, short name, engines it acts on, CUDA only);
 # harness.engine.variant appends the ones set to the engine name a fit is keyed by
 KERNEL_OVERRIDES = (("HARNESS_ENGINE_MOE", "moe", ("fast",), False), ("HARNESS_ENGINE_PREFILL_MOE", "prefill_moe", ("fast",), False),
-                    ("HARNESS_ENGINE_ATTN", "attn", ("fast",), True), ("HARNESS_CUDNN_SDPA", "cudnn", ("fast", "eager"), True))
+                    ("HARNESS_ENGINE_ATTN", "attn", ("fast",), True), ("HARNESS_CUDNN_SDPA", "cudnn", ("fast", "eager"), True),
+                    ("HARNESS_ENGINE_PREFILL_GRAPHS", "prefill_graphs", ("fast",), True))
 
 
 def variant_env(engine_variant: str) -> str:

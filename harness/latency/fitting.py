@@ -20,9 +20,10 @@ from harness.latency.measure import batch_bucket
 
 
 def fit_measurements(measurements: Sequence[Measurement], n_experts: int = DEFAULT_N_EXPERTS, name: str = "builtin",
-                     meta: dict | None = None, nonneg: bool = False) -> FittedEstimator:
-    coef_p, coef_d = fit_coefficients(measurements, n_experts, nonneg)
-    return FittedEstimator(coef_p, coef_d, name=name, n_experts=n_experts, meta=meta)
+                     meta: dict | None = None, nonneg: bool = False, prompt_bucket: int = 0) -> FittedEstimator:
+    """``prompt_bucket``: the measured engine's padding of prompt passes (:func:`harness.latency.features.padded`)."""
+    coef_p, coef_d = fit_coefficients(measurements, n_experts, nonneg, prompt_bucket)
+    return FittedEstimator(coef_p, coef_d, name=name, n_experts=n_experts, meta=meta, prompt_bucket=prompt_bucket)
 
 
 def split_heldout(measurements: Sequence[Measurement], frac: float = 0.25, seed: int = 0):
@@ -33,7 +34,7 @@ def split_heldout(measurements: Sequence[Measurement], frac: float = 0.25, seed:
     return ([m for m in measurements if m.config_key not in held], [m for m in measurements if m.config_key in held])
 
 
-def choose_constraint(measurements: Sequence[Measurement], n_experts: int, seed: int) -> bool:
+def choose_constraint(measurements: Sequence[Measurement], n_experts: int, seed: int, prompt_bucket: int = 0) -> bool:
     """Unconstrained or non-negative coefficients, whichever predicts single measurements of
     configurations held out of ``measurements`` (an inner split, never the reported held-out set)
     better; non-negative when there are too few configurations to tell."""
@@ -42,7 +43,7 @@ def choose_constraint(measurements: Sequence[Measurement], n_experts: int, seed:
         return True
     err = {}
     for nonneg in (False, True):
-        r = evaluate(fit_measurements(inner_train, n_experts=n_experts, nonneg=nonneg), inner_test)
+        r = evaluate(fit_measurements(inner_train, n_experts=n_experts, nonneg=nonneg, prompt_bucket=prompt_bucket), inner_test)
         err[nonneg] = r["total"]["mape"] if r.get("total") and r["total"]["mape"] is not None else float("inf")
     return err[True] <= err[False]
 
@@ -60,15 +61,16 @@ class ProfileResult:
 
 def fit_and_report(ms: list[Measurement], info, key, grid: Grid, *, repeats: int, seed: int = 0,
                    holdout: float = 0.25, quick: bool = False, device_name: str = "", t0: float | None = None,
-                   warmup: dict | None = None) -> ProfileResult:
-    """Fit and evaluate measurements (fresh, or saved raw measurements re-fitted)."""
+                   warmup: dict | None = None, prompt_bucket: int = 0) -> ProfileResult:
+    """Fit and evaluate measurements (fresh, or saved raw measurements re-fitted); ``prompt_bucket``:
+    the measured engine's padding of prompt passes (``step_model.prompt_bucket``; 0 = none)."""
     if not ms:
         raise HarnessError("no latency measurements to fit; profile at least one configuration")
     t0 = time.perf_counter() if t0 is None else t0
     n_experts = int(getattr(info, "n_experts", None) or DEFAULT_N_EXPERTS)
     train, test = split_heldout(ms, holdout, seed)
-    nonneg = choose_constraint(train or ms, n_experts, seed)
-    fit_train = fit_measurements(train or ms, n_experts=n_experts, nonneg=nonneg)
+    nonneg = choose_constraint(train or ms, n_experts, seed, prompt_bucket)
+    fit_train = fit_measurements(train or ms, n_experts=n_experts, nonneg=nonneg, prompt_bucket=prompt_bucket)
     single = evaluate(fit_train, test) if test else {}
     single["n_configs"] = len({m.config_key for m in test})
     single["ground_truth"] = "single measurements of configurations held out of the fit"
@@ -77,7 +79,7 @@ def fit_and_report(ms: list[Measurement], info, key, grid: Grid, *, repeats: int
         medians["ground_truth"] = "median of the repeats of each held-out (configuration, output length)"
     by_config = evaluate_by_config(fit_train, test) if test else []
     noise = measurement_noise(ms)
-    full = fit_measurements(ms, n_experts=n_experts, nonneg=nonneg)
+    full = fit_measurements(ms, n_experts=n_experts, nonneg=nonneg, prompt_bucket=prompt_bucket)
     seconds = time.perf_counter() - t0
     full.meta = {
         "key": key.to_dict(), "model": key.model, "device": key.device, "device_name": device_name,
@@ -114,6 +116,7 @@ def save_profile(result: ProfileResult, path) -> tuple[Path, Path]:
     result.estimator.meta["measurements_file"] = raw.name
     atomic_write_json(raw, {"model": result.estimator.meta.get("model"), "key": result.estimator.meta.get("key"),
                             "device_name": result.estimator.meta.get("device_name"),
+                            "prompt_bucket": result.estimator.prompt_bucket,
                             "grid": result.grid.to_dict() if result.grid else None,
                             "measurements": [m.to_dict() for m in result.measurements]})
     result.estimator.save(path)
