@@ -34,11 +34,11 @@ GOAL = {"mape_total": 0.05, "within_10pct": 0.90, "mape_prefill": 0.08, "mape_de
 def ensure_fit(args, backend, info) -> dict:
     """The fit for the runs' mode: found, or made now by `harness profile` (a subprocess, same mode)."""
     from harness.backends import model_fingerprint
-    from harness.latency.firstuse import backend_key
+    from harness.latency.firstuse import backend_key, prompt_bucket_of
     from harness.latency.fits import find_fit
 
     key = backend_key(backend, info, model_fingerprint(args.model))
-    look = find_fit(key, 1)
+    look = find_fit(key, 1, prompt_bucket_of(backend))
     if look.path is None or args.reprofile:
         cmd = [sys.executable, "-m", "harness", "profile", "--model", args.model, "--device", args.device,
                "--dtype", args.dtype, "--engine", args.engine, "--repeats", str(args.repeats), "--quiet", "--json"]
@@ -53,7 +53,7 @@ def ensure_fit(args, backend, info) -> dict:
             raise SystemExit(f"harness profile failed:\n{proc.stderr[-3000:]}")
         out = json.loads(proc.stdout)
         out["profile_wall_s"] = round(time.perf_counter() - t0, 1)
-        look = find_fit(key, 1)
+        look = find_fit(key, 1, prompt_bucket_of(backend))
         if look.path is None:
             raise SystemExit(f"harness profile wrote {out.get('fit')} but no fit matches the runs' mode {key.describe()}")
     fit = json.loads(Path(look.path).read_text())

@@ -41,6 +41,10 @@ def test_a_fit_is_found_only_for_its_own_mode():
     look = find_fit(key, 8)  # profiled at batch 1 only
     assert look.path is None and look.near[0][1] == ["batch bucket"]
     assert "batch bucket" in look.why_not(8)
+    # measured on an engine that did not pad prompt passes: not the fit of one that pads to 64 tokens
+    assert find_fit(key, 1, 0).path == path
+    look = find_fit(key, 1, 64)
+    assert look.path is None and "prompt padding" in look.why_not(1)
 
 
 @pytest.fixture

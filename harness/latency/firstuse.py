@@ -90,7 +90,7 @@ def resolve(pending, backend, info, *, model_spec: str | None = None, weights: s
     from harness.latency.roofline import roofline_estimator
 
     key = backend_key(backend, info, weights)
-    look = find_fit(key, batch_size)
+    look = find_fit(key, batch_size, prompt_bucket_of(backend))
     if look.path is not None:
         est = FittedEstimator.load(look.path)
         pending.fitted = est

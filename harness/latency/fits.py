@@ -112,14 +112,15 @@ def _fit_files():
             yield from sorted(p for p in folder.glob("*.json") if not p.name.endswith(".measurements.json"))
 
 
-def read_key(path: Path) -> tuple[FitKey | None, list[int]]:
+def read_key(path: Path) -> tuple[FitKey | None, list[int], int]:
+    """(key, batch buckets, prompt bucket: the padding of prompt passes by the measured engine)."""
     try:
         d = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None, []
+        return None, [], 0
     if not isinstance(d, dict):
-        return None, []
-    return FitKey.from_dict(d.get("key")), [int(b) for b in d.get("batch_buckets") or [1]]
+        return None, [], 0
+    return FitKey.from_dict(d.get("key")), [int(b) for b in d.get("batch_buckets") or [1]], int(d.get("prompt_bucket") or 0)
 
 
 @dataclass
@@ -134,18 +135,21 @@ class Lookup:
         return f"{path.name} is for another {', '.join(diff)}"
 
 
-def find_fit(key: FitKey, batch_size: int = 1) -> Lookup:
-    """The fit for ``key`` covering ``batch_size``'s bucket: the user cache first, then the shipped
-    fits. Fits of the same model for another mode are returned as near misses (for the message)."""
+def find_fit(key: FitKey, batch_size: int = 1, prompt_bucket: int | None = None) -> Lookup:
+    """The fit for ``key`` covering ``batch_size``'s bucket (and, when given, measured on an engine
+    that pads prompt passes to ``prompt_bucket`` tokens, 0 = not at all): the user cache first, then
+    the shipped fits. Fits of the same model for another mode are returned as near misses (for the
+    message)."""
     from harness.latency.measure import batch_bucket
 
     bucket = batch_bucket(batch_size)
     near = []
     for path in _fit_files():
-        k, buckets = read_key(path)
+        k, buckets, padding = read_key(path)
         if k is None or k.model != key.model:
             continue
         diff = key.differences(k) + ([] if bucket in buckets else ["batch bucket"])
+        diff += [] if prompt_bucket is None or padding == prompt_bucket else ["prompt padding (an older engine)"]
         if not diff:
             return Lookup(path, near)
         near.append((path, diff))
