@@ -69,7 +69,8 @@ def test_prompts_padded_to_a_bucket_give_the_eager_tokens(family):
 
 def test_decode_attention_written_as_reductions_matches_and_gives_the_eager_tokens():
     """The ``math`` decode attention (products and reductions the compiler fuses) against PyTorch's
-    attention, grouped-query heads and a masked, left-padded cache; then end to end."""
+    attention, grouped-query heads and a masked, left-padded cache; then end to end, with the
+    decode step's products also written as reductions (``gemv="all"``)."""
     import torch.nn.functional as F
 
     from harness.engine.block import attention_bias, decode_attention_math
@@ -85,7 +86,7 @@ def test_decode_attention_written_as_reductions_matches_and_gives_the_eager_toke
                                               attn_mask=bias, scale=D ** -0.5)
         assert torch.allclose(decode_attention_math(q, kc, vc, bias, D ** -0.5), want, atol=1e-5)
     eager, fast = _pair("olmoe", IMPORTANCE)
-    fast.step_model = FastStepModel(fast.step_model.hf, fast.switch, attention="math", prompt_bucket=16)
+    fast.step_model = FastStepModel(fast.step_model.hf, fast.switch, attention="math", prompt_bucket=16, gemv="all")
     fast.decoder = Decoder(fast.step_model, static_cache=True)
     reqs = _requests("olmoe")
     for knobs in ("6,4", "5,1"):
@@ -223,7 +224,7 @@ def test_the_run_records_what_executed_it():
     """``summary.json``'s ``engine_settings``: the engine and the kernels that produced its latencies."""
     _, fast = _pair("olmoe")
     assert fast.engine_settings == {"engine": "fast", "variant": "fast", "moe_kernel": "loop", "prefill_kernel": "loop", "attention": "sdpa",
-                                    "cuda_graphs": False, "prefill_graphs": False, "prompt_bucket": 0,
+                                    "gemv": "library", "cuda_graphs": False, "prefill_graphs": False, "prompt_bucket": 0,
                                     "compile_backend": "eager"}
 
 

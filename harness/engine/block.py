@@ -70,8 +70,18 @@ def decode_attention_math(q, kc, vc, bias, scale: float):
     return out.reshape(B, H, 1, D).to(q.dtype)
 
 
+def gemv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``F.linear(x, w)`` for a few rows written as a product and a float32 sum, which the compiler
+    turns into one reduction kernel (and can fuse with what produced ``x``) instead of a library
+    matrix product, whose fixed cost dominates at one row."""
+    return (x[..., None, :].float() * w.float()).sum(-1).to(x.dtype)
+
+
+GEMV = ("library", "router", "all")  # which decode-step products run as gemv(): none, the router, all three
+
+
 def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv, wo, ln2, router, *qk, decode_attention=None,
-                attention_max_width: int = 0):
+                attention_max_width: int = 0, decode_gemv: str = "library"):
     """One block up to the experts. ``x`` [B, T, H] and ``parts`` (the previous block's expert
     outputs, :func:`add_expert_parts`; zeros for the first block); ``kc``/``vc`` [B, kvH, W, D]
     (written at ``cols``); ``bias`` [B, 1, T, W] (:func:`attention_bias`); ``wqkv`` the q, k and v
@@ -79,12 +89,15 @@ def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv,
     normalised input of the experts [B*T, H], router logits [B*T, E]); :func:`route` (or the
     Triton kernel of the same contract) turns the logits into routing weights and expert ids.
     ``decode_attention`` (:mod:`harness.engine.triton_attention`), when given, replaces PyTorch's
-    attention for single-query steps over caches up to ``attention_max_width`` columns (0: any)."""
+    attention for single-query steps over caches up to ``attention_max_width`` columns (0: any).
+    ``decode_gemv`` (:data:`GEMV`): which products of a single-token step run as :func:`gemv`."""
     x = add_expert_parts(x, parts)
     B, T, _ = x.shape
     H, KV, D = spec.heads, spec.kv_heads, spec.head_dim
+    lin_all = F.linear if T > 1 or decode_gemv != "all" else gemv
+    lin_router = F.linear if T > 1 or decode_gemv == "library" else gemv
     h = rms_norm(x, ln1, spec.eps)
-    q, k, v = F.linear(h, wqkv).split((H * D, KV * D, KV * D), dim=-1)
+    q, k, v = lin_all(h, wqkv).split((H * D, KV * D, KV * D), dim=-1)
     if spec.qk_norm == "full":
         q, k = rms_norm(q, qk[0], spec.eps), rms_norm(k, qk[1], spec.eps)
     if spec.clip_qkv is not None:
@@ -108,9 +121,9 @@ def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv,
         if KV != H:
             keys, vals = keys.repeat_interleave(H // KV, dim=1), vals.repeat_interleave(H // KV, dim=1)
         a = F.scaled_dot_product_attention(q, keys, vals, attn_mask=bias, scale=D ** -0.5)
-    x = x + F.linear(a.transpose(1, 2).reshape(B, T, H * D), wo)
+    x = x + lin_all(a.transpose(1, 2).reshape(B, T, H * D), wo)
     h2 = rms_norm(x, ln2, spec.eps).view(B * T, -1)
-    return x, h2, F.linear(h2, router)
+    return x, h2, lin_router(h2, router)
 
 
 def route(spec: LMSpec, logits: torch.Tensor, top_k: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from harness.engine.block import (add_expert_parts, allowed_mask, attention_bias, attn_router, decode_attention_math, rms_norm,
-                                  rope_cos_sin)
+from harness.engine.block import (GEMV, add_expert_parts, allowed_mask, attention_bias, attn_router, decode_attention_math,
+                                  rms_norm, rope_cos_sin)
 from harness.engine.moe import KERNELS, parts_format, route, run_moe
 from harness.engine.weights import extract
 
@@ -93,7 +93,8 @@ class FastStepModel:
     name = "fast"
 
     def __init__(self, hf_step, switch, compile_backend: str | None = "auto", moe_kernel: str | None = None,
-                 cuda_graphs: bool | None = None, prompt_bucket: int | None = None, attention: str | None = None):
+                 cuda_graphs: bool | None = None, prompt_bucket: int | None = None, attention: str | None = None,
+                 gemv: str | None = None):
         self.hf = hf_step
         self.switch = switch
         self.w = extract(hf_step.lm, hf_step.lm_head, switch.all_blocks)
@@ -133,8 +134,14 @@ class FastStepModel:
         elif self.attention == "math":
             decode_attention = decode_attention_math
 
+        # decode-step products: library GEMVs (default) or compiler reductions (HARNESS_ENGINE_GEMV=router|all)
+        self.gemv = gemv or (os.environ.get("HARNESS_ENGINE_GEMV") if cuda else None) or "library"
+        if self.gemv not in GEMV:
+            raise ValueError(f"unknown decode GEMV choice {self.gemv!r}; one of {', '.join(GEMV)}")
+
         def attn(*args):
-            return attn_router(spec, *args, decode_attention=decode_attention, attention_max_width=max_width)
+            return attn_router(spec, *args, decode_attention=decode_attention, attention_max_width=max_width,
+                               decode_gemv=self.gemv)
 
         if compile_backend:
             import torch.fx.experimental._config as fx_config

@@ -161,7 +161,8 @@ def find_fit(key: FitKey, batch_size: int = 1, prompt_bucket: int | None = None)
 # harness.engine.variant appends the ones set to the engine name a fit is keyed by
 KERNEL_OVERRIDES = (("HARNESS_ENGINE_MOE", "moe", ("fast",), False), ("HARNESS_ENGINE_PREFILL_MOE", "prefill_moe", ("fast",), False),
                     ("HARNESS_ENGINE_ATTN", "attn", ("fast",), True), ("HARNESS_CUDNN_SDPA", "cudnn", ("fast", "eager"), True),
-                    ("HARNESS_ENGINE_PREFILL_GRAPHS", "prefill_graphs", ("fast",), True))
+                    ("HARNESS_ENGINE_PREFILL_GRAPHS", "prefill_graphs", ("fast",), True),
+                    ("HARNESS_ENGINE_GEMV", "gemv", ("fast",), True))
 
 
 def variant_env(engine_variant: str) -> str:
