@@ -140,7 +140,9 @@ class Backend:
         tier = self.resolve_tier(tier)
         batch, n_text, n_vision = self._prepare(list(requests), tier)
         if self.device.type == "cuda":
-            key = (self.active_blocks, self.switch.top_k, self.decoder.shape_key(batch, max_new_tokens))
+            # the fast engine's graphs and compiled code serve every top_k: only shapes and blocks are new
+            top_k = None if self.engine == "fast" else self.switch.top_k
+            key = (self.active_blocks, top_k, self.decoder.shape_key(batch, max_new_tokens))
             if key not in self._warm:  # warm-up (and compilation) outside the timed call
                 self.decoder.run(batch, max_new_tokens, self.eos_token_ids, self.pad_token_id, Timer(str(self.device), enabled=False))
                 self._warm.add(key)
