@@ -150,6 +150,11 @@ def main(argv=None):
     ap.add_argument("--prompt-tokens", type=int, default=700)
     ap.add_argument("--decode-tokens", type=int, default=32)
     ap.add_argument("--reps", type=int, default=4)
+    ap.add_argument("--fast-variants", default="",
+                    help="also measure the fast engine with kernel overrides, on the same weights and lease: "
+                         "'VAR=value,VAR=value;VAR=value' (one variant per ';')")
+    ap.add_argument("--variant-configs", default="16,8;12,4", help="configs measured on each variant (batch 1)")
+    ap.add_argument("--variant-batch32-configs", default="16,8", help="configs measured on each variant at batch 32")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -176,6 +181,18 @@ def main(argv=None):
         backends[name] = rm.RandomMolmoeBackend(lm, vision, info, settings, args.device, dtype, IMPORTANCE, engine=name,
                                                 experts_impl="grouped_mm")
         env[f"{name}_engine_setup_s"] = round(time.time() - ts, 2)
+    variants = {}
+    for spec in split(args.fast_variants):
+        assigns = dict(a.split("=", 1) for a in spec.split(",") if "=" in a)
+        saved = {k: os.environ.get(k) for k in assigns}
+        os.environ.update(assigns)
+        try:  # the overrides are read when the engine is built (and name its variant)
+            b = rm.RandomMolmoeBackend(lm, vision, info, settings, args.device, dtype, IMPORTANCE, engine="fast",
+                                       experts_impl="grouped_mm")
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        backends[b.engine_variant] = variants[b.engine_variant] = b
     print(f"model built in {time.time() - t0:.1f}s", flush=True)
     from PIL import Image
 
@@ -199,7 +216,7 @@ def main(argv=None):
             ts = time.time()
             pre, dec = measure(backend, args.prompt_tokens, args.decode_tokens, args.reps, batch)
             row.update(prefill_ms=round(pre, 2), decode_ms_per_step=round(dec, 3), wall_s=round(time.time() - ts, 1))
-            replay = prefill_replay_ms(backend, batch) if cuda and engine == "fast" else None
+            replay = prefill_replay_ms(backend, batch) if cuda and engine.startswith("fast") else None
             if replay is not None:
                 row["lm_prefill_graph_ms"] = round(replay, 2)
             if bw and batch == 1:
@@ -214,9 +231,13 @@ def main(argv=None):
         print(json.dumps(row), flush=True)
 
     for engine in backends:
-        for cfg in split(args.configs) if engine == "fast" else split(args.eager_configs):
+        if engine in variants:
+            variants[engine].generate([GenRequest(prompt_of(120))], 4)  # its compilation and first capture
+            env[f"{engine}_settings"] = variants[engine].engine_settings
+        configs = {"fast": args.configs, "eager": args.eager_configs}.get(engine, args.variant_configs)
+        for cfg in split(configs):
             record(engine, cfg, 1)
-        for cfg in split(args.batch32_configs):
+        for cfg in split(args.variant_batch32_configs if engine in variants else args.batch32_configs):
             record(engine, cfg, 32)
         try:
             backends[engine].apply_knobs("16,8")
