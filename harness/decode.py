@@ -124,15 +124,17 @@ class Decoder:
 
     def shape_key(self, batch: PreparedBatch, max_new_tokens: int):
         """The shapes a static-cache model specialises on: (cache rows, width, batch size, length of
-        the prompt pass); None without a static cache. The prompt pass's length is the model's
-        ``padded_length`` of the prompt (its own length for models that do not pad)."""
+        the prompt pass, image input shape); None without a static cache. The prompt pass's length
+        is the model's ``padded_length`` of the prompt (its own length for models that do not pad)."""
         if not self.static_cache:
             return None
         prompt = batch.input_ids.shape[1]
         total = prompt + max(1, int(max_new_tokens))
         rows = getattr(self.model, "rows_for", lambda n: n)(batch.batch_size)
         padded = getattr(self.model, "padded_length", lambda n: n)(prompt)
-        return rows, -(-total // STATIC_BUCKET) * STATIC_BUCKET, batch.batch_size, padded
+        pixels = batch.extras.get("pixel_values")
+        return (rows, -(-total // STATIC_BUCKET) * STATIC_BUCKET, batch.batch_size, padded,
+                None if pixels is None else tuple(pixels.shape))
 
     def run(self, batch: PreparedBatch, max_new_tokens: int, eos_token_ids, pad_token_id: int,
             timer: Timer | None = None) -> DecodeResult:

@@ -224,7 +224,7 @@ def test_the_run_records_what_executed_it():
     """``summary.json``'s ``engine_settings``: the engine and the kernels that produced its latencies."""
     _, fast = _pair("olmoe")
     assert fast.engine_settings == {"engine": "fast", "variant": "fast", "moe_kernel": "loop", "prefill_kernel": "loop", "attention": "sdpa",
-                                    "gemv": "library", "cuda_graphs": False, "prefill_graphs": False, "prompt_bucket": 0,
+                                    "gemv": "library", "cuda_graphs": False, "prefill_graphs": False, "vision_graphs": False, "prompt_bucket": 0,
                                     "compile_backend": "eager"}
 
 
@@ -244,3 +244,46 @@ def test_a_kernel_override_is_another_execution_mode_for_latency_fits(monkeypatc
     assert cmd.startswith("HARNESS_ENGINE_MOE=grouped_mm harness profile") and "--engine fast" in cmd
     monkeypatch.delenv("HARNESS_ENGINE_MOE")
     assert backend_key(_pair("olmoe")[1], fast.info, "abc").engine == "fast"
+
+
+def test_graphed_vision_replays_per_shape_and_runs_eagerly_where_capture_fails(capsys):
+    """The fast engine's vision encoder and projector replay (CUDA only; here the graph store is a
+    stand-in): one capture per input shape, the new input copied into the captured one; a shape
+    whose capture raises runs eagerly, with one warning."""
+    from harness.engine.step import _GraphedVision
+
+    class Vision:
+        def features(self, x):
+            return x * 2
+
+        def project(self, x):
+            return x + 1
+
+    class Graphs:
+        def __init__(self, fail):
+            self.fail, self.captured, self.replays = fail, {}, 0
+
+        def get(self, key, body):
+            if self.fail:
+                raise RuntimeError("operation not permitted when stream is capturing")
+            if key not in self.captured:
+                out = body()
+                store = self
+
+                class G:
+                    def replay(self, body=body, out=out):
+                        store.replays += 1
+                        out.copy_(body())
+
+                self.captured[key] = (G(), out)
+            return self.captured[key]
+
+    graphs = Graphs(fail=False)
+    v = _GraphedVision(Vision(), graphs)
+    for x in (torch.ones(2, 3), torch.full((2, 3), 5.0), torch.ones(4, 3)):
+        assert torch.equal(v.project(v.features(x)), x * 2 + 1)
+    assert len(graphs.captured) == 4 and graphs.replays == 6  # (features, project) x two shapes
+    broken = _GraphedVision(Vision(), Graphs(fail=True))
+    for _ in range(2):
+        assert torch.equal(broken.features(torch.ones(2, 3)), torch.full((2, 3), 2.0))
+    assert capsys.readouterr().err.count("could not be captured") == 1

@@ -172,16 +172,19 @@ class HFStepModel:
     def make_cache(self, batch_size, max_len, static):
         return make_hf_cache(self.text_config, batch_size, max_len, static, self.device, self.dtype)
 
-    def embed_inputs(self, batch: PreparedBatch, timer) -> torch.Tensor:
-        """Token embeddings with the image features scattered in (vision and projector timed apart)."""
+    def embed_inputs(self, batch: PreparedBatch, timer, vision=None) -> torch.Tensor:
+        """Token embeddings with the image features scattered in (vision and projector timed apart).
+        ``vision``: what runs ``features``/``project`` instead of the model's own modules (the fast
+        engine's graph replay of them)."""
         ids = batch.input_ids
         pixel_values = batch.extras.get("pixel_values")
         emb = self.embed(ids)
+        vision = vision or self.vision
         if self.vision is not None and pixel_values is not None:
             with timer.region("vision"):
-                feats = self.vision.features(pixel_values.to(self.device, self.dtype))
+                feats = vision.features(pixel_values.to(self.device, self.dtype))
             with timer.region("projector"):
-                img = self.vision.project(feats)
+                img = vision.project(feats)
             sel = (ids == self.vision.image_token_id).unsqueeze(-1)
             emb = emb.masked_scatter(sel, img.reshape(-1, img.shape[-1]).to(emb.dtype))
         return emb

@@ -87,6 +87,44 @@ class _Graphs:
         return entry
 
 
+class _GraphedVision:
+    """The vision encoder and projector of a model replayed from CUDA graphs, one per input shape
+    (crops per tier and batch), in the same timed regions: their latency is their GPU time, not
+    the host's launch of a few hundred kernels. A shape whose capture fails runs eagerly (with one
+    warning), so a vision tower that cannot be captured still runs."""
+
+    def __init__(self, vision, graphs: _Graphs):
+        self.vision, self.graphs = vision, graphs
+        self.inputs: dict = {}
+        self.failed: set = set()
+
+    def _replay(self, name: str, fn, x: torch.Tensor) -> torch.Tensor:
+        key = ("vision", name, tuple(x.shape), x.dtype)
+        if key in self.failed:
+            return fn(x)
+        static = self.inputs.get(key)
+        if static is None:
+            static = self.inputs[key] = torch.empty_like(x)
+        static.copy_(x)
+        try:
+            graph, out = self.graphs.get(key, lambda: fn(static))
+        except Exception as exc:  # noqa: BLE001 - any capture failure: run this shape eagerly
+            import sys
+
+            self.failed.add(key)
+            print(f"warning: the {name} of this model could not be captured in a CUDA graph ({type(exc).__name__}: "
+                  f"{str(exc)[:200]}); it runs eagerly", file=sys.stderr)
+            return fn(x)
+        graph.replay()
+        return out  # read before the next replay of this shape (the prompt pass consumes it)
+
+    def features(self, pixel_values):
+        return self._replay("vision encoder", self.vision.features, pixel_values)
+
+    def project(self, feats):
+        return self._replay("projector", self.vision.project, feats)
+
+
 class FastStepModel:
     """The fast engine for one loaded model (``hf_step``: :class:`harness.backends.hf.HFStepModel`)."""
 
@@ -151,6 +189,12 @@ class FastStepModel:
         self._attn = attn
         self._caches: dict = {}
         self._graphs = _Graphs() if self.cuda_graphs else None
+        # the vision encoder and projector: graph-replayed per input shape on CUDA unless
+        # HARNESS_ENGINE_VISION_GRAPHS=0
+        vision = getattr(hf_step, "vision", None)
+        self.vision_graphs = bool(self.cuda_graphs and vision is not None
+                                  and os.environ.get("HARNESS_ENGINE_VISION_GRAPHS", "") != "0")
+        self._vision = _GraphedVision(vision, self._graphs) if self.vision_graphs else None
         n = len(self.w.blocks)
         self._kt = torch.full((n, 1), spec.max_top_k, dtype=torch.int32, device=self.device)
         self._kt_host = [spec.max_top_k] * n
@@ -186,7 +230,7 @@ class FastStepModel:
         return -(-int(prompt_len) // b) * b if b else int(prompt_len)
 
     def prefill(self, batch, attention_mask, position_ids, cache: EngineCache, timer):
-        emb = self.hf.embed_inputs(batch, timer)
+        emb = self.hf.embed_inputs(batch, timer, self._vision)
         with timer.region("lm_prefill"):
             n, t = emb.shape[:2]
             if self.prompt_bucket:
