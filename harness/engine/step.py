@@ -314,7 +314,7 @@ class FastStepModel:
     def _replay(self, tokens, mask, positions, cache: EngineCache):
         n, rows = tokens.shape[0], cache.rows
         bufs = cache.graph_inputs
-        if not bufs:
+        if "tok" not in bufs:
             dev = self.device
             bufs.update(tok=torch.zeros((rows, 1), dtype=torch.long, device=dev),
                         pos=torch.zeros((rows, 1), dtype=torch.long, device=dev),
