@@ -45,10 +45,10 @@ def median(xs):
     return float(statistics.median(xs)) if xs else None
 
 
-def measure(backend, prompt_tokens, decode_tokens, reps, batch=1):
+def measure(backend, prompt_tokens, decode_tokens, reps, batch=1, decode_prompt_tokens=120):
     """(prefill ms median, decode ms/step median) at ``batch``, after the backend's warm-up."""
     long_req = [GenRequest(prompt_of(prompt_tokens))] * batch
-    short_req = [GenRequest(prompt_of(120))] * batch
+    short_req = [GenRequest(prompt_of(decode_prompt_tokens))] * batch
     backend.eos_token_ids = []  # random weights: never stop early
     pre, dec = [], []
     for _ in range(reps):
@@ -149,6 +149,8 @@ def main(argv=None):
     ap.add_argument("--batch32-configs", default="16,8;12,4", help="configs also measured at batch 32")
     ap.add_argument("--prompt-tokens", type=int, default=700)
     ap.add_argument("--decode-tokens", type=int, default=32)
+    ap.add_argument("--decode-prompt-tokens", type=int, default=120,
+                    help="prompt before the measured decode steps (2,000: a tier-high image's cache length)")
     ap.add_argument("--reps", type=int, default=4)
     ap.add_argument("--fast-variants", default="",
                     help="also measure the fast engine with kernel overrides, on the same weights and lease: "
@@ -214,7 +216,7 @@ def main(argv=None):
         try:
             backend.apply_knobs(cfg)
             ts = time.time()
-            pre, dec = measure(backend, args.prompt_tokens, args.decode_tokens, args.reps, batch)
+            pre, dec = measure(backend, args.prompt_tokens, args.decode_tokens, args.reps, batch, args.decode_prompt_tokens)
             row.update(prefill_ms=round(pre, 2), decode_ms_per_step=round(dec, 3), wall_s=round(time.time() - ts, 1))
             replay = prefill_replay_ms(backend, batch) if cuda and engine.startswith("fast") else None
             if replay is not None:
@@ -261,7 +263,7 @@ def main(argv=None):
     (out / "knobs_gpu.json").write_text(json.dumps({"env": env, "rows": rows, "agreement": agree}, indent=1))
     md = [f"# random:molmoe-1b knob latency per engine ({env['device']}, {args.dtype}, torch {env['torch']}, transformers {env['transformers']})", "",
           f"Prefill = {args.prompt_tokens}-token text prompt; decode = mean ms per step over {args.decode_tokens} tokens after a "
-          "120-token prompt; harness backend + decode loop, CUDA events, after the backend's warm-up. Floor = active weight bytes "
+          f"{args.decode_prompt_tokens}-token prompt; harness backend + decode loop, CUDA events, after the backend's warm-up. Floor = active weight bytes "
           f"per token / measured copy bandwidth ({env['copy_bandwidth_TBps']} TB/s); prefill floor = max(all weights once / "
           f"bandwidth, FLOPs / measured bf16 matmul rate {env['bf16_matmul_TFLOPs']} TFLOP/s).", "",
           f"Fast engine first call (compilation + graph capture, 120-token prompt): {env.get('fast_first_call_s')} s.", "",
