@@ -122,18 +122,22 @@ def matmul_rate(device) -> float | None:
 
 def agreement(fast, eager, configs, n_new=16):
     """Greedy tokens of the two engines on the same weights (bf16: small numeric differences may
-    flip near-ties), and the largest first-token logit difference."""
+    flip near-ties): four short prompts in one batch (a 256-column cache) and four long ones
+    (1,000 columns: the fast engine's long-cache attention), each batch left-padded."""
     rows = []
-    reqs = [GenRequest(prompt_of(60 + 37 * i)) for i in range(4)]
+    batches = {"short": [GenRequest(prompt_of(60 + 37 * i)) for i in range(4)],
+               "long": [GenRequest(prompt_of(700 + 90 * i)) for i in range(4)]}
     for cfg in configs:
-        res = {}
-        for b in (fast, eager):
-            b.apply_knobs(cfg)
-            b.eos_token_ids = []
-            res[b.engine] = b.generate_ids(reqs, n_new).tokens
-        same = sum(int(a == c) for x, y in zip(res["fast"], res["eager"]) for a, c in zip(x, y))
-        first = sum(int(x[0] == y[0]) for x, y in zip(res["fast"], res["eager"]))
-        rows.append({"knobs": cfg, "tokens_equal": f"{same}/{len(reqs) * n_new}", "first_token_equal": f"{first}/{len(reqs)}"})
+        for label, reqs in batches.items():
+            res = {}
+            for b in (fast, eager):
+                b.apply_knobs(cfg)
+                b.eos_token_ids = []
+                res[b.engine] = b.generate_ids(reqs, n_new).tokens
+            same = sum(int(a == c) for x, y in zip(res["fast"], res["eager"]) for a, c in zip(x, y))
+            first = sum(int(x[0] == y[0]) for x, y in zip(res["fast"], res["eager"]))
+            rows.append({"knobs": cfg, "prompts": label, "tokens_equal": f"{same}/{len(reqs) * n_new}",
+                         "first_token_equal": f"{first}/{len(reqs)}"})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -67,35 +67,6 @@ def test_prompts_padded_to_a_bucket_give_the_eager_tokens(family):
                 assert fast.generate_ids(batch, 5).tokens == eager.generate_ids(batch, 5).tokens, (bucket, knobs, len(batch))
 
 
-def test_decode_attention_written_as_reductions_matches_and_gives_the_eager_tokens():
-    """The ``math`` decode attention (products and reductions the compiler fuses) against PyTorch's
-    attention, grouped-query heads and a masked, left-padded cache; then end to end, with the
-    decode step's products also written as reductions (``gemv="all"``)."""
-    import torch.nn.functional as F
-
-    from harness.engine.block import attention_bias, decode_attention_math
-
-    torch.manual_seed(0)
-    for B, H, KV, W, D in ((1, 4, 4, 32, 16), (2, 4, 2, 48, 8)):
-        q, kc, vc = torch.randn(B, H, 1, D), torch.randn(B, KV, W, D), torch.randn(B, KV, W, D)
-        allowed = torch.zeros(B, 1, 1, W, dtype=torch.bool)
-        allowed[0, ..., :20] = True
-        allowed[-1, ..., 3:11] = True
-        bias = attention_bias(allowed, torch.float32)
-        want = F.scaled_dot_product_attention(q, kc.repeat_interleave(H // KV, 1), vc.repeat_interleave(H // KV, 1),
-                                              attn_mask=bias, scale=D ** -0.5)
-        assert torch.allclose(decode_attention_math(q, kc, vc, bias, D ** -0.5), want, atol=1e-5)
-    eager, fast = _pair("olmoe", IMPORTANCE)
-    fast.step_model = FastStepModel(fast.step_model.hf, fast.switch, attention="math", prompt_bucket=16, gemv="all")
-    fast.decoder = Decoder(fast.step_model, static_cache=True)
-    reqs = _requests("olmoe")
-    for knobs in ("6,4", "5,1"):
-        eager.apply_knobs(knobs)
-        fast.apply_knobs(knobs)
-        for batch in (reqs, reqs[1:]):
-            assert fast.generate_ids(batch, 6).tokens == eager.generate_ids(batch, 6).tokens, (knobs, len(batch))
-
-
 def test_tiers_change_nothing_but_the_prompt():
     eager, fast = _pair("llava_olmoe")
     reqs = _requests("llava_olmoe")
@@ -224,7 +195,7 @@ def test_the_run_records_what_executed_it():
     """``summary.json``'s ``engine_settings``: the engine and the kernels that produced its latencies."""
     _, fast = _pair("olmoe")
     assert fast.engine_settings == {"engine": "fast", "variant": "fast", "moe_kernel": "loop", "prefill_kernel": "loop", "attention": "sdpa",
-                                    "gemv": "library", "cuda_graphs": False, "prefill_graphs": False, "vision_graphs": False, "prompt_bucket": 0,
+                                    "cuda_graphs": False, "prefill_graphs": False, "vision_graphs": False, "prompt_bucket": 0,
                                     "compile_backend": "eager"}
 
 

@@ -57,31 +57,8 @@ def add_expert_parts(x: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
     return x + parts.sum(1).to(x.dtype).view(x.shape)
 
 
-def decode_attention_math(q, kc, vc, bias, scale: float):
-    """Attention of single queries ``q`` [B, H, 1, D] over the cache [B, kvH, W, D] with the additive
-    ``bias`` [B, 1, 1, W], written as products and reductions that the compiler fuses into a couple
-    of kernels (a library attention kernel for one query is mostly fixed cost). Float32 inside."""
-    B, H, _, D = q.shape
-    KV, W = kc.shape[1], kc.shape[2]
-    qg = q.reshape(B, KV, H // KV, 1, D).float()
-    s = (qg * kc[:, :, None].float()).sum(-1) * scale + bias.reshape(B, 1, 1, W).float()  # [B, KV, G, W]
-    p = torch.softmax(s, dim=-1)
-    out = (p[..., None] * vc[:, :, None].float()).sum(-2)  # [B, KV, G, D]
-    return out.reshape(B, H, 1, D).to(q.dtype)
-
-
-def gemv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``F.linear(x, w)`` for a few rows written as a product and a float32 sum, which the compiler
-    turns into one reduction kernel (and can fuse with what produced ``x``) instead of a library
-    matrix product, whose fixed cost dominates at one row."""
-    return (x[..., None, :].float() * w.float()).sum(-1).to(x.dtype)
-
-
-GEMV = ("library", "router", "all")  # which decode-step products run as gemv(): none, the router, all three
-
-
 def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv, wo, ln2, router, *qk, decode_attention=None,
-                attention_max_width: int = 0, decode_gemv: str = "library"):
+                attention_min_width: int = 0, attention_max_width: int = 0):
     """One block up to the experts. ``x`` [B, T, H] and ``parts`` (the previous block's expert
     outputs, :func:`add_expert_parts`; zeros for the first block); ``kc``/``vc`` [B, kvH, W, D]
     (written at ``cols``); ``bias`` [B, 1, T, W] (:func:`attention_bias`); ``wqkv`` the q, k and v
@@ -89,15 +66,13 @@ def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv,
     normalised input of the experts [B*T, H], router logits [B*T, E]); :func:`route` (or the
     Triton kernel of the same contract) turns the logits into routing weights and expert ids.
     ``decode_attention`` (:mod:`harness.engine.triton_attention`), when given, replaces PyTorch's
-    attention for single-query steps over caches up to ``attention_max_width`` columns (0: any).
-    ``decode_gemv`` (:data:`GEMV`): which products of a single-token step run as :func:`gemv`."""
+    attention for single-query steps over caches of ``attention_min_width`` to ``attention_max_width``
+    columns."""
     x = add_expert_parts(x, parts)
     B, T, _ = x.shape
     H, KV, D = spec.heads, spec.kv_heads, spec.head_dim
-    lin_all = F.linear if T > 1 or decode_gemv != "all" else gemv
-    lin_router = F.linear if T > 1 or decode_gemv == "library" else gemv
     h = rms_norm(x, ln1, spec.eps)
-    q, k, v = lin_all(h, wqkv).split((H * D, KV * D, KV * D), dim=-1)
+    q, k, v = F.linear(h, wqkv).split((H * D, KV * D, KV * D), dim=-1)
     if spec.qk_norm == "full":
         q, k = rms_norm(q, qk[0], spec.eps), rms_norm(k, qk[1], spec.eps)
     if spec.clip_qkv is not None:
@@ -110,7 +85,7 @@ def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv,
     k = k * cos + _rotate_half(k) * sin
     kc.index_copy_(2, cols, k)
     vc.index_copy_(2, cols, v)
-    if decode_attention is not None and T == 1 and (attention_max_width == 0 or kc.shape[2] <= attention_max_width):
+    if decode_attention is not None and T == 1 and attention_min_width <= kc.shape[2] <= attention_max_width:
         a = decode_attention(q.contiguous(), kc, vc, bias, D ** -0.5)
     elif T > 1 and B == 1:  # one prompt, no padding, empty cache: causal attention over its own keys (flash)
         if KV != H:
@@ -121,9 +96,9 @@ def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv,
         if KV != H:
             keys, vals = keys.repeat_interleave(H // KV, dim=1), vals.repeat_interleave(H // KV, dim=1)
         a = F.scaled_dot_product_attention(q, keys, vals, attn_mask=bias, scale=D ** -0.5)
-    x = x + lin_all(a.transpose(1, 2).reshape(B, T, H * D), wo)
+    x = x + F.linear(a.transpose(1, 2).reshape(B, T, H * D), wo)
     h2 = rms_norm(x, ln2, spec.eps).view(B * T, -1)
-    return x, h2, lin_router(h2, router)
+    return x, h2, F.linear(h2, router)
 
 
 def route(spec: LMSpec, logits: torch.Tensor, top_k: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:

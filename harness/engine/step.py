@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from harness.engine.block import (GEMV, add_expert_parts, allowed_mask, attention_bias, attn_router, decode_attention_math,
-                                  rms_norm, rope_cos_sin)
+from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_router, rms_norm, rope_cos_sin
 from harness.engine.moe import KERNELS, parts_format, route, run_moe
 from harness.engine.weights import extract
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-ATTENTION = ("sdpa", "triton", "math")  # decode attention kernels
+ATTENTION = ("auto", "sdpa", "triton")  # decode attention: by cache width, PyTorch's, the Triton split-KV kernels
+TRITON_ATTENTION_MIN_WIDTH = 512  # auto: PyTorch's attention below this many cache columns, Triton's from it
 PROMPT_BUCKET = 64  # prompt passes are padded to a multiple of this many tokens (CUDA graphs)
 
 
@@ -131,8 +131,7 @@ class FastStepModel:
     name = "fast"
 
     def __init__(self, hf_step, switch, compile_backend: str | None = "auto", moe_kernel: str | None = None,
-                 cuda_graphs: bool | None = None, prompt_bucket: int | None = None, attention: str | None = None,
-                 gemv: str | None = None):
+                 cuda_graphs: bool | None = None, prompt_bucket: int | None = None, attention: str | None = None):
         self.hf = hf_step
         self.switch = switch
         self.w = extract(hf_step.lm, hf_step.lm_head, switch.all_blocks)
@@ -160,26 +159,23 @@ class FastStepModel:
         self.compile_backend = compile_backend
         spec = self.spec
 
-        # decode attention: PyTorch's (default; measured faster at 256 cache columns on an H200), the
-        # split-KV Triton kernels (HARNESS_ENGINE_ATTN=triton, CUDA only; harness/engine/triton_attention.py)
-        # or products and reductions fused by the compiler (math; block.decode_attention_math)
-        self.attention = attention or ("sdpa" if not cuda else (os.environ.get("HARNESS_ENGINE_ATTN") or "sdpa"))
+        # decode attention by measurement on an H200 (benchmarks/results/knobs_gpu*.md): PyTorch's kernel
+        # for one query is fastest over a 256-column cache (13 us a block against 25) but grows with the
+        # cache (about 97 us a block at 2,304 columns: few programs), the split-KV Triton kernels stay
+        # near 26 us; auto (the CUDA default) switches at TRITON_ATTENTION_MIN_WIDTH.
+        # HARNESS_ENGINE_ATTN=sdpa|triton forces one; off CUDA it is PyTorch's.
+        self.attention = attention or ("sdpa" if not cuda else (os.environ.get("HARNESS_ENGINE_ATTN") or "auto"))
         if self.attention not in ATTENTION:
             raise ValueError(f"unknown attention kernel {self.attention!r}; one of {', '.join(ATTENTION)}")
-        decode_attention, max_width = None, 0
-        if self.attention == "triton":
+        decode_attention, min_width, max_width = None, 0, 0
+        if self.attention in ("triton", "auto"):
             from harness.engine.triton_attention import MAX_WIDTH as max_width, decode_attention
-        elif self.attention == "math":
-            decode_attention = decode_attention_math
 
-        # decode-step products: library GEMVs (default) or compiler reductions (HARNESS_ENGINE_GEMV=router|all)
-        self.gemv = gemv or (os.environ.get("HARNESS_ENGINE_GEMV") if cuda else None) or "library"
-        if self.gemv not in GEMV:
-            raise ValueError(f"unknown decode GEMV choice {self.gemv!r}; one of {', '.join(GEMV)}")
+            min_width = TRITON_ATTENTION_MIN_WIDTH if self.attention == "auto" else 0
 
         def attn(*args):
-            return attn_router(spec, *args, decode_attention=decode_attention, attention_max_width=max_width,
-                               decode_gemv=self.gemv)
+            return attn_router(spec, *args, decode_attention=decode_attention, attention_min_width=min_width,
+                               attention_max_width=max_width)
 
         if compile_backend:
             import torch.fx.experimental._config as fx_config

@@ -1,5 +1,5 @@
 """Decode attention of the fast engine (one new query per sequence) as split-KV Triton kernels;
-opt-in (``HARNESS_ENGINE_ATTN=triton``), PyTorch's attention is the default.
+the CUDA default from 512 cache columns (``HARNESS_ENGINE_ATTN=auto``; ``triton`` everywhere, ``sdpa`` never).
 
 PyTorch's memory-efficient attention gives a single query one program per (sequence, head): 16
 programs for MolmoE at batch 1, so a long KV cache is read by 16 of the H200's 132
