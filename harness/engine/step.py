@@ -15,7 +15,10 @@
   real token; the padding's cache columns are masked and overwritten by the decode steps), and on
   CUDA the prompt pass is replayed from a CUDA graph per (active blocks, rows, padded length, cache
   width): no per-prompt host work of a few hundred launches and sixteen compiled calls, so a
-  prefill costs its GPU time and follows the prompt length instead of the host's jitter.
+  prefill costs its GPU time and follows the prompt length instead of the host's jitter. The
+  vision encoder and projector replay from a graph per input shape (:class:`_GraphedVision`).
+- Decode attention on CUDA by cache width (:data:`TRITON_ATTENTION_MIN_WIDTH`): PyTorch's kernel
+  over short caches, the split-KV Triton kernels over long ones.
 - On the CPU the same code runs without graphs (compile backend ``eager`` by default: dynamo
   traces, nothing is code-generated) and the ``loop`` expert kernel.
 """
