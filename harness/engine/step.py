@@ -17,8 +17,9 @@
   width): no per-prompt host work of a few hundred launches and sixteen compiled calls, so a
   prefill costs its GPU time and follows the prompt length instead of the host's jitter. The
   vision encoder and projector replay from a graph per input shape (:class:`_GraphedVision`).
-- Decode attention on CUDA by cache width (:data:`TRITON_ATTENTION_MIN_WIDTH`): PyTorch's kernel
-  over short caches, the split-KV Triton kernels over long ones.
+- Decode attention: PyTorch's; opt-in (``HARNESS_ENGINE_ATTN=auto``) by cache width
+  (:data:`TRITON_ATTENTION_MIN_WIDTH`): PyTorch's kernel over short caches, the split-KV Triton
+  kernels over long ones (measured 1.7x faster per decode step at a tier-high cache).
 - On the CPU the same code runs without graphs (compile backend ``eager`` by default: dynamo
   traces, nothing is code-generated) and the ``loop`` expert kernel.
 """
@@ -162,12 +163,13 @@ class FastStepModel:
         self.compile_backend = compile_backend
         spec = self.spec
 
-        # decode attention by measurement on an H200 (benchmarks/results/knobs_gpu*.md): PyTorch's kernel
-        # for one query is fastest over a 256-column cache (13 us a block against 25) but grows with the
-        # cache (about 97 us a block at 2,304 columns: few programs), the split-KV Triton kernels stay
-        # near 26 us; auto (the CUDA default) switches at TRITON_ATTENTION_MIN_WIDTH.
-        # HARNESS_ENGINE_ATTN=sdpa|triton forces one; off CUDA it is PyTorch's.
-        self.attention = attention or ("sdpa" if not cuda else (os.environ.get("HARNESS_ENGINE_ATTN") or "auto"))
+        # decode attention, measured on an H200 (benchmarks/results/knobs_gpu*.md): PyTorch's kernel for
+        # one query is fastest over a 256-column cache (13 us a block against 25) but grows with the cache
+        # (about 97 us a block at 2,304 columns: few programs), the split-KV Triton kernels stay near 26 us.
+        # HARNESS_ENGINE_ATTN=auto switches at TRITON_ATTENTION_MIN_WIDTH (16,8 decode after a 2,000-token
+        # prompt: 1.64 ms/token against 2.78); it is opt-in until a latency fit is made on it. sdpa is
+        # the default; triton forces the Triton kernels everywhere; off CUDA it is PyTorch's.
+        self.attention = attention or ("sdpa" if not cuda else (os.environ.get("HARNESS_ENGINE_ATTN") or "sdpa"))
         if self.attention not in ATTENTION:
             raise ValueError(f"unknown attention kernel {self.attention!r}; one of {', '.join(ATTENTION)}")
         decode_attention, min_width, max_width = None, 0, 0

@@ -1,5 +1,5 @@
 """Decode attention of the fast engine (one new query per sequence) as split-KV Triton kernels;
-the CUDA default from 512 cache columns (``HARNESS_ENGINE_ATTN=auto``; ``triton`` everywhere, ``sdpa`` never).
+opt-in: from 512 cache columns with ``HARNESS_ENGINE_ATTN=auto``, everywhere with ``triton``.
 
 PyTorch's memory-efficient attention gives a single query one program per (sequence, head): 16
 programs for MolmoE at batch 1, so a long KV cache is read by 16 of the H200's 132
