@@ -169,7 +169,7 @@ class FastStepModel:
         # HARNESS_ENGINE_ATTN=auto switches at TRITON_ATTENTION_MIN_WIDTH (16,8 decode after a 2,000-token
         # prompt: 1.64 ms/token against 2.78); it is opt-in until a latency fit is made on it. sdpa is
         # the default; triton forces the Triton kernels everywhere; off CUDA it is PyTorch's.
-        self.attention = attention or ("sdpa" if not cuda else (os.environ.get("HARNESS_ENGINE_ATTN") or "sdpa"))
+        self.attention = (attention or os.environ.get("HARNESS_ENGINE_ATTN") or "sdpa") if cuda else "sdpa"
         if self.attention not in ATTENTION:
             raise ValueError(f"unknown attention kernel {self.attention!r}; one of {', '.join(ATTENTION)}")
         decode_attention, min_width, max_width = None, 0, 0
