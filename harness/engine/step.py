@@ -167,8 +167,8 @@ class FastStepModel:
         # one query is fastest over a 256-column cache (13 us a block against 25) but grows with the cache
         # (about 97 us a block at 2,304 columns: few programs), the split-KV Triton kernels stay near 26 us.
         # HARNESS_ENGINE_ATTN=auto switches at TRITON_ATTENTION_MIN_WIDTH (16,8 decode after a 2,000-token
-        # prompt: 1.64 ms/token against 2.78); it is opt-in until a latency fit is made on it. sdpa is
-        # the default; triton forces the Triton kernels everywhere; off CUDA it is PyTorch's.
+        # prompt: 1.64 ms/token against 2.78); opt-in until its long-cache tokens are checked on a GPU.
+        # sdpa is the default; triton forces the Triton kernels everywhere; off CUDA it is PyTorch's.
         self.attention = (attention or os.environ.get("HARNESS_ENGINE_ATTN") or "sdpa") if cuda else "sdpa"
         if self.attention not in ATTENTION:
             raise ValueError(f"unknown attention kernel {self.attention!r}; one of {', '.join(ATTENTION)}")
