@@ -113,11 +113,11 @@ class _GraphedVision:
         try:
             graph, out = self.graphs.get(key, lambda: fn(static))
         except Exception as exc:  # noqa: BLE001 - any capture failure: run this shape eagerly
-            import sys
+            from harness.errors import warn
 
             self.failed.add(key)
-            print(f"warning: the {name} of this model could not be captured in a CUDA graph ({type(exc).__name__}: "
-                  f"{str(exc)[:200]}); it runs eagerly", file=sys.stderr)
+            warn(f"the {name} of this model could not be captured in a CUDA graph ({type(exc).__name__}: "
+                 f"{str(exc)[:200]}); it runs eagerly")
             return fn(x)
         graph.replay()
         return out  # read before the next replay of this shape (the prompt pass consumes it)
