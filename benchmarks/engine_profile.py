@@ -50,7 +50,10 @@ def _prefill_kernels(backend, n_tokens: int, cuda: bool, top: int) -> list[dict]
     """Kernels of one ``n_tokens`` text prefill by device time."""
     from harness.types import GenRequest
 
-    req = [GenRequest(" ".join(["word"] * n_tokens))]
+    text = " ".join(["word"] * n_tokens)
+    while len(text) > 1 and sum(backend.count_tokens(GenRequest(text))) > n_tokens:  # any tokenizer: trim to n
+        text = text[: max(1, len(text) * n_tokens // sum(backend.count_tokens(GenRequest(text))))]
+    req = [GenRequest(text)]
     backend.generate(req, 1)
     rows = sorted(_profiled(lambda: backend.generate(req, 1), cuda), key=lambda r: -r[2])[:top]
     return [{"name": n[:90], "calls": c, "us": round(t, 1)} for n, c, t in rows]
