@@ -77,3 +77,23 @@ def copy_bandwidth(device="cuda") -> float | None:
     bw = 10 * 2 * x.numel() * 2 / (s.elapsed_time(e) / 1e3)
     del x, y
     return bw
+
+
+def cuda_median_ms(fn, reps: int = 30, warm: int = 0) -> float:
+    """Median of ``reps`` calls of ``fn`` (after ``warm`` untimed ones), each between CUDA events
+    and synchronised: device time of one call."""
+    import statistics
+
+    import torch
+
+    for _ in range(warm):
+        fn()
+    ts = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        ts.append(s.elapsed_time(e))
+    return statistics.median(ts)

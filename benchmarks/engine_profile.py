@@ -24,6 +24,7 @@ import torch  # noqa: E402
 from harness.backends import random_molmoe as rm  # noqa: E402
 from harness.backends.modelconfig import find_config, load_settings  # noqa: E402
 from harness.types import GenRequest  # noqa: E402
+from _common import cuda_median_ms  # noqa: E402
 
 
 def _profiled(fn, cuda: bool):
@@ -86,15 +87,7 @@ def main(argv=None):
         row = {"knobs": cfg, "decode_loop_ms_per_step": round(loop, 4)}
         if cuda and step_model.cuda_graphs:
             graph, _ = next(v for k, v in step_model._graphs.graphs.items() if k[0] == backend.active_blocks and k[1] == 1)
-            ts = []
-            for _ in range(50):
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                graph.replay()
-                e.record()
-                torch.cuda.synchronize()
-                ts.append(s.elapsed_time(e))
-            row["graph_replay_ms"] = round(statistics.median(ts), 4)
+            row["graph_replay_ms"] = round(cuda_median_ms(graph.replay, reps=50), 4)
         # decode steps without graphs, under the profiler: kernels by device time per step, from the
         # difference between a prompt + 9 tokens and the same prompt + 1 token (the prompt cancels)
         step_model.cuda_graphs, graphs = False, step_model.cuda_graphs

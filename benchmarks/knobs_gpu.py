@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from harness.backends import random_molmoe as rm  # noqa: E402
 from harness.backends.modelconfig import find_config, load_settings  # noqa: E402
 from harness.types import GenRequest  # noqa: E402
-from _common import copy_bandwidth  # noqa: E402
+from _common import copy_bandwidth, cuda_median_ms  # noqa: E402
 
 CONFIGS = ("16,8", "16,6", "16,4", "16,2", "14,6", "12,8", "12,4", "12,2")
 # importance order used by the earlier GPU probes (shared/baselines): block 0 then 5, 3, 1, 14, ...
@@ -68,15 +68,7 @@ def prefill_replay_ms(backend, batch: int) -> float | None:
     if not getattr(sm, "prefill_graphs", False) or not keys:
         return None
     graph, _ = graphs[max(keys, key=lambda k: k[3])]
-    ts = []
-    for _ in range(20):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        graph.replay()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
-    return median(ts)
+    return cuda_median_ms(graph.replay, reps=20)
 
 
 def vision_ms(backend, image):

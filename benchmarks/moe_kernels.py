@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch  # noqa: E402
 
 from harness.engine import triton_moe as tm  # noqa: E402
 from harness.engine.moe import moe_grouped_mm, moe_loop  # noqa: E402
-from _common import copy_bandwidth  # noqa: E402
+from _common import copy_bandwidth, cuda_median_ms  # noqa: E402
 
 E, H, I, KMAX = 64, 2048, 1024, 8
 
@@ -44,31 +43,11 @@ def time_graph(fn, reps=200):
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         fn()
-    for _ in range(5):
-        g.replay()
-    ts = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        g.replay()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
-    return statistics.median(ts)
+    return cuda_median_ms(g.replay, reps, warm=5)
 
 
 def time_events(fn, reps=30):
-    for _ in range(3):
-        fn()
-    ts = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
-    return statistics.median(ts)
+    return cuda_median_ms(fn, reps, warm=3)
 
 
 def hf_experts(w13, w2):

@@ -140,8 +140,8 @@ class Backend:
         tier = self.resolve_tier(tier)
         batch, n_text, n_vision = self._prepare(list(requests), tier)
         if self.device.type == "cuda":
-            # the fast engine's graphs and compiled code serve every top_k: only shapes and blocks are new
-            top_k = None if self.engine == "fast" else self.switch.top_k
+            # a step model whose graphs and compiled code serve every top_k needs no warm-up per top_k
+            top_k = None if getattr(self.step_model, "serves_every_top_k", False) else self.switch.top_k
             key = (self.active_blocks, top_k, self.decoder.shape_key(batch, max_new_tokens))
             if key not in self._warm:  # warm-up (and compilation) outside the timed call
                 self.decoder.run(batch, max_new_tokens, self.eos_token_ids, self.pad_token_id, Timer(str(self.device), enabled=False))

@@ -133,6 +133,7 @@ class FastStepModel:
     """The fast engine for one loaded model (``hf_step``: :class:`harness.backends.hf.HFStepModel`)."""
 
     name = "fast"
+    serves_every_top_k = True  # top_k is a device tensor the kernels read: nothing is captured or compiled per value
 
     def __init__(self, hf_step, switch, compile_backend: str | None = "auto", moe_kernel: str | None = None,
                  cuda_graphs: bool | None = None, prompt_bucket: int | None = None, attention: str | None = None):
