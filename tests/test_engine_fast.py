@@ -142,10 +142,32 @@ for renorm, in_float, n_exp in ((False, False, 64), (True, True, 60)):
         gv, gi = triton_moe.route(logits, k_t, 8, renorm, torch.float32 if in_float else torch.bfloat16)
         assert torch.equal(gi, wi) and gv.dtype == wv.dtype, (renorm, k)
         assert torch.allclose(gv.float(), wv.float(), rtol=1e-2, atol=1e-6), (renorm, k)
+from harness.engine.moe import run_moe
+cfg = triton_moe.Config(routed_up_bn=4, routed_up_bk=16, routed_down_bn=8, routed_down_bk=8)  # several tiles each way
+w13, w2 = torch.randn(60, 2 * inter, hid) * 0.2, torch.randn(60, hid, inter) * 0.2
+for renorm, in_float in ((False, False), (True, True)):  # routing as in the loop, weights rounded or kept in float32
+    spec = LMSpec("x", 8, 2, 2, 4, 60, kmax, 1e-6, "none", renorm, in_float, None, 1.0)
+    for n_tokens in (1, 3):
+        x, logits = torch.randn(n_tokens, hid), torch.randn(n_tokens, 60)
+        for k in (4, 3, 1):
+            k_t = torch.tensor([k], dtype=torch.int32)
+            topv, topi = route(spec, logits, k_t, x.dtype)  # the engine's: the model dtype
+            want = moe_loop(x, topv, topi, k, w13, w2)
+            got = triton_moe.moe_routed_parts(x, logits, k_t, w13, w2, kmax, renorm, in_float, cfg)
+            assert got.shape == (n_tokens, 1, hid) and torch.allclose(got[:, 0], want, atol=1e-4), (renorm, n_tokens, k)
+            for kernel in ("triton", "pairwise"):  # the engine's entry: routed kernels, or routing kernel + pairwise
+                got = run_moe(kernel, spec, x, logits, k, k_t, w13, w2, False).sum(1)
+                assert torch.allclose(got, want, atol=1e-4), (kernel, renorm, n_tokens, k)
 import torch.nn.functional as F
+from harness.engine import triton_gemv
+for n, kk, bn, bk in ((64, 32, 8, 16), (50, 48, 16, 32)):  # several loads per row; a partial last tile and load
+    x, w = torch.randn(1, 1, kk), torch.randn(n, kk)
+    assert torch.allclose(triton_gemv.launch(x, w, bn, bk), F.linear(x, w), atol=1e-4), (n, kk)
 from harness.engine.block import attention_bias
+from harness.engine import triton_attention
 from harness.engine.triton_attention import decode_attention
-for B, H, KV, W, D in ((1, 4, 4, 256, 16), (2, 4, 2, 512, 16)):  # one and two chunks, grouped-query heads
+assert [triton_attention.chunk_for(w) for w in (256, 4096, 4352, 16384)] == [64, 64, 128, 256]
+for B, H, KV, W, D in ((1, 4, 4, 256, 16), (2, 4, 2, 512, 16)):  # four and eight chunks, grouped-query heads
     q, kc, vc = torch.randn(B, H, 1, D), torch.randn(B, KV, W, D), torch.randn(B, KV, W, D)
     allowed = torch.zeros(B, 1, 1, W, dtype=torch.bool)
     allowed[0, ..., :300 if W > 256 else 100] = True  # with two chunks, the second is partly masked
@@ -154,14 +176,16 @@ for B, H, KV, W, D in ((1, 4, 4, 256, 16), (2, 4, 2, 512, 16)):  # one and two c
     want = F.scaled_dot_product_attention(q, kc.repeat_interleave(H // KV, 1), vc.repeat_interleave(H // KV, 1),
                                           attn_mask=bias, scale=D ** -0.5)
     assert torch.allclose(decode_attention(q, kc, vc, bias, D ** -0.5), want, atol=1e-4), (B, KV, W)
+    for chunk in (128, 256):  # one and two chunks
+        assert torch.allclose(triton_attention.launch(q, kc, vc, bias, D ** -0.5, chunk), want, atol=1e-4), (B, KV, W, chunk)
 print("ok")
 """
 
 
 def test_triton_kernels_match_the_loop_in_the_interpreter():
-    """The Triton expert kernels (pairwise and grouped), the Triton router (softmax + sorted top-k +
-    zeroed slots + renormalisation, 64 and 60 experts) and the split-KV decode attention against
-    the torch code, through
+    """The Triton expert kernels (routed, pairwise and grouped), the Triton router (softmax + sorted
+    top-k + zeroed slots + renormalisation, 64 and 60 experts), the GEMV and the split-KV decode
+    attention (several chunk sizes) against the torch code, through
     Triton's CPU interpreter (a fresh
     process: Triton reads TRITON_INTERPRET when it is first imported)."""
     import os
@@ -194,7 +218,7 @@ def test_cudnn_attention_is_off_for_cuda_runs_unless_asked_for(monkeypatch):
 def test_the_run_records_what_executed_it():
     """``summary.json``'s ``engine_settings``: the engine and the kernels that produced its latencies."""
     _, fast = _pair("olmoe")
-    assert fast.engine_settings == {"engine": "fast", "variant": "fast", "moe_kernel": "loop", "prefill_kernel": "loop", "attention": "sdpa",
+    assert fast.engine_settings == {"engine": "fast", "variant": "fast", "moe_kernel": "loop", "prefill_kernel": "loop", "attention": "sdpa", "gemv": "torch",
                                     "cuda_graphs": False, "prefill_graphs": False, "vision_graphs": False, "prompt_bucket": 0,
                                     "compile_backend": "eager"}
 

@@ -58,7 +58,7 @@ def add_expert_parts(x: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
 
 
 def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv, wo, ln2, router, *qk, decode_attention=None,
-                attention_min_width: int = 0, attention_max_width: int = 0):
+                attention_min_width: int = 0, attention_max_width: int = 0, gemv=None):
     """One block up to the experts. ``x`` [B, T, H] and ``parts`` (the previous block's expert
     outputs, :func:`add_expert_parts`; zeros for the first block); ``kc``/``vc`` [B, kvH, W, D]
     (written at ``cols``); ``bias`` [B, 1, T, W] (:func:`attention_bias`); ``wqkv`` the q, k and v
@@ -67,12 +67,14 @@ def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv,
     Triton kernel of the same contract) turns the logits into routing weights and expert ids.
     ``decode_attention`` (:mod:`harness.engine.triton_attention`), when given, replaces PyTorch's
     attention for single-query steps over caches of ``attention_min_width`` to ``attention_max_width``
-    columns."""
+    columns; ``gemv`` (:mod:`harness.engine.triton_gemv`), when given, replaces ``F.linear`` for the
+    projections of a single row (batch-1 decode steps)."""
     x = add_expert_parts(x, parts)
     B, T, _ = x.shape
+    linear = gemv if gemv is not None and B * T == 1 else F.linear
     H, KV, D = spec.heads, spec.kv_heads, spec.head_dim
     h = rms_norm(x, ln1, spec.eps)
-    q, k, v = F.linear(h, wqkv).split((H * D, KV * D, KV * D), dim=-1)
+    q, k, v = linear(h, wqkv).split((H * D, KV * D, KV * D), dim=-1)
     if spec.qk_norm == "full":
         q, k = rms_norm(q, qk[0], spec.eps), rms_norm(k, qk[1], spec.eps)
     if spec.clip_qkv is not None:
@@ -96,9 +98,9 @@ def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv,
         if KV != H:
             keys, vals = keys.repeat_interleave(H // KV, dim=1), vals.repeat_interleave(H // KV, dim=1)
         a = F.scaled_dot_product_attention(q, keys, vals, attn_mask=bias, scale=D ** -0.5)
-    x = x + F.linear(a.transpose(1, 2).reshape(B, T, H * D), wo)
+    x = x + linear(a.transpose(1, 2).reshape(B, T, H * D), wo)
     h2 = rms_norm(x, ln2, spec.eps).view(B * T, -1)
-    return x, h2, F.linear(h2, router)
+    return x, h2, linear(h2, router)
 
 
 def route(spec: LMSpec, logits: torch.Tensor, top_k: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,12 +33,13 @@ import torch
 import torch.nn.functional as F
 
 from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_router, rms_norm, rope_cos_sin
-from harness.engine.moe import KERNELS, parts_format, route, run_moe
+from harness.engine.moe import KERNELS, parts_format, run_moe
 from harness.engine.weights import extract
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 ATTENTION = ("auto", "sdpa", "triton")  # decode attention: by cache width, PyTorch's, the Triton split-KV kernels
 TRITON_ATTENTION_MIN_WIDTH = 512  # auto: PyTorch's attention below this many cache columns, Triton's from it
+GEMV = ("triton", "torch")  # batch-1 decode projections: the Triton GEMV, F.linear (cuBLAS)
 PROMPT_BUCKET = 64  # prompt passes are padded to a multiple of this many tokens (CUDA graphs)
 
 
@@ -179,9 +180,17 @@ class FastStepModel:
 
             min_width = TRITON_ATTENTION_MIN_WIDTH if self.attention == "auto" else 0
 
+        # batch-1 decode projections (q/k/v, output, router): the Triton GEMV unless HARNESS_ENGINE_GEMV=torch
+        self.gemv = (os.environ.get("HARNESS_ENGINE_GEMV") or "triton") if cuda else "torch"
+        if self.gemv not in GEMV:
+            raise ValueError(f"unknown GEMV kernel {self.gemv!r}; one of {', '.join(GEMV)}")
+        gemv = None
+        if self.gemv == "triton":
+            from harness.engine.triton_gemv import gemv
+
         def attn(*args):
             return attn_router(spec, *args, decode_attention=decode_attention, attention_min_width=min_width,
-                               attention_max_width=max_width)
+                               attention_max_width=max_width, gemv=gemv)
 
         if compile_backend:
             import torch.fx.experimental._config as fx_config
@@ -267,14 +276,13 @@ class FastStepModel:
         kernel = self.moe_kernel if t == 1 else self.prefill_kernel
         # the previous block's expert outputs, summed into x by the next block's compiled step (zeros
         # before the first block, so that every block runs the same compiled code)
-        slots, parts_dtype = parts_format(kernel, s.max_top_k, self.dtype, prompt=t > 1)
+        slots, parts_dtype = parts_format(kernel, s.max_top_k, self.dtype, prompt=t > 1, n_tokens=b * t)
         parts = torch.zeros((b * t, slots, s.hidden), dtype=parts_dtype, device=x.device)
         for i in self.switch.active:
             bw = self.w.blocks[i]
             kc, vc = _dynamic(cache.k[i][:rows], 0, 2), _dynamic(cache.v[i][:rows], 0, 2)
             x, h2, logits = self._attn(_dynamic(x, 0, 1), _dynamic(parts, 0), kc, vc, cos, sin, bias, cols, *bw.attn_inputs())
-            topv, topi = route(self.moe_kernel, s, logits, self._kt[i], self.dtype)
-            parts = run_moe(kernel, h2, topv, topi, ks[i], self._kt[i], bw.w13, bw.w2, parts_dtype)
+            parts = run_moe(kernel, s, h2, logits, ks[i], self._kt[i], bw.w13, bw.w2, t > 1, parts_dtype)
         x = add_expert_parts(x, parts)
         x = x[:, -1] if last is None else x.index_select(1, last)[:, 0]  # the last real token
         return F.linear(rms_norm(x, self.w.norm, s.eps), self.w.lm_head)

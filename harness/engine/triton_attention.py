@@ -23,10 +23,22 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-CHUNK = 256  # cache columns per program (the fast engine's cache widths are multiples of 256)
+MIN_CHUNK = 64  # cache columns per program at least; wider chunks only where the combine would read too many
+MAX_CHUNK = 256
 BW = 64  # columns per inner step
 MAX_CHUNKS = 64  # one combine program reads every chunk: caches up to 64 x 256 = 16,384 columns
-MAX_WIDTH = CHUNK * MAX_CHUNKS  # wider caches use PyTorch's attention
+MAX_WIDTH = MAX_CHUNK * MAX_CHUNKS  # wider caches use PyTorch's attention
+WARPS = 4
+
+
+def chunk_for(width: int, min_chunk: int = MIN_CHUNK) -> int:
+    """Cache columns per program: the smallest power-of-two multiple of ``min_chunk`` that keeps
+    the chunks of one (sequence, head) within :data:`MAX_CHUNKS` (more programs over short caches,
+    where one program per 256 columns left most multiprocessors idle)."""
+    ch = min_chunk
+    while ch < MAX_CHUNK and triton.cdiv(width, ch) > MAX_CHUNKS:
+        ch *= 2
+    return ch
 
 
 @triton.jit
@@ -73,19 +85,25 @@ def _attn_combine(m_ptr, l_ptr, acc_ptr, o_ptr, S, D: tl.constexpr, MAXS: tl.con
     tl.store(o_ptr + bh * D + offs_d, (tl.sum(wgt[:, None] * part, axis=0) / den).to(o_ptr.dtype.element_ty))
 
 
-@triton_op("harness::decode_attention", mutates_args={})
-def decode_attention(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
-    """``q`` [B, H, 1, D] (contiguous), ``kc``/``vc`` [B, KVH, W, D], ``bias`` [B, 1, 1, W] additive
-    -> attention output [B, H, 1, D] in ``q``'s dtype."""
+def launch(q, kc, vc, bias, scale: float, chunk: int, bw: int = BW, warps: int = WARPS, max_chunks: int = MAX_CHUNKS,
+           launcher=lambda k: k):
+    """The two kernels over chunks of ``chunk`` columns, at most ``max_chunks`` (a power of two) of
+    them (``launcher`` wraps the kernels for tracing)."""
     bsz, heads, _, d = q.shape
     kvh, width = kc.shape[1], kc.shape[2]
-    chunks = triton.cdiv(width, CHUNK)
+    chunks = triton.cdiv(width, chunk)
     m = torch.empty((bsz * heads, chunks), dtype=torch.float32, device=q.device)
     lsum = torch.empty_like(m)
     acc = torch.empty((bsz * heads, chunks, d), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
-    wrap_triton(_attn_chunk)[(bsz * heads, chunks)](q, kc, vc, bias, m, lsum, acc, width, chunks, SCALE=scale,
-                                                     GROUP=heads // kvh, KVH=kvh, D=d, CH=CHUNK, BW=BW, num_warps=4)
-    wrap_triton(_attn_combine)[(bsz * heads,)](m, lsum, acc, out, chunks, D=d, MAXS=MAX_CHUNKS, num_warps=4)
+    launcher(_attn_chunk)[(bsz * heads, chunks)](q, kc, vc, bias, m, lsum, acc, width, chunks, SCALE=scale, GROUP=heads // kvh,
+                                                 KVH=kvh, D=d, CH=chunk, BW=min(bw, chunk), num_warps=warps)
+    launcher(_attn_combine)[(bsz * heads,)](m, lsum, acc, out, chunks, D=d, MAXS=max_chunks, num_warps=4)
     return out
 
+
+@triton_op("harness::decode_attention", mutates_args={})
+def decode_attention(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+    """``q`` [B, H, 1, D] (contiguous), ``kc``/``vc`` [B, KVH, W, D], ``bias`` [B, 1, 1, W] additive
+    -> attention output [B, H, 1, D] in ``q``'s dtype."""
+    return launch(q, kc, vc, bias, scale, chunk_for(kc.shape[2]), launcher=wrap_triton)

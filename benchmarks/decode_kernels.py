@@ -1,0 +1,218 @@
+"""The fast engine's batch-1 decode kernels side by side, at the MolmoE-1B shapes: experts
+(routing included), decode attention and the single-row projections, each against what it
+replaces, over a sweep of tile configurations.
+
+Each candidate is timed as the engine runs it: one CUDA graph of 16 calls, each on its own
+layer's weights (and cache), so no weight is served from L2 because the previous call read it;
+reported per call (graph replay time / 16, launch gaps included), median of many replays.
+Errors are relative to the float32 reference.
+
+- experts: ``pairwise`` (the Triton routing kernel + per-pair GEMVs, the previous decode path)
+  against the routed kernels (routing inside, grid of column tiles x tokens), up and down tile
+  configurations swept separately, then the fastest pair end to end; batch 1 and 8, top_k 2, 4, 8;
+- attention: PyTorch's (as the engine calls it, additive mask) against the split-KV Triton kernels
+  (chunk and step sizes, warps) at 256 to 2,304 cache columns;
+- projections: ``F.linear`` (cuBLAS) against the Triton GEMV (rows per program, columns per load,
+  warps) for q/k/v, output, router and LM head.
+
+    python benchmarks/decode_kernels.py        # GPU
+Prints a table and writes decode_kernels.json / .md to $OUT (if set) or benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from harness.engine import triton_attention as ta  # noqa: E402
+from harness.engine import triton_gemv as tg  # noqa: E402
+from harness.engine import triton_moe as tm  # noqa: E402
+from harness.engine.moe import moe_loop  # noqa: E402
+from _common import copy_bandwidth, cuda_median_ms, write_report  # noqa: E402
+
+E, H, I, KMAX, LAYERS, HEADS, D = 64, 2048, 1024, 8, 16, 16, 128
+
+
+def time_layers(fn, reps=100):
+    """ms per call of ``fn(layer)``: one graph calls it for each of the 16 layers in turn."""
+    body = lambda: [fn(i) for i in range(LAYERS)]  # noqa: E731
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            body()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        body()
+    return cuda_median_ms(g.replay, reps, warm=5) / LAYERS
+
+
+def rel_err(out, ref):
+    return float((out.float() - ref.float()).norm() / ref.float().norm())
+
+
+def measure(rows, group, shape, name, fn, ref, floor_ms=None, **extra):
+    row = {"group": group, "shape": shape, "kernel": name, **extra}
+    try:
+        row["rel_err"] = rel_err(fn(0), ref)
+        row["us"] = round(time_layers(fn) * 1e3, 2)
+        if floor_ms:
+            row.update(floor_us=round(floor_ms * 1e3, 2), x_floor=round(row["us"] / (floor_ms * 1e3), 2))
+    except Exception as exc:  # a configuration that does not compile or launch: recorded, the sweep goes on
+        row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def best_of(rows, group, shape, prefix):
+    ok = [r for r in rows if r["group"] == group and r["shape"] == shape and r["kernel"].startswith(prefix)
+          and "us" in r and r["rel_err"] < 2e-2]
+    return min(ok, key=lambda r: r["us"]) if ok else None
+
+
+def experts(rows, dev, dt, bw, quick):
+    w13 = [(torch.randn(E, 2 * I, H, device=dev) * 0.02).to(dt) for _ in range(LAYERS)]
+    w2 = [(torch.randn(E, H, I, device=dev) * 0.02).to(dt) for _ in range(LAYERS)]
+    ups = list(itertools.product((4, 8, 16), (256, 512, 1024), (2, 4, 8)))
+    downs = list(itertools.product((4, 8, 16), (256, 512, 1024), (2, 4, 8)))
+    if quick:
+        ups, downs = ups[:3], downs[:3]
+    for n, k in itertools.product((1, 8), (8, 4, 2)):
+        x = [torch.randn(n, H, device=dev).to(dt) for _ in range(LAYERS)]
+        logits = [torch.randn(n, E, device=dev).to(dt) for _ in range(LAYERS)]
+        kt = torch.tensor([k], dtype=torch.int32, device=dev)
+        topv, topi = tm.route(logits[0], kt, KMAX, False, dt)
+        ref = moe_loop(x[0].float(), topv.float(), topi, k, w13[0].float(), w2[0].float())
+        hit = int(torch.unique(topi[:, :k]).numel())
+        floor = hit * 3 * H * I * 2 / bw * 1e3
+        shape = f"tokens {n}, top_k {k}"
+
+        def pairwise(i, c=tm.DEFAULT):
+            v, ix = tm.route(logits[i], kt, KMAX, False, dt)
+            return tm.moe_pairwise_parts(x[i], v, ix, kt, w13[i], w2[i], c).sum(1)
+
+        measure(rows, "experts", shape, f"pairwise bn{tm.DEFAULT.pair_bn} bk{tm.DEFAULT.pair_bk} w{tm.DEFAULT.pair_warps} "
+                "(+ routing kernel)", pairwise, ref, floor)
+
+        def routed(c):
+            return lambda i: tm.moe_routed_parts(x[i], logits[i], kt, w13[i], w2[i], KMAX, False, False, c)[:, 0]
+
+        d = tm.DEFAULT
+        measure(rows, "experts", shape, f"routed default up bn{d.routed_up_bn} bk{d.routed_up_bk} w{d.routed_up_warps} "
+                f"down bn{d.routed_down_bn} bk{d.routed_down_bk} w{d.routed_down_warps}", routed(d), ref, floor)
+        if n == 1 or not quick:
+            # up configurations with the default down kernel, then down with the fastest up: the up share is the
+            # difference to the default row
+            for bn, bk, w in ups:
+                c = tm.Config(routed_up_bn=bn, routed_up_bk=bk, routed_up_warps=w)
+                measure(rows, "experts", shape, f"routed up bn{bn} bk{bk} w{w}", routed(c), ref, floor)
+            b = best_of(rows, "experts", shape, "routed up") or {"kernel": "routed up bn8 bk512 w4"}
+            ubn, ubk, uw = (int(p[2:] if p.startswith("bn") or p.startswith("bk") else p[1:]) for p in b["kernel"].split()[2:5])
+            for bn, bk, w in downs:
+                c = tm.Config(routed_up_bn=ubn, routed_up_bk=ubk, routed_up_warps=uw, routed_down_bn=bn, routed_down_bk=bk,
+                              routed_down_warps=w)
+                measure(rows, "experts", shape, f"routed up bn{ubn} bk{ubk} w{uw} down bn{bn} bk{bk} w{w}", routed(c), ref, floor)
+    del w13, w2
+
+
+def attention(rows, dev, dt, quick):
+    from harness.engine.block import attention_bias
+
+    for width, filled in ((256, 130), (512, 400), (1024, 900), (2304, 2000)):
+        q = [torch.randn(1, HEADS, 1, D, device=dev).to(dt) for _ in range(LAYERS)]
+        kc = [torch.randn(1, HEADS, width, D, device=dev).to(dt) for _ in range(LAYERS)]
+        vc = [torch.randn(1, HEADS, width, D, device=dev).to(dt) for _ in range(LAYERS)]
+        allowed = torch.zeros(1, 1, 1, width, dtype=torch.bool, device=dev)
+        allowed[..., :filled] = True
+        bias = attention_bias(allowed, dt)
+        scale = D ** -0.5
+        ref = F.scaled_dot_product_attention(q[0].float(), kc[0].float(), vc[0].float(), attn_mask=bias.float(), scale=scale)
+        shape = f"{width} columns ({filled} filled)"
+        measure(rows, "attention", shape, "torch sdpa (engine default)",
+                lambda i: F.scaled_dot_product_attention(q[i], kc[i], vc[i], attn_mask=bias, scale=scale), ref)
+        measure(rows, "attention", shape, f"triton default (chunk {ta.chunk_for(width)})",
+                lambda i: ta.decode_attention(q[i], kc[i], vc[i], bias, scale), ref)
+        for ch, bwid, w in itertools.product((32, 64, 128, 256), (32, 64), (2, 4, 8)):
+            if bwid > ch or (quick and w != 4) or width // ch > 128:
+                continue
+            measure(rows, "attention", shape, f"triton chunk {ch} step {bwid} w{w}",
+                    lambda i, ch=ch, bwid=bwid, w=w: ta.launch(q[i], kc[i], vc[i], bias, scale, ch, bwid, w,
+                                                               max(ta.MAX_CHUNKS, 1 << (width // ch - 1).bit_length())), ref)
+
+
+def projections(rows, dev, dt, bw, quick):
+    for label, n in (("q/k/v 2048->6144", 6144), ("output 2048->2048", 2048), ("router 2048->64", 64), ("LM head 2048->50304", 50304)):
+        layers = 2 if n > 10000 else LAYERS
+        w = [(torch.randn(n, H, device=dev) * 0.02).to(dt) for _ in range(layers)]
+        x = [torch.randn(1, 1, H, device=dev).to(dt) for _ in range(layers)]
+        ref = F.linear(x[0].float(), w[0].float())
+        floor = n * H * 2 / bw * 1e3
+        pick = (lambda i: i % layers)
+        measure(rows, "projections", label, "torch F.linear (cuBLAS)", lambda i: F.linear(x[pick(i)], w[pick(i)]), ref, floor)
+        measure(rows, "projections", label, f"triton default bn{tg.BN} bk{tg.BK} w{tg.WARPS}", lambda i: tg.gemv(x[pick(i)], w[pick(i)]), ref, floor)
+        for bn, bk, wp in itertools.product((1, 2, 4, 8, 16, 32), (256, 512, 1024, 2048), (2, 4, 8)):
+            if (quick and wp != 4) or bn * bk > 32768:
+                continue
+            measure(rows, "projections", label, f"triton bn{bn} bk{bk} w{wp}",
+                    lambda i, bn=bn, bk=bk, wp=wp: tg.launch(x[pick(i)], w[pick(i)], bn, bk, wp), ref, floor)
+        del w
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parts", default="experts,attention,projections")
+    ap.add_argument("--quick", action="store_true", help="a few configurations each (a smoke run)")
+    ap.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"))
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    torch.manual_seed(0)
+    dev, dt = "cuda", torch.bfloat16
+    bw = copy_bandwidth()
+    rows: list[dict] = []
+    parts = args.parts.split(",")
+    if "projections" in parts:
+        projections(rows, dev, dt, bw, args.quick)
+    if "attention" in parts:
+        attention(rows, dev, dt, args.quick)
+    if "experts" in parts:
+        experts(rows, dev, dt, bw, args.quick)
+    env = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": __import__("triton").__version__,
+           "copy_bandwidth_TBps": round(bw / 1e12, 3), "total_s": round(time.time() - t0, 1),
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    md = [f"# Batch-1 decode kernels, MolmoE-1B shapes ({env['device']}, bf16, torch {env['torch']}, triton {env['triton']})", "",
+          "Microseconds per call, timed as the engine runs them: one CUDA graph of 16 calls, each on its own layer's weights "
+          "(no L2 reuse between calls), replay time / 16, launch gaps included. Floor = bytes read / "
+          f"{env['copy_bandwidth_TBps']} TB/s (experts: the experts hit).", ""]
+    for group in ("projections", "attention", "experts"):
+        shapes = list(dict.fromkeys(r["shape"] for r in rows if r["group"] == group))
+        if not shapes:
+            continue
+        md += [f"## {group}", "", "| shape | reference | us | default (new) | us | fastest in the sweep | us | x floor | rel. err |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        for s in shapes:
+            sub = [r for r in rows if r["group"] == group and r["shape"] == s and "us" in r]
+            ref = sub[0] if sub else {}
+            dflt = next((r for r in sub if "default" in r["kernel"] and r is not ref), {})
+            fast = min((r for r in sub if r["rel_err"] < 2e-2), key=lambda r: r["us"], default={})
+            md.append(f"| {s} | {ref.get('kernel', '')} | {ref.get('us', '')} | {dflt.get('kernel', '')} | {dflt.get('us', '')} | "
+                      f"{fast.get('kernel', '')} | {fast.get('us', '')} | {fast.get('x_floor', '')} | {fast.get('rel_err', 0):.1e} |")
+        md.append("")
+    errors = [r for r in rows if "error" in r]
+    md.append(f"{len(rows)} candidates measured, {len(errors)} failed to compile or launch; every row: decode_kernels.json.")
+    write_report(args.out, "decode_kernels", {"env": env, "rows": rows}, "\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
