@@ -160,17 +160,15 @@ class Decoder:
             timer.add("prefill", start, first)
 
             out = torch.full((bsz, max_new_tokens), int(pad_token_id), dtype=torch.long, device=device)
-            finished = torch.zeros(bsz, dtype=torch.bool, device=device)
-            hit_eos = torch.zeros(bsz, dtype=torch.bool, device=device)
+            finished = torch.zeros(bsz, dtype=torch.bool, device=device)  # by EOS (a finished row only pads)
             pos = positions[:, -1:] + 1
             n_steps = 0
             dev = torch.device(device)
             done = _Finished(dev, dev.type == "cuda" if self.lookahead is None else bool(self.lookahead))
             for i in range(max_new_tokens):
-                out[:, i] = torch.where(finished, torch.full_like(nxt, int(pad_token_id)), nxt)
-                is_eos = torch.isin(nxt, eos) & ~finished
-                hit_eos |= is_eos
-                finished |= is_eos
+                # few small kernels per step: on a GPU each costs microseconds of every decode step
+                out[:, i] = torch.where(finished, int(pad_token_id), nxt)
+                finished |= torch.isin(nxt, eos)
                 n_steps = i + 1
                 if i == max_new_tokens - 1:
                     break
@@ -179,8 +177,8 @@ class Decoder:
                     break
                 mask[:, prompt_len + i] = 1
                 step_mask = mask if static else mask[:, : prompt_len + i + 1]
-                tokens = out[:, i : i + 1].clone()
-                logits = model.step(tokens, step_mask, pos.clone(), cache)
+                # column i of ``out`` and ``pos`` are never written again (``pos`` is rebound below)
+                logits = model.step(out[:, i : i + 1], step_mask, pos, cache)
                 nxt = logits.argmax(-1)
                 now = timer.mark()  # step i+1 = previous token to this one, bookkeeping included
                 if done.lazy and done.read():  # token i was the last: the step just queued is discarded
@@ -194,7 +192,7 @@ class Decoder:
         gen = out[:, :n_steps].tolist()
         eos_set = set(eos.tolist())
         tokens, reasons = [], []
-        for row, eos_hit in zip(gen, hit_eos.tolist()):
+        for row, eos_hit in zip(gen, finished.tolist()):
             if eos_hit:
                 cut = next(j for j, t in enumerate(row) if t in eos_set)
                 tokens.append(row[:cut])
