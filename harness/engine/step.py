@@ -288,19 +288,22 @@ class FastStepModel:
         return F.linear(rms_norm(x, self.w.norm, s.eps), self.w.lm_head)
 
     def _padded_prefill(self, emb, mask, positions, cache: EngineCache):
-        """The prompt pass at :meth:`padded_length`, through per-(rows, length) input buffers; on
-        CUDA replayed from a graph per (active blocks, rows, padded length, cache width)."""
+        """The prompt pass at :meth:`padded_length`, through input buffers shared by every prompt
+        shape of the cache (views at their start); on CUDA replayed from a graph per (active blocks,
+        rows, padded length, cache width)."""
         n, t, hid = emb.shape
         length = min(self.padded_length(t), cache.width)
-        key = ("prefill", n, length)
-        bufs = cache.graph_inputs.get(key)
-        if bufs is None:
-            dev = self.device
-            bufs = cache.graph_inputs[key] = dict(
-                emb=torch.zeros((n, length, hid), dtype=emb.dtype, device=dev),
-                pos=torch.zeros((n, length), dtype=torch.long, device=dev),
-                mask=torch.zeros((n, cache.width), dtype=torch.long, device=dev),
-                cols=torch.arange(length, device=dev), last=torch.zeros((1,), dtype=torch.long, device=dev))
+        flat = cache.graph_inputs.get("prefill")
+        if flat is None:  # one set per cache, sized for its rows x width: memory bounded whatever lengths come
+            dev, rows, width = self.device, cache.rows, cache.width
+            flat = cache.graph_inputs["prefill"] = dict(
+                emb=torch.zeros(rows * width * hid, dtype=emb.dtype, device=dev),
+                pos=torch.zeros(rows * width, dtype=torch.long, device=dev),
+                mask=torch.zeros(rows * width, dtype=torch.long, device=dev),
+                cols=torch.arange(width, device=dev), last=torch.zeros((1,), dtype=torch.long, device=dev))
+        # contiguous views at the start of the shared buffers: every graph of this cache reads the same addresses
+        bufs = dict(emb=flat["emb"][: n * length * hid].view(n, length, hid), pos=flat["pos"][: n * length].view(n, length),
+                    mask=flat["mask"][: n * cache.width].view(n, cache.width), cols=flat["cols"][:length], last=flat["last"])
         # the padding's embeddings and positions are whatever an earlier prompt left (finite, never
         # seen by a real token); its mask columns are zero
         bufs["emb"][:, :t].copy_(emb)
