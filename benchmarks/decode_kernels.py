@@ -7,9 +7,10 @@ layer's weights (and cache), so no weight is served from L2 because the previous
 reported per call (graph replay time / 16, launch gaps included), median of many replays.
 Errors are relative to the float32 reference.
 
-- experts: ``pairwise`` (the Triton routing kernel + per-pair GEMVs, the previous decode path)
-  against the routed kernels (routing inside, grid of column tiles x tokens), up and down tile
-  configurations swept separately, then the fastest pair end to end; batch 1 and 8, top_k 2, 4, 8;
+- experts: the Triton routing kernel + per-pair GEMVs over tile configurations, batch 1 and 8,
+  top_k 2, 4, 8 (the first run, in benchmarks/results/decode_kernels.md, measured "routed" kernels
+  here: routing inside the expert kernels and a grid of column tiles that loops over the slots;
+  slower at top_k 4 and 8, so they were removed);
 - attention: PyTorch's (as the engine calls it, additive mask) against the split-KV Triton kernels
   (chunk and step sizes, warps) at 256 to 2,304 cache columns;
 - projections: ``F.linear`` (cuBLAS) against the Triton GEMV (rows per program, columns per load,
@@ -76,19 +77,12 @@ def measure(rows, group, shape, name, fn, ref, floor_ms=None, **extra):
     return row
 
 
-def best_of(rows, group, shape, prefix):
-    ok = [r for r in rows if r["group"] == group and r["shape"] == shape and r["kernel"].startswith(prefix)
-          and "us" in r and r["rel_err"] < 2e-2]
-    return min(ok, key=lambda r: r["us"]) if ok else None
-
-
 def experts(rows, dev, dt, bw, quick):
     w13 = [(torch.randn(E, 2 * I, H, device=dev) * 0.02).to(dt) for _ in range(LAYERS)]
     w2 = [(torch.randn(E, H, I, device=dev) * 0.02).to(dt) for _ in range(LAYERS)]
-    ups = list(itertools.product((4, 8, 16), (256, 512, 1024), (2, 4, 8)))
-    downs = list(itertools.product((4, 8, 16), (256, 512, 1024), (2, 4, 8)))
+    cfgs = list(itertools.product((8, 16, 32), (128, 256, 512), (4, 8)))
     if quick:
-        ups, downs = ups[:3], downs[:3]
+        cfgs = cfgs[:2]
     for n, k in itertools.product((1, 8), (8, 4, 2)):
         x = [torch.randn(n, H, device=dev).to(dt) for _ in range(LAYERS)]
         logits = [torch.randn(n, E, device=dev).to(dt) for _ in range(LAYERS)]
@@ -99,32 +93,18 @@ def experts(rows, dev, dt, bw, quick):
         floor = hit * 3 * H * I * 2 / bw * 1e3
         shape = f"tokens {n}, top_k {k}"
 
-        def pairwise(i, c=tm.DEFAULT):
-            v, ix = tm.route(logits[i], kt, KMAX, False, dt)
-            return tm.moe_pairwise_parts(x[i], v, ix, kt, w13[i], w2[i], c).sum(1)
-
-        measure(rows, "experts", shape, f"pairwise bn{tm.DEFAULT.pair_bn} bk{tm.DEFAULT.pair_bk} w{tm.DEFAULT.pair_warps} "
-                "(+ routing kernel)", pairwise, ref, floor)
-
-        def routed(c):
-            return lambda i: tm.moe_routed_parts(x[i], logits[i], kt, w13[i], w2[i], KMAX, False, False, c)[:, 0]
+        def pairwise(c):
+            def fn(i):
+                v, ix = tm.route(logits[i], kt, KMAX, False, dt)
+                return tm.moe_pairwise_parts(x[i], v, ix, kt, w13[i], w2[i], c).sum(1)
+            return fn
 
         d = tm.DEFAULT
-        measure(rows, "experts", shape, f"routed default up bn{d.routed_up_bn} bk{d.routed_up_bk} w{d.routed_up_warps} "
-                f"down bn{d.routed_down_bn} bk{d.routed_down_bk} w{d.routed_down_warps}", routed(d), ref, floor)
-        if n == 1 or not quick:
-            # up configurations with the default down kernel, then down with the fastest up: the up share is the
-            # difference to the default row
-            for bn, bk, w in ups:
-                c = tm.Config(routed_up_bn=bn, routed_up_bk=bk, routed_up_warps=w)
-                measure(rows, "experts", shape, f"routed up bn{bn} bk{bk} w{w}", routed(c), ref, floor)
-            b = best_of(rows, "experts", shape, "routed up") or {"kernel": "routed up bn8 bk512 w4"}
-            ubn, ubk, uw = (int(p[2:] if p.startswith("bn") or p.startswith("bk") else p[1:]) for p in b["kernel"].split()[2:5])
-            for bn, bk, w in downs:
-                c = tm.Config(routed_up_bn=ubn, routed_up_bk=ubk, routed_up_warps=uw, routed_down_bn=bn, routed_down_bk=bk,
-                              routed_down_warps=w)
-                measure(rows, "experts", shape, f"routed up bn{ubn} bk{ubk} w{uw} down bn{bn} bk{bk} w{w}", routed(c), ref, floor)
-    del w13, w2
+        measure(rows, "experts", shape, f"triton pairwise default (bn{d.pair_bn} bk{d.pair_bk} w{d.pair_warps}, + routing kernel)",
+                pairwise(d), ref, floor)
+        for bn, bk, w in cfgs:
+            measure(rows, "experts", shape, f"triton pairwise bn{bn} bk{bk} w{w}",
+                    pairwise(tm.Config(pair_bn=bn, pair_bk=bk, pair_warps=w)), ref, floor)
 
 
 def attention(rows, dev, dt, quick):
@@ -161,13 +141,12 @@ def projections(rows, dev, dt, bw, quick):
         floor = n * H * 2 / bw * 1e3
         pick = (lambda i: i % layers)
         measure(rows, "projections", label, "torch F.linear (cuBLAS)", lambda i: F.linear(x[pick(i)], w[pick(i)]), ref, floor)
-        measure(rows, "projections", label, f"triton default bn{tg.BN} bk{tg.BK} w{tg.WARPS}", lambda i: tg.gemv(x[pick(i)], w[pick(i)]), ref, floor)
+        measure(rows, "projections", label, "triton default (bn{} bk{} w{})".format(*tg.config_for(n, H)), lambda i: tg.gemv(x[pick(i)], w[pick(i)]), ref, floor)
         for bn, bk, wp in itertools.product((1, 2, 4, 8, 16, 32), (256, 512, 1024, 2048), (2, 4, 8)):
             if (quick and wp != 4) or bn * bk > 32768:
                 continue
             measure(rows, "projections", label, f"triton bn{bn} bk{bk} w{wp}",
                     lambda i, bn=bn, bk=bk, wp=wp: tg.launch(x[pick(i)], w[pick(i)], bn, bk, wp), ref, floor)
-        del w
 
 
 def main(argv=None):

@@ -143,21 +143,17 @@ for renorm, in_float, n_exp in ((False, False, 64), (True, True, 60)):
         assert torch.equal(gi, wi) and gv.dtype == wv.dtype, (renorm, k)
         assert torch.allclose(gv.float(), wv.float(), rtol=1e-2, atol=1e-6), (renorm, k)
 from harness.engine.moe import run_moe
-cfg = triton_moe.Config(routed_up_bn=4, routed_up_bk=16, routed_down_bn=8, routed_down_bk=8)  # several tiles each way
 w13, w2 = torch.randn(60, 2 * inter, hid) * 0.2, torch.randn(60, hid, inter) * 0.2
-for renorm, in_float in ((False, False), (True, True)):  # routing as in the loop, weights rounded or kept in float32
+for renorm, in_float in ((False, False), (True, True)):  # the engine's entry: routing kernel, then the experts
     spec = LMSpec("x", 8, 2, 2, 4, 60, kmax, 1e-6, "none", renorm, in_float, None, 1.0)
-    for n_tokens in (1, 3):
+    for n_tokens in (1, 3, 12):  # pairwise; grouped
         x, logits = torch.randn(n_tokens, hid), torch.randn(n_tokens, 60)
-        for k in (4, 3, 1):
+        for k in (4, 1):
             k_t = torch.tensor([k], dtype=torch.int32)
-            topv, topi = route(spec, logits, k_t, x.dtype)  # the engine's: the model dtype
+            topv, topi = route(spec, logits, k_t, x.dtype)
             want = moe_loop(x, topv, topi, k, w13, w2)
-            got = triton_moe.moe_routed_parts(x, logits, k_t, w13, w2, kmax, renorm, in_float, cfg)
-            assert got.shape == (n_tokens, 1, hid) and torch.allclose(got[:, 0], want, atol=1e-4), (renorm, n_tokens, k)
-            for kernel in ("triton", "pairwise"):  # the engine's entry: routed kernels, or routing kernel + pairwise
-                got = run_moe(kernel, spec, x, logits, k, k_t, w13, w2, False).sum(1)
-                assert torch.allclose(got, want, atol=1e-4), (kernel, renorm, n_tokens, k)
+            got = run_moe("triton", spec, x, logits, k, k_t, w13, w2).sum(1)
+            assert torch.allclose(got, want, atol=1e-4), (renorm, n_tokens, k)
 import torch.nn.functional as F
 from harness.engine import triton_gemv
 for n, kk, bn, bk in ((64, 32, 8, 16), (50, 48, 16, 32)):  # several loads per row; a partial last tile and load
@@ -166,7 +162,7 @@ for n, kk, bn, bk in ((64, 32, 8, 16), (50, 48, 16, 32)):  # several loads per r
 from harness.engine.block import attention_bias
 from harness.engine import triton_attention
 from harness.engine.triton_attention import decode_attention
-assert [triton_attention.chunk_for(w) for w in (256, 4096, 4352, 16384)] == [64, 64, 128, 256]
+assert [triton_attention.chunk_for(w) for w in (256, 4096, 4352, 16384, 32768)] == [32, 32, 64, 128, 256]
 for B, H, KV, W, D in ((1, 4, 4, 256, 16), (2, 4, 2, 512, 16)):  # four and eight chunks, grouped-query heads
     q, kc, vc = torch.randn(B, H, 1, D), torch.randn(B, KV, W, D), torch.randn(B, KV, W, D)
     allowed = torch.zeros(B, 1, 1, W, dtype=torch.bool)
@@ -183,7 +179,7 @@ print("ok")
 
 
 def test_triton_kernels_match_the_loop_in_the_interpreter():
-    """The Triton expert kernels (routed, pairwise and grouped), the Triton router (softmax + sorted
+    """The Triton expert kernels (pairwise and grouped), the Triton router (softmax + sorted
     top-k + zeroed slots + renormalisation, 64 and 60 experts), the GEMV and the split-KV decode
     attention (several chunk sizes) against the torch code, through
     Triton's CPU interpreter (a fresh
@@ -282,3 +278,11 @@ def test_graphed_vision_replays_per_shape_and_runs_eagerly_where_capture_fails(c
     for _ in range(2):
         assert torch.equal(broken.features(torch.ones(2, 3)), torch.full((2, 3), 2.0))
     assert capsys.readouterr().err.count("could not be captured") == 1
+
+
+def test_an_unknown_kernel_override_is_a_one_line_error(monkeypatch):
+    from harness.errors import HarnessError
+
+    monkeypatch.setenv("HARNESS_ENGINE_MOE", "fastest")
+    with pytest.raises(HarnessError, match="HARNESS_ENGINE_MOE.*use one of loop, grouped_mm, triton"):
+        _pair("olmoe")

@@ -58,7 +58,7 @@ def add_expert_parts(x: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
 
 
 def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv, wo, ln2, router, *qk, decode_attention=None,
-                attention_min_width: int = 0, attention_max_width: int = 0, gemv=None):
+                attention_max_width: int = 0, gemv=None):
     """One block up to the experts. ``x`` [B, T, H] and ``parts`` (the previous block's expert
     outputs, :func:`add_expert_parts`; zeros for the first block); ``kc``/``vc`` [B, kvH, W, D]
     (written at ``cols``); ``bias`` [B, 1, T, W] (:func:`attention_bias`); ``wqkv`` the q, k and v
@@ -66,8 +66,7 @@ def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv,
     normalised input of the experts [B*T, H], router logits [B*T, E]); :func:`route` (or the
     Triton kernel of the same contract) turns the logits into routing weights and expert ids.
     ``decode_attention`` (:mod:`harness.engine.triton_attention`), when given, replaces PyTorch's
-    attention for single-query steps over caches of ``attention_min_width`` to ``attention_max_width``
-    columns; ``gemv`` (:mod:`harness.engine.triton_gemv`), when given, replaces ``F.linear`` for the
+    attention for single-query steps over caches of up to ``attention_max_width`` columns; ``gemv`` (:mod:`harness.engine.triton_gemv`), when given, replaces ``F.linear`` for the
     projections of a single row (batch-1 decode steps)."""
     x = add_expert_parts(x, parts)
     B, T, _ = x.shape
@@ -87,7 +86,7 @@ def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv,
     k = k * cos + _rotate_half(k) * sin
     kc.index_copy_(2, cols, k)
     vc.index_copy_(2, cols, v)
-    if decode_attention is not None and T == 1 and attention_min_width <= kc.shape[2] <= attention_max_width:
+    if decode_attention is not None and T == 1 and kc.shape[2] <= attention_max_width:
         a = decode_attention(q.contiguous(), kc, vc, bias, D ** -0.5)
     elif T > 1 and B == 1:  # one prompt, no padding, empty cache: causal attention over its own keys (flash)
         if KV != H:

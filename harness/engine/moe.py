@@ -6,11 +6,8 @@ weights), so one captured CUDA graph serves every ``top_k`` and the cost still f
   exactness reference; reads ``top_k`` on the host, so it is never captured in a graph);
 - ``grouped_mm``: ``torch._grouped_mm`` over the (token, slot) pairs sorted by expert, skipped
   slots sorted past the last group (CUDA, bf16);
-- ``triton``: the engine's Triton kernels (:mod:`harness.engine.triton_moe`): for a few tokens the
-  routed kernels (routing inside, a grid of column tiles that loops over each token's ``top_k``
-  slots), expert-grouped tiles for many;
-- ``pairwise``: as ``triton`` but a few tokens go through the Triton routing kernel and per-pair
-  GEMVs (one program per (token, slot) and column tile), the decode path before the routed kernels.
+- ``triton``: the engine's Triton kernels (:mod:`harness.engine.triton_moe`): per-pair GEMV for a
+  few tokens, expert-grouped tiles for many.
 
 :func:`run_moe` returns the expert outputs as *parts* ``[N, S, H]`` (per slot, or one slot already
 summed) for the next block's compiled step to sum into the residual stream
@@ -22,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-KERNELS = ("loop", "grouped_mm", "triton", "pairwise")
+KERNELS = ("loop", "grouped_mm", "triton")
 
 
 def moe_loop(x, topv, topi, top_k: int, w13, w2):
@@ -79,7 +76,7 @@ def moe_grouped_mm_parts(x, topv, topi, top_k_t, w13, w2):
 def route(kernel: str, spec, logits, top_k_t, dtype):
     """Routing weights and expert ids from router logits: the Triton kernel alongside the Triton
     expert kernels, :func:`harness.engine.block.route` (torch) otherwise."""
-    if kernel in ("triton", "pairwise"):
+    if kernel == "triton":
         from harness.engine import triton_moe
 
         out = torch.float32 if spec.weights_in_float else dtype
@@ -89,39 +86,27 @@ def route(kernel: str, spec, logits, top_k_t, dtype):
     return torch_route(spec, logits, top_k_t, dtype)
 
 
-def _routed(kernel: str, n_tokens: int, prompt: bool) -> bool:
-    """Whether a pass of ``n_tokens`` rows runs the routed Triton kernels (routing inside the expert
-    kernels, :func:`harness.engine.triton_moe.moe_routed_parts`): decode steps of a few rows."""
-    from harness.engine.triton_moe import DEFAULT
-
-    return kernel == "triton" and not prompt and n_tokens <= DEFAULT.pair_max_tokens
-
-
-def parts_format(kernel: str, max_top_k: int, dtype, prompt: bool, n_tokens: int = 1) -> tuple[int, torch.dtype]:
-    """(S, dtype) of the parts ``[N, S, H]`` that :func:`run_moe` returns for ``kernel`` and a pass of
-    ``n_tokens`` rows: one already-summed float32 row for the ``loop`` kernel and the routed Triton
-    kernels, per slot otherwise (summed in float32 for decode steps, in the model dtype for prompts,
-    where the parts are large)."""
-    if kernel == "loop" or _routed(kernel, n_tokens, prompt):
+def parts_format(kernel: str, max_top_k: int, dtype, prompt: bool) -> tuple[int, torch.dtype]:
+    """(S, dtype) of the parts ``[N, S, H]`` that :func:`run_moe` returns for ``kernel``: per slot
+    (summed in float32 for decode steps, in the model dtype for prompts, where the parts are large),
+    one already-summed float32 row for the ``loop`` kernel."""
+    if kernel == "loop":
         return 1, torch.float32
-    if kernel in ("triton", "pairwise") and not prompt:
+    if kernel == "triton" and not prompt:
         return max_top_k, torch.float32
     return max_top_k, dtype
 
 
-def run_moe(kernel: str, spec, x, logits, top_k: int, top_k_t, w13, w2, prompt: bool, parts_dtype=torch.float32):
+def run_moe(kernel: str, spec, x, logits, top_k: int, top_k_t, w13, w2, parts_dtype=torch.float32):
     """Routing (from the router ``logits``) and expert outputs as parts ``[N, S, H]`` (see the
-    module docstring and :func:`parts_format`). ``pairwise`` is the Triton routing kernel plus the
-    per-pair Triton GEMVs, the decode path before the routed kernels (kept to compare them)."""
+    module docstring and :func:`parts_format`)."""
     from harness.engine import triton_moe
 
-    if _routed(kernel, x.shape[0], prompt):
-        return triton_moe.moe_routed_parts(x, logits, top_k_t, w13, w2, spec.max_top_k, spec.renormalize, spec.weights_in_float)
     topv, topi = route(kernel, spec, logits, top_k_t, x.dtype)
     if kernel == "loop":
         return moe_loop(x, topv, topi, top_k, w13, w2)[:, None].float()
     if kernel == "grouped_mm":
         return moe_grouped_mm_parts(x, topv, topi, top_k_t, w13, w2)
-    if kernel == "pairwise" and x.shape[0] <= triton_moe.DEFAULT.pair_max_tokens:
+    if x.shape[0] <= triton_moe.DEFAULT.pair_max_tokens:
         return triton_moe.moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2).to(parts_dtype)
     return triton_moe.moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, out_dtype=parts_dtype)

@@ -17,9 +17,10 @@
   width): no per-prompt host work of a few hundred launches and sixteen compiled calls, so a
   prefill costs its GPU time and follows the prompt length instead of the host's jitter. The
   vision encoder and projector replay from a graph per input shape (:class:`_GraphedVision`).
-- Decode attention: PyTorch's; opt-in (``HARNESS_ENGINE_ATTN=auto``) by cache width
-  (:data:`TRITON_ATTENTION_MIN_WIDTH`): PyTorch's kernel over short caches, the split-KV Triton
-  kernels over long ones (measured 1.7x faster per decode step at a tier-high cache).
+- Decode steps on CUDA: split-KV Triton attention (:mod:`harness.engine.triton_attention`;
+  ``HARNESS_ENGINE_ATTN=sdpa``: PyTorch's) and, at batch 1, Triton GEMVs for the q/k/v, output,
+  router and LM-head products (:mod:`harness.engine.triton_gemv`; ``HARNESS_ENGINE_GEMV=torch``:
+  cuBLAS), each measured faster on an H200 (benchmarks/results/decode_kernels.md).
 - On the CPU the same code runs without graphs (compile backend ``eager`` by default: dynamo
   traces, nothing is code-generated) and the ``loop`` expert kernel.
 """
@@ -35,10 +36,10 @@ import torch.nn.functional as F
 from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_router, rms_norm, rope_cos_sin
 from harness.engine.moe import KERNELS, parts_format, run_moe
 from harness.engine.weights import extract
+from harness.errors import HarnessError
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-ATTENTION = ("auto", "sdpa", "triton")  # decode attention: by cache width, PyTorch's, the Triton split-KV kernels
-TRITON_ATTENTION_MIN_WIDTH = 512  # auto: PyTorch's attention below this many cache columns, Triton's from it
+ATTENTION = ("triton", "sdpa")  # decode attention: the Triton split-KV kernels, PyTorch's
 GEMV = ("triton", "torch")  # batch-1 decode projections: the Triton GEMV, F.linear (cuBLAS)
 PROMPT_BUCKET = 64  # prompt passes are padded to a multiple of this many tokens (CUDA graphs)
 
@@ -149,10 +150,12 @@ class FastStepModel:
         self.prefill_kernel = moe_kernel or os.environ.get("HARNESS_ENGINE_PREFILL_MOE") or ("triton" if cuda else "loop")
         for k in (self.moe_kernel, self.prefill_kernel):
             if k not in KERNELS:
-                raise ValueError(f"unknown expert kernel {k!r}; one of {KERNELS}")
+                raise HarnessError(f"unknown expert kernel {k!r} (HARNESS_ENGINE_MOE / HARNESS_ENGINE_PREFILL_MOE); "
+                                   f"use one of {', '.join(KERNELS)} or unset it")
         self.cuda_graphs = cuda if cuda_graphs is None else bool(cuda_graphs and cuda)
         if self.cuda_graphs and self.moe_kernel == "loop":
-            raise ValueError("the 'loop' expert kernel synchronises with the host and cannot be captured in a CUDA graph")
+            raise HarnessError("the 'loop' expert kernel synchronises with the host and cannot be captured in a CUDA graph; "
+                               "use HARNESS_ENGINE_MOE=triton or grouped_mm on CUDA")
         # prompt passes: padded to a bucket and graph-replayed on CUDA unless HARNESS_ENGINE_PREFILL_GRAPHS=0
         # (then un-padded and launched op by op, as before)
         graphs_off = os.environ.get("HARNESS_ENGINE_PREFILL_GRAPHS", "") == "0"
@@ -165,32 +168,27 @@ class FastStepModel:
         self.compile_backend = compile_backend
         spec = self.spec
 
-        # decode attention, measured on an H200 (benchmarks/results/knobs_gpu*.md): PyTorch's kernel for
-        # one query is fastest over a 256-column cache (13 us a block against 25) but grows with the cache
-        # (about 97 us a block at 2,304 columns: few programs), the split-KV Triton kernels stay near 26 us.
-        # HARNESS_ENGINE_ATTN=auto switches at TRITON_ATTENTION_MIN_WIDTH (16,8 decode after a 2,000-token
-        # prompt: 1.64 ms/token against 2.78); opt-in until its long-cache tokens are checked on a GPU.
-        # sdpa is the default; triton forces the Triton kernels everywhere; off CUDA it is PyTorch's.
-        self.attention = (attention or os.environ.get("HARNESS_ENGINE_ATTN") or "sdpa") if cuda else "sdpa"
+        # decode attention on CUDA: the split-KV Triton kernels (HARNESS_ENGINE_ATTN=sdpa: PyTorch's, the default
+        # before; on an H200 its single-query kernel gives 16 programs to a whole cache); off CUDA PyTorch's
+        self.attention = (attention or os.environ.get("HARNESS_ENGINE_ATTN") or "triton") if cuda else "sdpa"
         if self.attention not in ATTENTION:
-            raise ValueError(f"unknown attention kernel {self.attention!r}; one of {', '.join(ATTENTION)}")
-        decode_attention, min_width, max_width = None, 0, 0
-        if self.attention in ("triton", "auto"):
+            raise HarnessError(f"unknown attention kernel HARNESS_ENGINE_ATTN={self.attention!r}; "
+                               f"use one of {', '.join(ATTENTION)} or unset it")
+        decode_attention, max_width = None, 0
+        if self.attention == "triton":
             from harness.engine.triton_attention import MAX_WIDTH as max_width, decode_attention
-
-            min_width = TRITON_ATTENTION_MIN_WIDTH if self.attention == "auto" else 0
 
         # batch-1 decode projections (q/k/v, output, router): the Triton GEMV unless HARNESS_ENGINE_GEMV=torch
         self.gemv = (os.environ.get("HARNESS_ENGINE_GEMV") or "triton") if cuda else "torch"
         if self.gemv not in GEMV:
-            raise ValueError(f"unknown GEMV kernel {self.gemv!r}; one of {', '.join(GEMV)}")
+            raise HarnessError(f"unknown GEMV kernel HARNESS_ENGINE_GEMV={self.gemv!r}; use one of {', '.join(GEMV)} or unset it")
         gemv = None
         if self.gemv == "triton":
             from harness.engine.triton_gemv import gemv
+        self._gemv = gemv
 
         def attn(*args):
-            return attn_router(spec, *args, decode_attention=decode_attention, attention_min_width=min_width,
-                               attention_max_width=max_width, gemv=gemv)
+            return attn_router(spec, *args, decode_attention=decode_attention, attention_max_width=max_width, gemv=gemv)
 
         if compile_backend:
             import torch.fx.experimental._config as fx_config
@@ -276,16 +274,17 @@ class FastStepModel:
         kernel = self.moe_kernel if t == 1 else self.prefill_kernel
         # the previous block's expert outputs, summed into x by the next block's compiled step (zeros
         # before the first block, so that every block runs the same compiled code)
-        slots, parts_dtype = parts_format(kernel, s.max_top_k, self.dtype, prompt=t > 1, n_tokens=b * t)
+        slots, parts_dtype = parts_format(kernel, s.max_top_k, self.dtype, prompt=t > 1)
         parts = torch.zeros((b * t, slots, s.hidden), dtype=parts_dtype, device=x.device)
         for i in self.switch.active:
             bw = self.w.blocks[i]
             kc, vc = _dynamic(cache.k[i][:rows], 0, 2), _dynamic(cache.v[i][:rows], 0, 2)
             x, h2, logits = self._attn(_dynamic(x, 0, 1), _dynamic(parts, 0), kc, vc, cos, sin, bias, cols, *bw.attn_inputs())
-            parts = run_moe(kernel, s, h2, logits, ks[i], self._kt[i], bw.w13, bw.w2, t > 1, parts_dtype)
+            parts = run_moe(kernel, s, h2, logits, ks[i], self._kt[i], bw.w13, bw.w2, parts_dtype)
         x = add_expert_parts(x, parts)
         x = x[:, -1] if last is None else x.index_select(1, last)[:, 0]  # the last real token
-        return F.linear(rms_norm(x, self.w.norm, s.eps), self.w.lm_head)
+        head = self._gemv if self._gemv is not None and x.shape[0] == 1 else F.linear
+        return head(rms_norm(x, self.w.norm, s.eps), self.w.lm_head)
 
     def _padded_prefill(self, emb, mask, positions, cache: EngineCache):
         """The prompt pass at :meth:`padded_length`, through input buffers shared by every prompt

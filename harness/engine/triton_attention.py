@@ -1,16 +1,19 @@
-"""Decode attention of the fast engine (one new query per sequence) as split-KV Triton kernels;
-opt-in: from 512 cache columns with ``HARNESS_ENGINE_ATTN=auto``, everywhere with ``triton``.
+"""Decode attention of the fast engine (one new query per sequence) as split-KV Triton kernels, the
+default on CUDA (``HARNESS_ENGINE_ATTN=sdpa`` uses PyTorch's).
 
 PyTorch's memory-efficient attention gives a single query one program per (sequence, head): 16
-programs for MolmoE at batch 1, so a long KV cache is read by 16 of the H200's 132
-multiprocessors. Here every (sequence, head, chunk of 256 cache columns) is one program that keeps
-a running maximum, sum and weighted value sum (online softmax), and a second kernel combines the
-chunks. Masked columns carry an additive bias of -inf (:func:`harness.engine.block.attention_bias`);
-grouped-query attention reads the query head's KV head.
+programs for MolmoE at batch 1, so the KV cache is read by 16 of the H200's 132 multiprocessors.
+Here every (sequence, head, chunk of cache columns) is one program that keeps a running maximum,
+sum and weighted value sum (online softmax), and a second kernel combines the chunks. Chunks are
+32 columns (:func:`chunk_for`: wider only past 4,096 columns). Masked columns carry an additive
+bias of -inf (:func:`harness.engine.block.attention_bias`); grouped-query attention reads the query
+head's KV head.
 
-Measured on an H200 at 256 cache columns (one chunk, 16 programs): 22.4 + 2.4 us per block against
-13 us for PyTorch's kernel (benchmarks/results/engine_profile.md), hence not the default; long
-caches, where the split should pay, were not measured.
+Measured on an H200 (benchmarks/results/decode_kernels.md, microseconds per call, 16 heads of
+128): 6.1 against 8.1 for PyTorch's kernel called alone at 256 cache columns, 12.3 against 14.4 at
+2,304; one chunk of 256 columns per program, the previous layout, took 17.6 and 27.5. Inside the
+engine PyTorch's kernel measured slower than alone (13 us a block at 256 columns,
+benchmarks/results/engine_profile.md).
 
 :data:`decode_attention` is a ``torch.library`` Triton op, so ``torch.compile`` traces it into
 the engine's compiled block step (and CUDA graphs capture it) like any other kernel.
@@ -23,10 +26,10 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-MIN_CHUNK = 64  # cache columns per program at least; wider chunks only where the combine would read too many
+MIN_CHUNK = 32  # cache columns per program at least; wider chunks only where the combine would read too many
 MAX_CHUNK = 256
-BW = 64  # columns per inner step
-MAX_CHUNKS = 64  # one combine program reads every chunk: caches up to 64 x 256 = 16,384 columns
+BW = 32  # columns per inner step
+MAX_CHUNKS = 128  # one combine program reads every chunk: caches up to 128 x 256 = 32,768 columns
 MAX_WIDTH = MAX_CHUNK * MAX_CHUNKS  # wider caches use PyTorch's attention
 WARPS = 4
 

@@ -28,13 +28,7 @@ class Config:
     """Tile sizes; the defaults are the fastest measured on an H200 for the MolmoE-1B expert shape
     (benchmarks/results/moe_kernels.md: pairwise wins up to 8 tokens, grouped tiles at 32)."""
 
-    pair_max_tokens: int = 8  # pairwise (or routed) up to this many tokens, grouped above
-    routed_up_bn: int = 8
-    routed_up_bk: int = 512
-    routed_up_warps: int = 4
-    routed_down_bn: int = 8
-    routed_down_bk: int = 512
-    routed_down_warps: int = 4
+    pair_max_tokens: int = 8  # pairwise up to this many tokens, grouped above
     pair_bn: int = 16
     pair_bk: int = 256
     pair_warps: int = 8
@@ -218,71 +212,6 @@ def _route(logit_ptr, k_ptr, v_ptr, i_ptr, E: tl.constexpr, BE: tl.constexpr, KM
     tl.store(i_ptr + row * KMAX + slots, idxs.to(tl.int64))
 
 
-@triton.jit
-def _routed_up(x_ptr, logit_ptr, w_ptr, k_ptr, h_ptr, H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, BE: tl.constexpr,
-               KMAX: tl.constexpr, RENORM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    """Gate/up GEMVs + SwiGLU of one token's routed experts for one tile of ``BN`` columns: the
-    program routes the token itself (:func:`_top_k_row`, no separate routing kernel) and loops over
-    its ``top_k`` slots, so the grid (column tiles x tokens) keeps every multiprocessor busy
-    whatever ``top_k`` is, and the work of each program follows ``top_k``."""
-    nb = tl.program_id(0)
-    t = tl.program_id(1).to(tl.int64)
-    k = tl.load(k_ptr)
-    _, idxs = _top_k_row(logit_ptr, t, k, E, BE, KMAX, RENORM)
-    slots = tl.arange(0, KMAX)
-    offs_n = nb * BN + tl.arange(0, BN)
-    n_ok = offs_n < I
-    for j in range(KMAX):
-        if j < k:  # slots >= top_k: nothing loaded
-            e = tl.sum(tl.where(slots == j, idxs, 0), 0).to(tl.int64)
-            wbase = w_ptr + e * (2 * I * H)
-            acc_g = tl.zeros([BN], dtype=tl.float32)
-            acc_u = tl.zeros([BN], dtype=tl.float32)
-            for k0 in tl.static_range(0, H, BK):
-                offs_k = k0 + tl.arange(0, BK)
-                k_ok = offs_k < H
-                xv = tl.load(x_ptr + t * H + offs_k, mask=k_ok, other=0.0).to(tl.float32)
-                m = n_ok[:, None] & k_ok[None, :]
-                wg = tl.load(wbase + offs_n[:, None] * H + offs_k[None, :], mask=m, other=0.0).to(tl.float32)
-                wu = tl.load(wbase + (offs_n[:, None] + I) * H + offs_k[None, :], mask=m, other=0.0).to(tl.float32)
-                acc_g += tl.sum(wg * xv[None, :], axis=1)
-                acc_u += tl.sum(wu * xv[None, :], axis=1)
-            hv = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
-            tl.store(h_ptr + (t * KMAX + j) * I + offs_n, hv.to(h_ptr.dtype.element_ty), mask=n_ok)
-
-
-@triton.jit
-def _routed_down(h_ptr, logit_ptr, w_ptr, k_ptr, y_ptr, H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, BE: tl.constexpr,
-                 KMAX: tl.constexpr, RENORM: tl.constexpr, W_ROUND: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    """Down GEMVs of one token's routed experts for one tile of ``BN`` output columns, each scaled
-    by its routing weight (rounded to the model dtype unless the family keeps float32 weights) and
-    summed over the slots in float32: one row of parts per token."""
-    nb = tl.program_id(0)
-    t = tl.program_id(1).to(tl.int64)
-    k = tl.load(k_ptr)
-    vals, idxs = _top_k_row(logit_ptr, t, k, E, BE, KMAX, RENORM)
-    if W_ROUND:
-        vals = vals.to(h_ptr.dtype.element_ty).to(tl.float32)
-    slots = tl.arange(0, KMAX)
-    offs_n = nb * BN + tl.arange(0, BN)
-    n_ok = offs_n < H
-    out = tl.zeros([BN], dtype=tl.float32)
-    for j in range(KMAX):
-        if j < k:
-            e = tl.sum(tl.where(slots == j, idxs, 0), 0).to(tl.int64)
-            wt = tl.sum(tl.where(slots == j, vals, 0.0), 0)
-            wbase = w_ptr + e * (H * I)
-            acc = tl.zeros([BN], dtype=tl.float32)
-            for k0 in tl.static_range(0, I, BK):
-                offs_k = k0 + tl.arange(0, BK)
-                k_ok = offs_k < I
-                hv = tl.load(h_ptr + (t * KMAX + j) * I + offs_k, mask=k_ok, other=0.0).to(tl.float32)
-                w = tl.load(wbase + offs_n[:, None] * I + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
-                acc += tl.sum(w * hv[None, :], axis=1)
-            out += acc * wt
-    tl.store(y_ptr + t * H + offs_n, out, mask=n_ok)
-
-
 def route(logits, top_k_t, max_top_k: int, renormalize: bool, out_dtype):
     """:func:`harness.engine.block.route` in one kernel (softmax, sorted top-``max_top_k``,
     slots ``>= top_k`` zeroed, optional renormalisation, cast): one program per token."""
@@ -311,23 +240,6 @@ def moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT):
     _pair_down[(p, triton.cdiv(hid, cfg.pair_bn))](h, w2, idx, topv.reshape(-1).contiguous(), top_k_t, y, hid, inter,
                                                    KMAX=kmax, BN=cfg.pair_bn, BK=cfg.pair_bk, num_warps=cfg.pair_warps)
     return y.view(n, kmax, hid)
-
-
-def moe_routed_parts(x, logits, top_k_t, w13, w2, max_top_k: int, renormalize: bool, weights_in_float: bool,
-                     cfg: Config = DEFAULT):
-    """Routing and experts of a few tokens in two kernels (:func:`_routed_up`, :func:`_routed_down`)
-    from the router ``logits`` [N, E] -> parts [N, 1, H] float32 (the slots already summed)."""
-    n, n_exp = logits.shape
-    hid, inter = x.shape[1], w2.shape[2]
-    h = torch.empty(n, max_top_k, inter, dtype=x.dtype, device=x.device)  # slots >= top_k: unset, never read
-    y = torch.empty(n, 1, hid, dtype=torch.float32, device=x.device)
-    logits = logits.contiguous()
-    meta = dict(E=n_exp, BE=triton.next_power_of_2(n_exp), KMAX=max_top_k, RENORM=bool(renormalize))
-    _routed_up[(triton.cdiv(inter, cfg.routed_up_bn), n)](x.contiguous(), logits, w13, top_k_t, h, hid, inter, **meta, BN=cfg.routed_up_bn,
-                                                          BK=cfg.routed_up_bk, num_warps=cfg.routed_up_warps)
-    _routed_down[(triton.cdiv(hid, cfg.routed_down_bn), n)](h, logits, w2, top_k_t, y, hid, inter, **meta, W_ROUND=not weights_in_float,
-                                                            BN=cfg.routed_down_bn, BK=cfg.routed_down_bk, num_warps=cfg.routed_down_warps)
-    return y
 
 
 def moe_grouped(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT, bm: int | None = None):
