@@ -80,7 +80,7 @@ def measure(rows, group, shape, name, fn, ref, floor_ms=None, **extra):
 def experts(rows, dev, dt, bw, quick):
     w13 = [(torch.randn(E, 2 * I, H, device=dev) * 0.02).to(dt) for _ in range(LAYERS)]
     w2 = [(torch.randn(E, H, I, device=dev) * 0.02).to(dt) for _ in range(LAYERS)]
-    cfgs = list(itertools.product((8, 16, 32), (128, 256, 512), (4, 8)))
+    cfgs = list(itertools.product((2, 4, 8, 16), (256, 1024, 2048), (4, 8)))
     if quick:
         cfgs = cfgs[:2]
     for n, k in itertools.product((1, 8), (8, 4, 2)):
