@@ -77,10 +77,10 @@ def measure(rows, group, shape, name, fn, ref, floor_ms=None, **extra):
     return row
 
 
-def experts(rows, dev, dt, bw, quick):
+def experts(rows, dev, dt, bw, quick, tiles="2,4,8,16;256,1024,2048;4,8"):
     w13 = [(torch.randn(E, 2 * I, H, device=dev) * 0.02).to(dt) for _ in range(LAYERS)]
     w2 = [(torch.randn(E, H, I, device=dev) * 0.02).to(dt) for _ in range(LAYERS)]
-    cfgs = list(itertools.product((2, 4, 8, 16), (256, 1024, 2048), (4, 8)))
+    cfgs = list(itertools.product(*([int(v) for v in part.split(",")] for part in tiles.split(";"))))
     if quick:
         cfgs = cfgs[:2]
     for n, k in itertools.product((1, 8), (8, 4, 2)):
@@ -153,6 +153,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", default="experts,attention,projections")
     ap.add_argument("--quick", action="store_true", help="a few configurations each (a smoke run)")
+    ap.add_argument("--pair-tiles", default="2,4,8,16;256,1024,2048;4,8",
+                    help="pairwise expert tiles swept: rows per program; columns per load; warps")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -166,7 +168,7 @@ def main(argv=None):
     if "attention" in parts:
         attention(rows, dev, dt, args.quick)
     if "experts" in parts:
-        experts(rows, dev, dt, bw, args.quick)
+        experts(rows, dev, dt, bw, args.quick, args.pair_tiles)
     env = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": __import__("triton").__version__,
            "copy_bandwidth_TBps": round(bw / 1e12, 3), "total_s": round(time.time() - t0, 1),
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
