@@ -26,12 +26,15 @@ import triton.language as tl
 @dataclass(frozen=True)
 class Config:
     """Tile sizes; the defaults are the fastest measured on an H200 for the MolmoE-1B expert shape
-    (benchmarks/results/moe_kernels.md: pairwise wins up to 8 tokens, grouped tiles at 32)."""
+    (benchmarks/results/moe_kernels.md: pairwise wins up to 8 tokens, grouped tiles at 32; pairwise
+    tiles from benchmarks/results/decode_kernels_experts.md: 4 rows of 1,024 columns per load cut
+    batch-1 top_k 2 from 24.9 to 17.8 us a block, top_k 4 from 27.6 to 22.8, top_k 8 from 36.2 to
+    35.0, and batch 8 is no slower)."""
 
     pair_max_tokens: int = 8  # pairwise up to this many tokens, grouped above
-    pair_bn: int = 16
-    pair_bk: int = 256
-    pair_warps: int = 8
+    pair_bn: int = 4
+    pair_bk: int = 1024
+    pair_warps: int = 4
     bm: int = 16  # grouped: tokens per tile (decode: up to 64 tokens); prompts use the *_large tiles
     bn: int = 64
     bk: int = 128
