@@ -157,6 +157,8 @@ def main(argv=None):
                     help="pairwise expert tiles swept: rows per program; columns per load; warps")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("decode_kernels.py times CUDA kernels: run it on a machine with a CUDA GPU")
     t0 = time.time()
     torch.manual_seed(0)
     dev, dt = "cuda", torch.bfloat16

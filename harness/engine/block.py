@@ -66,8 +66,9 @@ def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv,
     normalised input of the experts [B*T, H], router logits [B*T, E]); :func:`route` (or the
     Triton kernel of the same contract) turns the logits into routing weights and expert ids.
     ``decode_attention`` (:mod:`harness.engine.triton_attention`), when given, replaces PyTorch's
-    attention for single-query steps over caches of up to ``attention_max_width`` columns; ``gemv`` (:mod:`harness.engine.triton_gemv`), when given, replaces ``F.linear`` for the
-    projections of a single row (batch-1 decode steps)."""
+    attention for single-query steps over caches of up to ``attention_max_width`` columns; ``gemv``
+    (:mod:`harness.engine.triton_gemv`), when given, replaces ``F.linear`` for the projections of a
+    single row (batch-1 decode steps)."""
     x = add_expert_parts(x, parts)
     B, T, _ = x.shape
     linear = gemv if gemv is not None and B * T == 1 else F.linear

@@ -178,7 +178,7 @@ class FastStepModel:
         if self.attention == "triton":
             from harness.engine.triton_attention import MAX_WIDTH as max_width, decode_attention
 
-        # batch-1 decode projections (q/k/v, output, router): the Triton GEMV unless HARNESS_ENGINE_GEMV=torch
+        # batch-1 products (q/k/v, output, router, LM head): the Triton GEMV unless HARNESS_ENGINE_GEMV=torch
         self.gemv = (os.environ.get("HARNESS_ENGINE_GEMV") or "triton") if cuda else "torch"
         if self.gemv not in GEMV:
             raise HarnessError(f"unknown GEMV kernel HARNESS_ENGINE_GEMV={self.gemv!r}; use one of {', '.join(GEMV)} or unset it")

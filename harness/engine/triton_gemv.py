@@ -1,14 +1,16 @@
-"""Single-row matrix-vector products of the fast engine's batch-1 decode step (the q/k/v, output
-and router projections of every block) as a Triton kernel; CUDA only (``TRITON_INTERPRET=1`` runs
-it on the CPU for tests).
+"""Single-row matrix-vector products of the fast engine's batch-1 steps (the q/k/v, output and
+router projections of every block, and the LM head) as a Triton kernel; CUDA only
+(``TRITON_INTERPRET=1`` runs it on the CPU for tests).
 
 A ``[1, K] x [N, K]^T`` product reads the whole weight once, so it is bound by memory bandwidth.
 One program per tile of a few output rows reads those rows whole (``K / BK`` loads unrolled, all
 in flight), accumulates in float32 and rounds once to the input's dtype, as cuBLAS's kernels do.
 Measured on an H200 (benchmarks/results/decode_kernels.md, microseconds per call with each of 16
 calls on its own weights): q/k/v 7.9 against cuBLAS's 9.9, output 4.2 against 6.3, router 1.7
-against 4.9, LM head 47.5 against 53.9. :data:`gemv` is a ``torch.library`` Triton op, so ``torch.compile`` traces it into the
-engine's compiled block step (and CUDA graphs capture it) like any other kernel.
+against 4.9, LM head 47.5 against 53.9.
+
+:data:`gemv` is a ``torch.library`` Triton op, so ``torch.compile`` traces it into the engine's
+compiled block step (and CUDA graphs capture it) like any other kernel.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import torch
 import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
-
 
 
 def config_for(n: int, k: int) -> tuple[int, int, int]:
