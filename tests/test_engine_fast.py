@@ -286,3 +286,22 @@ def test_an_unknown_kernel_override_is_a_one_line_error(monkeypatch):
     monkeypatch.setenv("HARNESS_ENGINE_MOE", "fastest")
     with pytest.raises(HarnessError, match="HARNESS_ENGINE_MOE.*use one of loop, grouped_mm, triton"):
         _pair("olmoe")
+
+
+def test_one_set_of_prompt_buffers_serves_every_prompt_shape_of_a_cache(monkeypatch):
+    """On CUDA the batch is bucketed (a cache of 4 rows serves 3 and 4 samples) and every prompt
+    shape of a cache reads views at the start of one shared set of input buffers: what an earlier
+    prompt of another batch size or length left there must change no token."""
+    from harness.engine.step import batch_bucket
+
+    eager, fast = _pair("olmoe")
+    sm = FastStepModel(fast.step_model.hf, fast.switch, prompt_bucket=8)
+    monkeypatch.setattr(sm, "rows_for", batch_bucket)  # as on CUDA
+    fast.step_model, fast.decoder = sm, Decoder(sm, static_cache=True)
+    prompts = [GenRequest(text) for text in ("hi", "a longer prompt than the first", "mid length", "x y z " * 6)]
+    for batch in (prompts, prompts[1:], prompts[:3], prompts):  # 4, 3, 3, 4 rows of one 4-row cache; lengths differ
+        assert fast.generate_ids(batch, 4).tokens == eager.generate_ids(batch, 4).tokens, len(batch)
+    caches = list(sm._caches.values())
+    assert [c.rows for c in caches] == [4]
+    flat = caches[0].graph_inputs["prefill"]
+    assert flat["emb"].numel() == 4 * caches[0].width * sm.spec.hidden
