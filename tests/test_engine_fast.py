@@ -305,3 +305,17 @@ def test_one_set_of_prompt_buffers_serves_every_prompt_shape_of_a_cache(monkeypa
     assert [c.rows for c in caches] == [4]
     flat = caches[0].graph_inputs["prefill"]
     assert flat["emb"].numel() == 4 * caches[0].width * sm.spec.hidden
+
+
+def test_which_decode_attention_a_run_uses():
+    """Triton's split-KV kernels on CUDA by default; PyTorch's off CUDA, when asked for, and by default
+    for a head size Triton's kernels cannot take (asking for them there is a one-line error)."""
+    from harness.engine.step import decode_attention_kernel
+    from harness.errors import HarnessError
+
+    assert decode_attention_kernel(None, True, 128) == "triton" and decode_attention_kernel("sdpa", True, 128) == "sdpa"
+    assert decode_attention_kernel("triton", False, 128) == "sdpa" and decode_attention_kernel(None, True, 80) == "sdpa"
+    with pytest.raises(HarnessError, match="power-of-two head size.*80.*HARNESS_ENGINE_ATTN=sdpa"):
+        decode_attention_kernel("triton", True, 80)
+    with pytest.raises(HarnessError, match="HARNESS_ENGINE_ATTN='auto'.*use one of triton, sdpa"):
+        decode_attention_kernel("auto", True, 128)

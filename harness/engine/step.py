@@ -51,6 +51,22 @@ def _dynamic(t: torch.Tensor, *dims: int) -> torch.Tensor:
     return t
 
 
+def decode_attention_kernel(asked: str | None, cuda: bool, head_dim: int) -> str:
+    """The decode attention a run uses: off CUDA PyTorch's; on CUDA ``asked`` (HARNESS_ENGINE_ATTN)
+    or by default the Triton kernels, which need a power-of-two head size (other models keep
+    PyTorch's by default; asking for Triton's is then a one-line error)."""
+    pow2 = head_dim > 0 and head_dim & (head_dim - 1) == 0
+    if not cuda:
+        return "sdpa"
+    kernel = asked or ("triton" if pow2 else "sdpa")
+    if kernel not in ATTENTION:
+        raise HarnessError(f"unknown attention kernel HARNESS_ENGINE_ATTN={kernel!r}; use one of {', '.join(ATTENTION)} or unset it")
+    if kernel == "triton" and not pow2:
+        raise HarnessError(f"the Triton decode attention needs a power-of-two head size and this model's is {head_dim}; "
+                           "use HARNESS_ENGINE_ATTN=sdpa or unset it")
+    return kernel
+
+
 def batch_bucket(n: int) -> int:
     for b in BATCH_BUCKETS:
         if n <= b:
@@ -170,10 +186,7 @@ class FastStepModel:
 
         # decode attention on CUDA: the split-KV Triton kernels (HARNESS_ENGINE_ATTN=sdpa: PyTorch's, the default
         # before; on an H200 its single-query kernel gives 16 programs to a whole cache); off CUDA PyTorch's
-        self.attention = (attention or os.environ.get("HARNESS_ENGINE_ATTN") or "triton") if cuda else "sdpa"
-        if self.attention not in ATTENTION:
-            raise HarnessError(f"unknown attention kernel HARNESS_ENGINE_ATTN={self.attention!r}; "
-                               f"use one of {', '.join(ATTENTION)} or unset it")
+        self.attention = decode_attention_kernel(attention or os.environ.get("HARNESS_ENGINE_ATTN"), cuda, spec.head_dim)
         decode_attention, max_width = None, 0
         if self.attention == "triton":
             from harness.engine.triton_attention import MAX_WIDTH as max_width, decode_attention
