@@ -39,24 +39,14 @@ from harness.engine import triton_attention as ta  # noqa: E402
 from harness.engine import triton_gemv as tg  # noqa: E402
 from harness.engine import triton_moe as tm  # noqa: E402
 from harness.engine.moe import moe_loop  # noqa: E402
-from _common import copy_bandwidth, cuda_median_ms, write_report  # noqa: E402
+from _common import copy_bandwidth, cuda_graph_median_ms, write_report  # noqa: E402
 
 E, H, I, KMAX, LAYERS, HEADS, D = 64, 2048, 1024, 8, 16, 16, 128
 
 
 def time_layers(fn, reps=100):
     """ms per call of ``fn(layer)``: one graph calls it for each of the 16 layers in turn."""
-    body = lambda: [fn(i) for i in range(LAYERS)]  # noqa: E731
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            body()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        body()
-    return cuda_median_ms(g.replay, reps, warm=5) / LAYERS
+    return cuda_graph_median_ms(lambda: [fn(i) for i in range(LAYERS)], reps) / LAYERS
 
 
 def rel_err(out, ref):

@@ -27,23 +27,9 @@ import torch  # noqa: E402
 
 from harness.engine import triton_moe as tm  # noqa: E402
 from harness.engine.moe import moe_grouped_mm, moe_loop  # noqa: E402
-from _common import copy_bandwidth, cuda_median_ms  # noqa: E402
+from _common import copy_bandwidth, cuda_graph_median_ms, cuda_median_ms  # noqa: E402
 
 E, H, I, KMAX = 64, 2048, 1024, 8
-
-
-def time_graph(fn, reps=200):
-    """Median ms of one call, replayed from a CUDA graph (no launch overhead, as in the engine)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    return cuda_median_ms(g.replay, reps, warm=5)
 
 
 def time_events(fn, reps=30):
@@ -110,7 +96,7 @@ def main(argv=None):
                 try:
                     out = fn().float()
                     row["rel_err"] = float((out - ref).norm() / ref.norm())
-                    ms = time_graph(fn) if n <= 64 and not name.startswith("transformers") else time_events(fn)
+                    ms = cuda_graph_median_ms(fn) if n <= 64 and not name.startswith("transformers") else time_events(fn)
                     row.update(ms=round(ms, 4), x_floor=round(ms / floor, 2))
                 except Exception as exc:
                     row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"

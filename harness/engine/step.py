@@ -51,6 +51,13 @@ def _dynamic(t: torch.Tensor, *dims: int) -> torch.Tensor:
     return t
 
 
+def _checked(var: str, value: str, options) -> str:
+    """``value`` of a kernel override, or the one-line error that names the variable and the choices."""
+    if value not in options:
+        raise HarnessError(f"unknown kernel {var}={value!r}; use one of {', '.join(options)} or unset it")
+    return value
+
+
 def decode_attention_kernel(asked: str | None, cuda: bool, head_dim: int) -> str:
     """The decode attention a run uses: off CUDA PyTorch's; on CUDA ``asked`` (HARNESS_ENGINE_ATTN)
     or by default the Triton kernels, which need a power-of-two head size (other models keep
@@ -58,9 +65,7 @@ def decode_attention_kernel(asked: str | None, cuda: bool, head_dim: int) -> str
     pow2 = head_dim > 0 and head_dim & (head_dim - 1) == 0
     if not cuda:
         return "sdpa"
-    kernel = asked or ("triton" if pow2 else "sdpa")
-    if kernel not in ATTENTION:
-        raise HarnessError(f"unknown attention kernel HARNESS_ENGINE_ATTN={kernel!r}; use one of {', '.join(ATTENTION)} or unset it")
+    kernel = _checked("HARNESS_ENGINE_ATTN", asked or ("triton" if pow2 else "sdpa"), ATTENTION)
     if kernel == "triton" and not pow2:
         raise HarnessError(f"the Triton decode attention needs a power-of-two head size and this model's is {head_dim}; "
                            "use HARNESS_ENGINE_ATTN=sdpa or unset it")
@@ -164,10 +169,8 @@ class FastStepModel:
         # expert kernels by measurement (benchmarks/results/moe_kernels.md): decode steps / prompts
         self.moe_kernel = moe_kernel or os.environ.get("HARNESS_ENGINE_MOE") or ("triton" if cuda else "loop")
         self.prefill_kernel = moe_kernel or os.environ.get("HARNESS_ENGINE_PREFILL_MOE") or ("triton" if cuda else "loop")
-        for k in (self.moe_kernel, self.prefill_kernel):
-            if k not in KERNELS:
-                raise HarnessError(f"unknown expert kernel {k!r} (HARNESS_ENGINE_MOE / HARNESS_ENGINE_PREFILL_MOE); "
-                                   f"use one of {', '.join(KERNELS)} or unset it")
+        _checked("HARNESS_ENGINE_MOE", self.moe_kernel, KERNELS)
+        _checked("HARNESS_ENGINE_PREFILL_MOE", self.prefill_kernel, KERNELS)
         self.cuda_graphs = cuda if cuda_graphs is None else bool(cuda_graphs and cuda)
         if self.cuda_graphs and self.moe_kernel == "loop":
             raise HarnessError("the 'loop' expert kernel synchronises with the host and cannot be captured in a CUDA graph; "
@@ -192,9 +195,7 @@ class FastStepModel:
             from harness.engine.triton_attention import MAX_WIDTH as max_width, decode_attention
 
         # batch-1 products (q/k/v, output, router, LM head): the Triton GEMV unless HARNESS_ENGINE_GEMV=torch
-        self.gemv = (os.environ.get("HARNESS_ENGINE_GEMV") or "triton") if cuda else "torch"
-        if self.gemv not in GEMV:
-            raise HarnessError(f"unknown GEMV kernel HARNESS_ENGINE_GEMV={self.gemv!r}; use one of {', '.join(GEMV)} or unset it")
+        self.gemv = _checked("HARNESS_ENGINE_GEMV", os.environ.get("HARNESS_ENGINE_GEMV") or "triton", GEMV) if cuda else "torch"
         gemv = None
         if self.gemv == "triton":
             from harness.engine.triton_gemv import gemv
