@@ -19,6 +19,14 @@ host's bookkeeping and launch of the next step). When token *i* turns out to be 
 step queued after it is discarded: its token is not kept and its time is not in ``decode``, which
 still ends at token *i*'s event. On the CPU the check is immediate, as before.
 
+The loop's state (tokens so far, finished rows, mask, positions) lives in device tensors
+(:class:`LoopState`) changed by device ops only. A model with a static cache may offer
+``loop_state(cache)`` (state buffers it owns, at fixed addresses) and ``greedy_step(state,
+cache)`` (open the next mask column, forward the last token, choose the next): the fast engine
+captures the whole step, bookkeeping included, in one CUDA graph, so a decode step launches one
+graph instead of a dozen small kernels around it. Other models get ``step`` called with the same
+tensors and the same bookkeeping.
+
 ``static_cache=True`` asks the model for a fixed-width cache (the prompt plus the new tokens,
 rounded up to :data:`STATIC_BUCKET` columns) and passes one fixed-width mask whose future columns
 are zero, so every decode step has the same shapes (the fast engine, :mod:`harness.engine`,
@@ -63,6 +71,10 @@ class StepModel(Protocol):
              cache: Any) -> torch.Tensor:
         """One decode step for ``tokens`` ``[B, 1]``: logits ``[B, vocab]``."""
 
+    # optional, static caches only (see the module docstring):
+    #   loop_state(cache) -> LoopState     state buffers owned by the model, one set per cache
+    #   greedy_step(state, cache) -> None  state.open_column(); logits = step(...); state.choose(logits)
+
 
 @dataclass
 class DecodeResult:
@@ -87,6 +99,81 @@ def prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+class LoopState:
+    """The greedy loop's device tensors, for ``rows`` rows (a batch and, on a bucketed static cache,
+    its padding rows, which are finished from the start):
+
+    - ``out`` [rows, C] the tokens so far (column ``idx`` next); a finished row gets ``pad``;
+    - ``finished`` [rows] ended by EOS; ``done`` [] every row has;
+    - ``tok`` [rows, 1] the token the next step feeds (``out``'s last column), at cache column ``col``
+      [1] and position ``pos`` [rows, 1]; ``mask`` [rows, W] the attention mask;
+    - ``eos`` [E] the EOS ids (padded with -1), ``pad`` [] the padding id.
+
+    :meth:`choose` (after a forward pass) and :meth:`open_column` (before a step) change them in
+    place with device ops only, so a model may capture them in the CUDA graph of its step
+    (``greedy_step``, see :class:`StepModel`): a decode step is then one graph replay.
+    """
+
+    NAMES = ("out", "finished", "done", "tok", "col", "pos", "idx", "mask", "eos", "pad")
+    EOS_SLOTS = 16  # EOS ids a state holds (models list one to three)
+
+    def __init__(self, rows: int, columns: int, width: int, device):
+        z = lambda *s, dt=torch.long: torch.zeros(s, dtype=dt, device=device)  # noqa: E731
+        self.out, self.finished, self.done = z(rows, columns), z(rows, dt=torch.bool), z(dt=torch.bool)
+        self.tok, self.col, self.pos, self.idx = z(rows, 1), z(1), z(rows, 1), z(1)
+        self.mask, self.eos, self.pad = z(rows, width), z(self.EOS_SLOTS), z()
+        self.rows = rows
+
+    def start(self, attention_mask, positions, eos: list[int], pad: int) -> None:
+        """Load one left-padded batch of ``n <= rows`` prompts (host to device, once per batch)."""
+        n, t = attention_mask.shape
+        self.mask.zero_()
+        self.mask[:, 0] = 1  # padding rows attend to column 0 only
+        self.mask[:n, :t] = attention_mask
+        self.finished.fill_(True)
+        self.finished[:n] = False  # padding rows are finished: they only ever feed ``pad``
+        self.done.fill_(False)
+        self.pos[:n] = positions[:, -1:]  # choose() moves to the next position and column
+        self.col.fill_(t - 1)
+        self.idx.zero_()
+        self.tok.fill_(int(pad))
+        self.eos.fill_(-1)
+        self.eos[: len(eos)] = torch.tensor(eos, dtype=torch.long)
+        self.pad.fill_(int(pad))
+
+    def choose(self, logits: torch.Tensor) -> None:
+        """The greedy token from ``logits`` [n, V] (rows ``n`` and up keep theirs): into ``out`` at
+        ``idx`` (``pad`` for a row already finished), ``tok``, ``finished`` and ``done``; then the
+        next column, position and index."""
+        choose_greedy(self.out, logits, self.finished, self.tok, self.pos, self.done, self.col, self.idx, self.eos, self.pad)
+
+    def open_column(self) -> None:
+        """Unmask ``col``, where the step about to run writes the token it feeds."""
+        self.mask.index_fill_(1, self.col, 1)
+
+    def snapshot(self) -> dict:
+        return {k: getattr(self, k).clone() for k in self.NAMES}
+
+    def restore(self, saved: dict) -> None:
+        for k, v in saved.items():
+            getattr(self, k).copy_(v)
+
+
+def choose_greedy(out, logits, finished, tok, pos, done, col, idx, eos, pad) -> None:
+    """:meth:`LoopState.choose` as one function of tensors (what a model compiles into its step;
+    the arguments with a row per sample first)."""
+    n = logits.shape[0]
+    nxt = logits.argmax(-1)
+    t = torch.where(finished[:n], pad, nxt)
+    out[:n].index_copy_(1, idx, t[:, None])
+    tok[:n] = t[:, None]
+    finished[:n] |= (nxt[:, None] == eos[None, :]).any(-1)
+    done.copy_(finished.all())
+    col.add_(1)
+    pos[:n] += 1
+    idx.add_(1)
+
+
 class _Finished:
     """Whether every sample has finished. ``lazy``: read one step late (the loop queues the next
     step first); on CUDA the value then travels to the host without blocking the queue."""
@@ -99,13 +186,13 @@ class _Finished:
             self.event = torch.cuda.Event()
         self.value = False
 
-    def post(self, finished: torch.Tensor) -> None:
-        """Queue the copy of ``finished.all()`` (CUDA) or read it now (CPU)."""
+    def post(self, done: torch.Tensor) -> None:
+        """Queue the copy of ``done`` (CUDA) or read it now (CPU)."""
         if self.cuda:
-            self.host.copy_(finished.all(), non_blocking=True)
+            self.host.copy_(done, non_blocking=True)
             self.event.record()
         else:
-            self.value = bool(finished.all())
+            self.value = bool(done)
 
     def read(self) -> bool:
         if self.cuda:
@@ -136,6 +223,10 @@ class Decoder:
         return (rows, -(-total // STATIC_BUCKET) * STATIC_BUCKET, batch.batch_size, padded,
                 None if pixels is None else tuple(pixels.shape))
 
+    def fused(self) -> bool:
+        """Whether each decode step is the model's ``greedy_step`` (one graph replay on CUDA)."""
+        return self.static_cache and hasattr(self.model, "greedy_step") and hasattr(self.model, "loop_state")
+
     def run(self, batch: PreparedBatch, max_new_tokens: int, eos_token_ids, pad_token_id: int,
             timer: Timer | None = None) -> DecodeResult:
         model = self.model
@@ -146,53 +237,47 @@ class Decoder:
         total = prompt_len + max_new_tokens
         static = self.static_cache
         width = -(-total // STATIC_BUCKET) * STATIC_BUCKET if static else total
-        mask = torch.zeros((bsz, width), dtype=torch.long, device=device)
-        mask[:, :prompt_len] = batch.attention_mask
-        eos = torch.tensor(sorted({int(e) for e in (eos_token_ids or [])}) or [-1], device=device)
+        eos = sorted({int(e) for e in (eos_token_ids or []) if e is not None})
+        fused = self.fused() and len(eos) <= LoopState.EOS_SLOTS
         with torch.inference_mode():
             cache = model.make_cache(bsz, width, static)
+            state = model.loop_state(cache) if fused else LoopState(bsz, max_new_tokens, width, device)
             positions = prompt_positions(batch.attention_mask)
-            prefill_mask = mask if static else mask[:, :prompt_len]
+            state.start(batch.attention_mask, positions, eos, pad_token_id)
+            mask = state.mask[:bsz]
             start = timer.mark()
-            logits = model.prefill(batch, prefill_mask, positions, cache, timer)
-            nxt = logits.argmax(-1)
+            logits = model.prefill(batch, mask if static else mask[:, :prompt_len], positions, cache, timer)
+            state.choose(logits)
             first = last = timer.mark()  # the first token exists: prefill ends, decode starts
             timer.add("prefill", start, first)
 
-            out = torch.full((bsz, max_new_tokens), int(pad_token_id), dtype=torch.long, device=device)
-            finished = torch.zeros(bsz, dtype=torch.bool, device=device)  # by EOS (a finished row only pads)
-            pos = positions[:, -1:] + 1
-            n_steps = 0
+            n_steps = 1  # tokens kept
             dev = torch.device(device)
             done = _Finished(dev, dev.type == "cuda" if self.lookahead is None else bool(self.lookahead))
-            for i in range(max_new_tokens):
-                # few small kernels per step: on a GPU each costs microseconds of every decode step
-                out[:, i] = torch.where(finished, int(pad_token_id), nxt)
-                finished |= torch.isin(nxt, eos)
-                n_steps = i + 1
-                if i == max_new_tokens - 1:
-                    break
-                done.post(finished)
+            for i in range(1, max_new_tokens):
+                done.post(state.done)  # after token i-1
                 if not done.lazy and done.read():
                     break
-                mask[:, prompt_len + i] = 1
-                step_mask = mask if static else mask[:, : prompt_len + i + 1]
-                # column i of ``out`` and ``pos`` are never written again (``pos`` is rebound below)
-                logits = model.step(out[:, i : i + 1], step_mask, pos, cache)
-                nxt = logits.argmax(-1)
-                now = timer.mark()  # step i+1 = previous token to this one, bookkeeping included
-                if done.lazy and done.read():  # token i was the last: the step just queued is discarded
+                if fused:
+                    model.greedy_step(state, cache)  # open the column, forward token i-1, choose token i
+                else:
+                    state.open_column()
+                    step_mask = mask if static else mask[:, : prompt_len + i]
+                    state.choose(model.step(state.tok[:bsz], step_mask, state.pos[:bsz], cache))
+                now = timer.mark()  # step i = previous token to this one, bookkeeping included
+                if done.lazy and done.read():  # token i-1 was the last: the step just queued is discarded
                     break
                 timer.add("decode_step", last, now)
                 last = now
-                pos = pos + 1
+                n_steps = i + 1
             if n_steps > 1:
                 timer.add("decode", first, last)
+            gen = state.out[:bsz, :n_steps].tolist()
+            ended = state.finished[:bsz].tolist()
 
-        gen = out[:, :n_steps].tolist()
-        eos_set = set(eos.tolist())
+        eos_set = set(eos)
         tokens, reasons = [], []
-        for row, eos_hit in zip(gen, finished.tolist()):
+        for row, eos_hit in zip(gen, ended):
             if eos_hit:
                 cut = next(j for j, t in enumerate(row) if t in eos_set)
                 tokens.append(row[:cut])

@@ -10,6 +10,9 @@
 - On CUDA each decode step is replayed from a CUDA graph per (active blocks, batch bucket, cache
   width), captured on first use from the already compiled code (capture compiles nothing);
   ``top_k`` lives in device tensors the expert kernels read, so one graph serves every ``top_k``.
+  The graph holds the whole step of the decode loop (:meth:`FastStepModel.greedy_step`): the next
+  mask column, the forward pass, the greedy choice and the loop's bookkeeping
+  (:class:`harness.decode.LoopState`), so a step is one graph launch.
 - Prompts are padded at their end to a multiple of :data:`PROMPT_BUCKET` tokens (causal attention:
   the padding sees the prompt, the prompt never sees the padding; the logits are read at the last
   real token; the padding's cache columns are masked and overwritten by the decode steps), and on
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from harness.decode import LoopState, choose_greedy
 from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_router, rms_norm, rope_cos_sin
 from harness.engine.moe import KERNELS, parts_format, run_moe
 from harness.engine.weights import extract
@@ -201,15 +205,31 @@ class FastStepModel:
             from harness.engine.triton_gemv import gemv
         self._gemv = gemv
 
+        dtype = self.dtype
+
         def attn(*args):
             return attn_router(spec, *args, decode_attention=decode_attention, attention_max_width=max_width, gemv=gemv)
 
+        def prologue(positions, mask, cols, inv_freq):  # RoPE tables and the attention bias of a pass
+            cos, sin = rope_cos_sin(positions, inv_freq, spec.rope_scaling, dtype)
+            return cos, sin, attention_bias(allowed_mask(mask, cols), dtype)
+
+        def head(x, parts, last, norm, lm_head):  # the last block's experts, final norm, LM head
+            x = add_expert_parts(x, parts)
+            x = x[:, -1] if last is None else x.index_select(1, last)[:, 0]  # the last real token
+            linear = gemv if gemv is not None and x.shape[0] == 1 else F.linear
+            return linear(rms_norm(x, norm, spec.eps), lm_head)
+
+        # the pieces of a pass around the blocks are compiled too: eagerly they are some forty small
+        # kernels per decode step (tens of microseconds on a GPU); ``choose`` is the decode loop's
+        # bookkeeping (harness.decode.choose_greedy), compiled into the step's graph
+        fns = dict(attn=attn, prologue=prologue, head=head, choose=choose_greedy)
         if compile_backend:
             import torch.fx.experimental._config as fx_config
 
             fx_config.use_duck_shape = False  # batch, length and width are separate sizes even when equal
-            attn = torch.compile(attn, backend=compile_backend, dynamic=None)
-        self._attn = attn
+            fns = {k: torch.compile(f, backend=compile_backend, dynamic=None) for k, f in fns.items()}
+        self._attn, self._prologue, self._head, self._choose = fns["attn"], fns["prologue"], fns["head"], fns["choose"]
         self._caches: dict = {}
         self._graphs = _Graphs() if self.cuda_graphs else None
         # the vision encoder and projector: graph-replayed per input shape on CUDA unless
@@ -265,21 +285,50 @@ class FastStepModel:
         return logits
 
     def step(self, tokens, attention_mask, position_ids, cache: EngineCache):
+        """One decode step without a graph (the decode loop calls :meth:`greedy_step` instead)."""
         n = tokens.shape[0]
-        if not self.cuda_graphs:
-            cols = torch.tensor([cache.length], device=self.device)
-            out = self._forward(self.hf.embed(tokens), attention_mask, position_ids, cols, cache, rows=n)
-        else:
-            out = self._replay(tokens, attention_mask, position_ids, cache)[:n].clone()
+        cols = torch.tensor([cache.length], device=self.device)
+        out = self._forward(self.hf.embed(tokens), attention_mask, position_ids, cols, cache, rows=n)
         cache.length += 1
         return out
+
+    def loop_state(self, cache: EngineCache) -> LoopState:
+        """The decode loop's state buffers for this cache (one set per cache: the graphs of
+        :meth:`greedy_step` read and write them in place)."""
+        state = cache.graph_inputs.get("loop")
+        if state is None:
+            state = cache.graph_inputs["loop"] = LoopState(cache.rows, cache.width, cache.width, self.device)
+        return state
+
+    def greedy_step(self, state: LoopState, cache: EngineCache) -> None:
+        """One decode step with the loop's bookkeeping (:class:`harness.decode.LoopState`): on CUDA
+        one graph replay per step, per (active blocks, rows, width)."""
+        rows = cache.rows
+        self._top_k()
+
+        def body():
+            state.open_column()
+            logits = self._forward(self.hf.embed(state.tok), state.mask, state.pos, state.col, cache, rows)
+            rows_of = (_dynamic(t, 0) for t in (logits, state.finished, state.tok, state.pos))
+            self._choose(_dynamic(state.out, 0, 1), *rows_of, state.done, state.col, state.idx, state.eos, state.pad)
+            return logits
+
+        if not self.cuda_graphs:
+            body()
+        else:
+            key = ("greedy", tuple(self.switch.active), rows, cache.width)
+            if key not in self._graphs.graphs:  # warm-up and capture run the body: the state is put back after
+                saved = state.snapshot()
+                self._graphs.get(key, body)
+                state.restore(saved)
+            self._graphs.graphs[key][0].replay()
+        cache.length += 1
 
     # -- the forward pass ---------------------------------------------------------------------
     def _forward(self, x, mask, positions, cols, cache: EngineCache, rows: int, last=None):
         ks = self._top_k()
         s = self.spec
-        cos, sin = rope_cos_sin(positions, self.w.inv_freq, s.rope_scaling, self.dtype)
-        bias = attention_bias(allowed_mask(mask, cols), self.dtype)
+        cos, sin, bias = self._prologue(_dynamic(positions, 0, 1), _dynamic(mask, 0, 1), _dynamic(cols, 0), self.w.inv_freq)
         _dynamic(cos, 0, 2)
         _dynamic(sin, 0, 2)
         _dynamic(bias, 0, 2, 3)
@@ -295,10 +344,7 @@ class FastStepModel:
             kc, vc = _dynamic(cache.k[i][:rows], 0, 2), _dynamic(cache.v[i][:rows], 0, 2)
             x, h2, logits = self._attn(_dynamic(x, 0, 1), _dynamic(parts, 0), kc, vc, cos, sin, bias, cols, *bw.attn_inputs())
             parts = run_moe(kernel, s, h2, logits, ks[i], self._kt[i], bw.w13, bw.w2, parts_dtype)
-        x = add_expert_parts(x, parts)
-        x = x[:, -1] if last is None else x.index_select(1, last)[:, 0]  # the last real token
-        head = self._gemv if self._gemv is not None and x.shape[0] == 1 else F.linear
-        return head(rms_norm(x, self.w.norm, s.eps), self.w.lm_head)
+        return self._head(_dynamic(x, 0, 1), _dynamic(parts, 0), last, self.w.norm, self.w.lm_head)
 
     def _padded_prefill(self, emb, mask, positions, cache: EngineCache):
         """The prompt pass at :meth:`padded_length`, through input buffers shared by every prompt
@@ -336,26 +382,3 @@ class FastStepModel:
         graph, out = self._graphs.get(("prefill", tuple(self.switch.active), n, length, cache.rows, cache.width), body)
         graph.replay()
         return out.clone()
-
-    def _replay(self, tokens, mask, positions, cache: EngineCache):
-        n, rows = tokens.shape[0], cache.rows
-        bufs = cache.graph_inputs
-        if "tok" not in bufs:
-            dev = self.device
-            bufs.update(tok=torch.zeros((rows, 1), dtype=torch.long, device=dev),
-                        pos=torch.zeros((rows, 1), dtype=torch.long, device=dev),
-                        mask=torch.zeros((rows, cache.width), dtype=torch.long, device=dev),
-                        col=torch.zeros((1,), dtype=torch.long, device=dev))
-            bufs["mask"][:, 0] = 1  # padding rows attend to column 0 only
-        bufs["tok"][:n].copy_(tokens)
-        bufs["pos"][:n].copy_(positions)
-        bufs["mask"][:n].copy_(mask)
-        bufs["col"].fill_(cache.length)
-        self._top_k()
-
-        def body():
-            return self._forward(self.hf.embed(bufs["tok"]), bufs["mask"], bufs["pos"], bufs["col"], cache, rows)
-
-        graph, out = self._graphs.get((tuple(self.switch.active), rows, cache.width), body)
-        graph.replay()
-        return out
