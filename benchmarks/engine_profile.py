@@ -97,7 +97,8 @@ def main(argv=None):
 
             def replay():
                 graph.replay()
-                state.restore(saved)
+                with torch.inference_mode():  # the state's tensors were made in inference mode
+                    state.restore(saved)
 
             row["graph_replay_ms"] = round(cuda_median_ms(replay, reps=50), 4)
             per = {name: (calls, us) for name, calls, us in _profiled(lambda: [replay() for _ in range(8)], cuda)}
