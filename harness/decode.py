@@ -159,11 +159,26 @@ class LoopState:
             getattr(self, k).copy_(v)
 
 
+ARGMAX_GROUPS = 64
+
+
+def greedy_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """``logits.argmax(-1)`` (the first maximum), in two levels: the maximum of each of
+    :data:`ARGMAX_GROUPS` column groups, then the first group holding the largest. Compiled, a
+    batch-1 step's argmax over a 50k vocabulary is then many programs, not one (11 us on an H200)."""
+    n, v = logits.shape
+    size = -(-v // ARGMAX_GROUPS)
+    padded = torch.nn.functional.pad(logits, (0, size * ARGMAX_GROUPS - v), value=float("-inf"))
+    best, at = padded.view(n, ARGMAX_GROUPS, size).max(-1)
+    group = best.argmax(-1, keepdim=True)
+    return (group * size + at.gather(-1, group))[:, 0]
+
+
 def choose_greedy(out, logits, finished, tok, pos, done, col, idx, eos, pad) -> None:
     """:meth:`LoopState.choose` as one function of tensors (what a model compiles into its step;
     the arguments with a row per sample first)."""
     n = logits.shape[0]
-    nxt = logits.argmax(-1)
+    nxt = greedy_argmax(logits)
     t = torch.where(finished[:n], pad, nxt)
     out[:n].index_copy_(1, idx, t[:, None])
     tok[:n] = t[:, None]

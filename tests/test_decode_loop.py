@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fixtures import tiny
-from harness.decode import Decoder, PreparedBatch, left_pad, prompt_positions
+from harness.decode import Decoder, PreparedBatch, greedy_argmax, left_pad, prompt_positions
 from harness.latency.measure import Timer
 from harness.types import GenRequest
 
@@ -103,3 +103,12 @@ def test_static_cache_equals_dynamic_cache(family):
     b.decoder = Decoder(b.step_model, static_cache=True)
     assert b.generate_ids(reqs, 5).tokens == dyn
 
+
+
+def test_greedy_argmax_is_the_first_maximum():
+    torch.manual_seed(0)
+    for v in (1, 10, 63, 64, 65, 50304):
+        for x in (torch.randn(3, v), torch.randn(3, v).bfloat16(), torch.zeros(3, v)):
+            if v > 2:
+                x[1, v // 3:] = x.max() + 1  # ties across groups: the first wins
+            assert torch.equal(greedy_argmax(x), x.argmax(-1)), v

@@ -1,6 +1,7 @@
-"""The functional block step of the fast engine: attention over a static KV cache, then the
-router. Weights, caches and the runtime ``top_k`` are inputs, so one compiled version of
-:func:`attn_router` serves every block and every knob configuration.
+"""The functional block step of the fast engine: attention over a static KV cache, up to the
+experts' normalised input (the router product, routing and experts are
+:func:`harness.engine.moe.run_moe`). Weights and caches are inputs, so one compiled version of
+:func:`attn_block` serves every block and every knob configuration.
 
 Numerics follow transformers' eager OLMoE/Qwen3-MoE/Mixtral code: RMSNorm in float32 then cast,
 RoPE cos/sin cast to the model dtype, softmax of the router logits in float32 over all experts,
@@ -57,14 +58,13 @@ def add_expert_parts(x: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
     return x + parts.sum(1).to(x.dtype).view(x.shape)
 
 
-def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv, wo, ln2, router, *qk, decode_attention=None,
+def attn_block(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv, wo, ln2, *qk, decode_attention=None,
                 attention_max_width: int = 0, gemv=None):
     """One block up to the experts. ``x`` [B, T, H] and ``parts`` (the previous block's expert
     outputs, :func:`add_expert_parts`; zeros for the first block); ``kc``/``vc`` [B, kvH, W, D]
     (written at ``cols``); ``bias`` [B, 1, T, W] (:func:`attention_bias`); ``wqkv`` the q, k and v
     projections stacked (one matrix product). Returns (residual stream after attention,
-    normalised input of the experts [B*T, H], router logits [B*T, E]); :func:`route` (or the
-    Triton kernel of the same contract) turns the logits into routing weights and expert ids.
+    normalised input of the experts [B*T, H]).
     ``decode_attention`` (:mod:`harness.engine.triton_attention`), when given, replaces PyTorch's
     attention for single-query steps over caches of up to ``attention_max_width`` columns; ``gemv``
     (:mod:`harness.engine.triton_gemv`), when given, replaces ``F.linear`` for the projections of a
@@ -99,8 +99,7 @@ def attn_router(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv,
             keys, vals = keys.repeat_interleave(H // KV, dim=1), vals.repeat_interleave(H // KV, dim=1)
         a = F.scaled_dot_product_attention(q, keys, vals, attn_mask=bias, scale=D ** -0.5)
     x = x + linear(a.transpose(1, 2).reshape(B, T, H * D), wo)
-    h2 = rms_norm(x, ln2, spec.eps).view(B * T, -1)
-    return x, h2, linear(h2, router)
+    return x, rms_norm(x, ln2, spec.eps).view(B * T, -1)
 
 
 def route(spec: LMSpec, logits: torch.Tensor, top_k: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:

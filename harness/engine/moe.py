@@ -9,8 +9,8 @@ weights), so one captured CUDA graph serves every ``top_k`` and the cost still f
 - ``triton``: the engine's Triton kernels (:mod:`harness.engine.triton_moe`): per-pair GEMV for a
   few tokens, expert-grouped tiles for many.
 
-:func:`run_moe` returns the expert outputs as *parts* ``[N, S, H]`` (per slot, or one slot already
-summed) for the next block's compiled step to sum into the residual stream
+:func:`run_moe` (router product and routing included) returns the expert outputs as *parts*
+``[N, S, H]`` (per slot, or one slot already summed) for the next block's compiled step to sum into the residual stream
 (:func:`harness.engine.block.add_expert_parts`); the ``moe_*`` functions return the sum ``[N, H]``.
 """
 
@@ -86,27 +86,34 @@ def route(kernel: str, spec, logits, top_k_t, dtype):
     return torch_route(spec, logits, top_k_t, dtype)
 
 
-def parts_format(kernel: str, max_top_k: int, dtype, prompt: bool) -> tuple[int, torch.dtype]:
-    """(S, dtype) of the parts ``[N, S, H]`` that :func:`run_moe` returns for ``kernel``: per slot
-    (summed in float32 for decode steps, in the model dtype for prompts, where the parts are large),
-    one already-summed float32 row for the ``loop`` kernel."""
-    if kernel == "loop":
+def parts_format(kernel: str, max_top_k: int, dtype, tokens: int, prompt: bool) -> tuple[int, torch.dtype]:
+    """(S, dtype) of the parts ``[N, S, H]`` that :func:`run_moe` returns for ``kernel`` and
+    ``tokens`` rows: one already-summed float32 row for the ``loop`` kernel and the Triton pairwise
+    kernels (few tokens: decode steps); otherwise per slot, in float32 for decode steps and in the
+    model dtype for prompts, where the parts are large."""
+    from harness.engine import triton_moe
+
+    if kernel == "loop" or (kernel == "triton" and tokens <= triton_moe.DEFAULT.pair_max_tokens):
         return 1, torch.float32
     if kernel == "triton" and not prompt:
         return max_top_k, torch.float32
     return max_top_k, dtype
 
 
-def run_moe(kernel: str, spec, x, logits, top_k: int, top_k_t, w13, w2, parts_dtype=torch.float32):
-    """Routing (from the router ``logits``) and expert outputs as parts ``[N, S, H]`` (see the
-    module docstring and :func:`parts_format`)."""
+def run_moe(kernel: str, spec, x, router, top_k: int, top_k_t, w13, w2, parts_dtype=torch.float32):
+    """Router product, routing and expert outputs for ``x`` [N, H] (the normalised input of the
+    experts) as parts ``[N, S, H]`` (see the module docstring and :func:`parts_format`). With the
+    Triton kernels and few tokens, the router product and the routing are one kernel and the down
+    kernel sums the slots (:func:`harness.engine.triton_moe.router_route`)."""
     from harness.engine import triton_moe
 
-    topv, topi = route(kernel, spec, logits, top_k_t, x.dtype)
+    if kernel == "triton" and x.shape[0] <= triton_moe.DEFAULT.pair_max_tokens:
+        out = torch.float32 if spec.weights_in_float else x.dtype
+        topv, topi = triton_moe.router_route(x, router, top_k_t, spec.max_top_k, spec.renormalize, out)
+        return triton_moe.moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2)
+    topv, topi = route(kernel, spec, F.linear(x, router), top_k_t, x.dtype)
     if kernel == "loop":
         return moe_loop(x, topv, topi, top_k, w13, w2)[:, None].float()
     if kernel == "grouped_mm":
         return moe_grouped_mm_parts(x, topv, topi, top_k_t, w13, w2)
-    if x.shape[0] <= triton_moe.DEFAULT.pair_max_tokens:
-        return triton_moe.moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2).to(parts_dtype)
     return triton_moe.moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, out_dtype=parts_dtype)

@@ -3,7 +3,7 @@
 - Weights are the loaded transformers model's own tensors (:mod:`harness.engine.weights`); the
   knob switch of the backend decides which blocks run and each block's ``top_k``, read at every
   call (nothing to rebuild when knobs change).
-- One compiled :func:`harness.engine.block.attn_router` serves every block and configuration:
+- One compiled :func:`harness.engine.block.attn_block` serves every block and configuration:
   weights, caches and ``top_k`` are inputs; activation sizes (batch, prompt length, cache width)
   are dynamic, so compilations are bounded by shape *kinds* (batch 1 or more x decode or
   prefill), never by knob values.
@@ -21,9 +21,11 @@
   prefill costs its GPU time and follows the prompt length instead of the host's jitter. The
   vision encoder and projector replay from a graph per input shape (:class:`_GraphedVision`).
 - Decode steps on CUDA: split-KV Triton attention (:mod:`harness.engine.triton_attention`;
-  ``HARNESS_ENGINE_ATTN=sdpa``: PyTorch's) and, at batch 1, Triton GEMVs for the q/k/v, output,
-  router and LM-head products (:mod:`harness.engine.triton_gemv`; ``HARNESS_ENGINE_GEMV=torch``:
-  cuBLAS), each measured faster on an H200 (benchmarks/results/decode_kernels.md).
+  ``HARNESS_ENGINE_ATTN=sdpa``: PyTorch's) and, at batch 1, Triton GEMVs for the q/k/v, output
+  and LM-head products (:mod:`harness.engine.triton_gemv`; ``HARNESS_ENGINE_GEMV=torch``:
+  cuBLAS), each measured faster on an H200 (benchmarks/results/decode_kernels.md). Up to 8 tokens
+  the router product and the routing are one kernel, and the down projection's kernel sums the
+  slots (:mod:`harness.engine.triton_moe`).
 - On the CPU the same code runs without graphs (compile backend ``eager`` by default: dynamo
   traces, nothing is code-generated) and the ``loop`` expert kernel.
 """
@@ -37,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.decode import LoopState, choose_greedy
-from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_router, rms_norm, rope_cos_sin
+from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_block, rms_norm, rope_cos_sin
 from harness.engine.moe import KERNELS, parts_format, run_moe
 from harness.engine.weights import extract
 from harness.errors import HarnessError
@@ -198,7 +200,7 @@ class FastStepModel:
         if self.attention == "triton":
             from harness.engine.triton_attention import MAX_WIDTH as max_width, decode_attention
 
-        # batch-1 products (q/k/v, output, router, LM head): the Triton GEMV unless HARNESS_ENGINE_GEMV=torch
+        # batch-1 products (q/k/v, output, LM head): the Triton GEMV unless HARNESS_ENGINE_GEMV=torch
         self.gemv = _checked("HARNESS_ENGINE_GEMV", os.environ.get("HARNESS_ENGINE_GEMV") or "triton", GEMV) if cuda else "torch"
         gemv = None
         if self.gemv == "triton":
@@ -208,7 +210,7 @@ class FastStepModel:
         dtype = self.dtype
 
         def attn(*args):
-            return attn_router(spec, *args, decode_attention=decode_attention, attention_max_width=max_width, gemv=gemv)
+            return attn_block(spec, *args, decode_attention=decode_attention, attention_max_width=max_width, gemv=gemv)
 
         def prologue(positions, mask, cols, inv_freq):  # RoPE tables and the attention bias of a pass
             cos, sin = rope_cos_sin(positions, inv_freq, spec.rope_scaling, dtype)
@@ -337,13 +339,13 @@ class FastStepModel:
         kernel = self.moe_kernel if t == 1 else self.prefill_kernel
         # the previous block's expert outputs, summed into x by the next block's compiled step (zeros
         # before the first block, so that every block runs the same compiled code)
-        slots, parts_dtype = parts_format(kernel, s.max_top_k, self.dtype, prompt=t > 1)
+        slots, parts_dtype = parts_format(kernel, s.max_top_k, self.dtype, b * t, prompt=t > 1)
         parts = torch.zeros((b * t, slots, s.hidden), dtype=parts_dtype, device=x.device)
         for i in self.switch.active:
             bw = self.w.blocks[i]
             kc, vc = _dynamic(cache.k[i][:rows], 0, 2), _dynamic(cache.v[i][:rows], 0, 2)
-            x, h2, logits = self._attn(_dynamic(x, 0, 1), _dynamic(parts, 0), kc, vc, cos, sin, bias, cols, *bw.attn_inputs())
-            parts = run_moe(kernel, s, h2, logits, ks[i], self._kt[i], bw.w13, bw.w2, parts_dtype)
+            x, h2 = self._attn(_dynamic(x, 0, 1), _dynamic(parts, 0), kc, vc, cos, sin, bias, cols, *bw.attn_inputs())
+            parts = run_moe(kernel, s, h2, bw.router, ks[i], self._kt[i], bw.w13, bw.w2, parts_dtype)
         return self._head(_dynamic(x, 0, 1), _dynamic(parts, 0), last, self.w.norm, self.w.lm_head)
 
     def _padded_prefill(self, emb, mask, positions, cache: EngineCache):

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from harness.engine.triton_arrive import counters, last_to_arrive
+
 
 @dataclass(frozen=True)
 class Config:
@@ -76,25 +78,33 @@ def _pair_up(x_ptr, w_ptr, idx_ptr, k_ptr, h_ptr, H: tl.constexpr, I: tl.constex
 
 
 @triton.jit
-def _pair_down(h_ptr, w_ptr, idx_ptr, wt_ptr, k_ptr, y_ptr, H: tl.constexpr, I: tl.constexpr, KMAX: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+def _pair_down(h_ptr, w_ptr, idx_ptr, wt_ptr, k_ptr, part_ptr, y_ptr, cnt_ptr, H: tl.constexpr, I: tl.constexpr, KMAX: tl.constexpr,
+               BN: tl.constexpr, BK: tl.constexpr):
+    """One (token, slot) pair's down projection for a tile of output columns, times its routing
+    weight, into ``part``; the last of a token's ``top_k`` pairs to finish a tile sums their parts
+    in slot order into ``y`` (:mod:`harness.engine.triton_arrive`): no separate sum kernel."""
     p = tl.program_id(0)
     nb = tl.program_id(1)
-    active = (p % KMAX) < tl.load(k_ptr)
-    e = tl.load(idx_ptr + p).to(tl.int64)
-    offs_n = nb * BN + tl.arange(0, BN)
-    n_in = offs_n < H
-    n_ok = n_in & active
-    acc = tl.zeros([BN], dtype=tl.float32)
-    wbase = w_ptr + e * (H * I)
-    if active:
+    k = tl.load(k_ptr)
+    t = p // KMAX
+    if p % KMAX < k:  # a skipped slot's program loads nothing and writes nothing
+        e = tl.load(idx_ptr + p).to(tl.int64)
+        offs_n = nb * BN + tl.arange(0, BN)
+        n_in = offs_n < H
+        acc = tl.zeros([BN], dtype=tl.float32)
+        wbase = w_ptr + e * (H * I)
         for k0 in range(0, I, BK):
             offs_k = k0 + tl.arange(0, BK)
             k_ok = offs_k < I
-            hv = tl.load(h_ptr + p * I + offs_k, mask=k_ok & active, other=0.0).to(tl.float32)
-            w = tl.load(wbase + offs_n[:, None] * I + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+            hv = tl.load(h_ptr + p * I + offs_k, mask=k_ok, other=0.0).to(tl.float32)
+            w = tl.load(wbase + offs_n[:, None] * I + offs_k[None, :], mask=n_in[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
             acc += tl.sum(w * hv[None, :], axis=1)
-    wt = tl.load(wt_ptr + p).to(tl.float32)
-    tl.store(y_ptr + p * H + offs_n, acc * wt, mask=n_in)  # zeros for skipped slots
+        tl.store(part_ptr + p * H + offs_n, acc * tl.load(wt_ptr + p).to(tl.float32), mask=n_in)
+        if last_to_arrive(cnt_ptr + t * tl.num_programs(1) + nb, k):
+            total = tl.zeros([BN], dtype=tl.float32)
+            for s in range(0, KMAX):
+                total += tl.load(part_ptr + (t * KMAX + s) * H + offs_n, mask=n_in & (s < k), other=0.0, cache_modifier=".cg")
+            tl.store(y_ptr + t * H + offs_n, total, mask=n_in)
 
 
 @triton.jit
@@ -189,7 +199,7 @@ def _top_k_row(logit_ptr, row, k, E: tl.constexpr, BE: tl.constexpr, KMAX: tl.co
     optionally renormalised -> (weights [KMAX] float32, expert ids [KMAX] int32)."""
     offs = tl.arange(0, BE)
     ok = offs < E
-    z = tl.load(logit_ptr + row * E + offs, mask=ok, other=float("-inf")).to(tl.float32)
+    z = tl.load(logit_ptr + row * E + offs, mask=ok, other=float("-inf"), cache_modifier=".cg").to(tl.float32)
     ez = tl.where(ok, tl.exp(z - tl.max(z, 0)), 0.0)
     left = tl.where(ok, ez / tl.sum(ez, 0), -1.0)  # probabilities; taken ones become -1
     slots = tl.arange(0, KMAX)
@@ -215,6 +225,43 @@ def _route(logit_ptr, k_ptr, v_ptr, i_ptr, E: tl.constexpr, BE: tl.constexpr, KM
     tl.store(i_ptr + row * KMAX + slots, idxs.to(tl.int64))
 
 
+@triton.jit
+def _router_route(x_ptr, w_ptr, logit_ptr, k_ptr, v_ptr, i_ptr, cnt_ptr, E: tl.constexpr, H: tl.constexpr, BN: tl.constexpr,
+                  BK: tl.constexpr, BE: tl.constexpr, KMAX: tl.constexpr, RENORM: tl.constexpr):
+    """The router product of one token for ``BN`` experts (a GEMV, logits rounded to the input's
+    dtype as ``F.linear``'s are); the token's last program to finish routes it (:func:`_route`)."""
+    t = tl.program_id(0).to(tl.int64)
+    offs_n = tl.program_id(1) * BN + tl.arange(0, BN)
+    n_ok = offs_n < E
+    acc = tl.zeros([BN], dtype=tl.float32)
+    for k0 in tl.static_range(0, H, BK):
+        offs_k = k0 + tl.arange(0, BK)
+        k_ok = offs_k < H
+        xv = tl.load(x_ptr + t * H + offs_k, mask=k_ok, other=0.0).to(tl.float32)
+        w = tl.load(w_ptr + offs_n[:, None] * H + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        acc += tl.sum(w.to(tl.float32) * xv[None, :], axis=1)
+    tl.store(logit_ptr + t * E + offs_n, acc.to(logit_ptr.dtype.element_ty), mask=n_ok)
+    if last_to_arrive(cnt_ptr + t, tl.num_programs(1)):
+        vals, idxs = _top_k_row(logit_ptr, t, tl.load(k_ptr), E, BE, KMAX, RENORM)
+        slots = tl.arange(0, KMAX)
+        tl.store(v_ptr + t * KMAX + slots, vals.to(v_ptr.dtype.element_ty))
+        tl.store(i_ptr + t * KMAX + slots, idxs.to(tl.int64))
+
+
+def router_route(x, router, top_k_t, max_top_k: int, renormalize: bool, out_dtype):
+    """``F.linear(x, router)`` and :func:`route` of the logits in one kernel (few tokens: decode
+    steps): -> (routing weights [N, K] in ``out_dtype``, expert ids [N, K])."""
+    n, hid = x.shape
+    e = router.shape[0]
+    logits = torch.empty(n, e, dtype=x.dtype, device=x.device)
+    topv = torch.empty(n, max_top_k, dtype=out_dtype, device=x.device)
+    topi = torch.empty(n, max_top_k, dtype=torch.int64, device=x.device)
+    _router_route[(n, e)](x.contiguous(), router.contiguous(), logits, top_k_t, topv, topi, counters(x.device, n), E=e, H=hid, BN=1,
+                          BK=min(2048, triton.next_power_of_2(hid)), BE=triton.next_power_of_2(e), KMAX=max_top_k,
+                          RENORM=bool(renormalize), num_warps=8)
+    return topv, topi
+
+
 def route(logits, top_k_t, max_top_k: int, renormalize: bool, out_dtype):
     """:func:`harness.engine.block.route` in one kernel (softmax, sorted top-``max_top_k``,
     slots ``>= top_k`` zeroed, optional renormalisation, cast): one program per token."""
@@ -227,22 +274,25 @@ def route(logits, top_k_t, max_top_k: int, renormalize: bool, out_dtype):
 
 
 def moe_pairwise(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT):
-    return moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2, cfg).sum(1).to(x.dtype)
+    return moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2, cfg)[:, 0].to(x.dtype)
 
 
 def moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT):
-    """[N, K, H] float32, one row per slot (skipped slots are zeros)."""
+    """[N, 1, H] float32: each token's routing-weighted sum of its ``top_k`` expert outputs (summed
+    in slot order by the down kernel's last program per tile)."""
     n, kmax = topi.shape
     hid, inter = x.shape[1], w2.shape[2]
     p = n * kmax
     idx = topi.reshape(-1).contiguous()
     h = torch.empty(p, inter, dtype=x.dtype, device=x.device)
-    y = torch.empty(p, hid, dtype=torch.float32, device=x.device)
+    part = torch.empty(p, hid, dtype=torch.float32, device=x.device)
+    y = torch.empty(n, 1, hid, dtype=torch.float32, device=x.device)
+    tiles = triton.cdiv(hid, cfg.pair_bn)
     _pair_up[(p, triton.cdiv(inter, cfg.pair_bn))](x, w13, idx, top_k_t, h, hid, inter, KMAX=kmax, BN=cfg.pair_bn,
                                                    BK=cfg.pair_bk, num_warps=cfg.pair_warps)
-    _pair_down[(p, triton.cdiv(hid, cfg.pair_bn))](h, w2, idx, topv.reshape(-1).contiguous(), top_k_t, y, hid, inter,
-                                                   KMAX=kmax, BN=cfg.pair_bn, BK=cfg.pair_bk, num_warps=cfg.pair_warps)
-    return y.view(n, kmax, hid)
+    _pair_down[(p, tiles)](h, w2, idx, topv.reshape(-1).contiguous(), top_k_t, part, y, counters(x.device, n * tiles), hid, inter,
+                           KMAX=kmax, BN=cfg.pair_bn, BK=cfg.pair_bk, num_warps=cfg.pair_warps)
+    return y
 
 
 def moe_grouped(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT, bm: int | None = None):

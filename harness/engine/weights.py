@@ -54,9 +54,9 @@ class BlockWeights:
     w2: torch.Tensor  # [E, H, I]
 
     def attn_inputs(self) -> tuple:
-        """The tensors the compiled attention+router step takes (same order for every block)."""
+        """The tensors the compiled attention step takes (same order for every block)."""
         extra = tuple(t for t in (self.q_norm, self.k_norm) if t is not None)
-        return (self.ln1, self.wqkv, self.wo, self.ln2, self.router) + extra
+        return (self.ln1, self.wqkv, self.wo, self.ln2) + extra
 
 
 @dataclass
