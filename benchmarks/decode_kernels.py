@@ -39,6 +39,7 @@ from harness.engine import triton_attention as ta  # noqa: E402
 from harness.engine import triton_gemv as tg  # noqa: E402
 from harness.engine import triton_moe as tm  # noqa: E402
 from harness.engine.moe import moe_loop  # noqa: E402
+from harness.engine.triton_arrive import counters  # noqa: E402
 from _common import copy_bandwidth, cuda_graph_median_ms, write_report  # noqa: E402
 
 E, H, I, KMAX, LAYERS, HEADS, D = 64, 2048, 1024, 8, 16, 16, 128
@@ -108,17 +109,18 @@ def attention(rows, dev, dt, quick):
         allowed[..., :filled] = True
         bias = attention_bias(allowed, dt)
         scale = D ** -0.5
+        cnt = counters(dev, HEADS)
         ref = F.scaled_dot_product_attention(q[0].float(), kc[0].float(), vc[0].float(), attn_mask=bias.float(), scale=scale)
         shape = f"{width} columns ({filled} filled)"
-        measure(rows, "attention", shape, "torch sdpa (engine default)",
+        measure(rows, "attention", shape, "torch sdpa",
                 lambda i: F.scaled_dot_product_attention(q[i], kc[i], vc[i], attn_mask=bias, scale=scale), ref)
         measure(rows, "attention", shape, f"triton default (chunk {ta.chunk_for(width)})",
-                lambda i: ta.decode_attention(q[i], kc[i], vc[i], bias, scale), ref)
+                lambda i: ta.decode_attention(q[i], kc[i], vc[i], bias, scale, cnt), ref)
         for ch, bwid, w in itertools.product((32, 64, 128, 256), (32, 64), (2, 4, 8)):
             if bwid > ch or (quick and w != 4) or width // ch > 128:
                 continue
             measure(rows, "attention", shape, f"triton chunk {ch} step {bwid} w{w}",
-                    lambda i, ch=ch, bwid=bwid, w=w: ta.launch(q[i], kc[i], vc[i], bias, scale, ch, bwid, w,
+                    lambda i, ch=ch, bwid=bwid, w=w: ta.launch(q[i], kc[i], vc[i], bias, scale, ch, cnt, bwid, w,
                                                                max(ta.MAX_CHUNKS, 1 << (width // ch - 1).bit_length())), ref)
 
 

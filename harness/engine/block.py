@@ -59,14 +59,15 @@ def add_expert_parts(x: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
 
 
 def attn_block(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv, wo, ln2, *qk, decode_attention=None,
-                attention_max_width: int = 0, gemv=None):
+               attention_max_width: int = 0, gemv=None, counters=None):
     """One block up to the experts. ``x`` [B, T, H] and ``parts`` (the previous block's expert
     outputs, :func:`add_expert_parts`; zeros for the first block); ``kc``/``vc`` [B, kvH, W, D]
     (written at ``cols``); ``bias`` [B, 1, T, W] (:func:`attention_bias`); ``wqkv`` the q, k and v
     projections stacked (one matrix product). Returns (residual stream after attention,
     normalised input of the experts [B*T, H]).
     ``decode_attention`` (:mod:`harness.engine.triton_attention`), when given, replaces PyTorch's
-    attention for single-query steps over caches of up to ``attention_max_width`` columns; ``gemv``
+    attention for single-query steps over caches of up to ``attention_max_width`` columns (with
+    ``counters``, its zeroed int32 buffer, :mod:`harness.engine.triton_arrive`); ``gemv``
     (:mod:`harness.engine.triton_gemv`), when given, replaces ``F.linear`` for the projections of a
     single row (batch-1 decode steps)."""
     x = add_expert_parts(x, parts)
@@ -88,7 +89,7 @@ def attn_block(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv, 
     kc.index_copy_(2, cols, k)
     vc.index_copy_(2, cols, v)
     if decode_attention is not None and T == 1 and kc.shape[2] <= attention_max_width:
-        a = decode_attention(q.contiguous(), kc, vc, bias, D ** -0.5)
+        a = decode_attention(q.contiguous(), kc, vc, bias, D ** -0.5, counters)
     elif T > 1 and B == 1:  # one prompt, no padding, empty cache: causal attention over its own keys (flash)
         if KV != H:
             k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)

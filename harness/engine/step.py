@@ -196,9 +196,12 @@ class FastStepModel:
         # decode attention on CUDA: the split-KV Triton kernels (HARNESS_ENGINE_ATTN=sdpa: PyTorch's, the default
         # before; on an H200 its single-query kernel gives 16 programs to a whole cache); off CUDA PyTorch's
         self.attention = decode_attention_kernel(attention or os.environ.get("HARNESS_ENGINE_ATTN"), cuda, spec.head_dim)
-        decode_attention, max_width = None, 0
+        decode_attention, max_width, self._counters = None, 0, None
         if self.attention == "triton":
+            from harness.engine.triton_arrive import counters as _counters
             from harness.engine.triton_attention import MAX_WIDTH as max_width, decode_attention
+
+            self._counters = _counters
 
         # batch-1 products (q/k/v, output, LM head): the Triton GEMV unless HARNESS_ENGINE_GEMV=torch
         self.gemv = _checked("HARNESS_ENGINE_GEMV", os.environ.get("HARNESS_ENGINE_GEMV") or "triton", GEMV) if cuda else "torch"
@@ -209,8 +212,9 @@ class FastStepModel:
 
         dtype = self.dtype
 
-        def attn(*args):
-            return attn_block(spec, *args, decode_attention=decode_attention, attention_max_width=max_width, gemv=gemv)
+        def attn(*args, counters=None):
+            return attn_block(spec, *args, decode_attention=decode_attention, attention_max_width=max_width, gemv=gemv,
+                              counters=counters)
 
         def prologue(positions, mask, cols, inv_freq):  # RoPE tables and the attention bias of a pass
             cos, sin = rope_cos_sin(positions, inv_freq, spec.rope_scaling, dtype)
@@ -341,10 +345,11 @@ class FastStepModel:
         # before the first block, so that every block runs the same compiled code)
         slots, parts_dtype = parts_format(kernel, s.max_top_k, self.dtype, b * t, prompt=t > 1)
         parts = torch.zeros((b * t, slots, s.hidden), dtype=parts_dtype, device=x.device)
+        cnt = self._counters(self.device, rows * s.heads) if self._counters else None  # the decode attention's
         for i in self.switch.active:
             bw = self.w.blocks[i]
             kc, vc = _dynamic(cache.k[i][:rows], 0, 2), _dynamic(cache.v[i][:rows], 0, 2)
-            x, h2 = self._attn(_dynamic(x, 0, 1), _dynamic(parts, 0), kc, vc, cos, sin, bias, cols, *bw.attn_inputs())
+            x, h2 = self._attn(_dynamic(x, 0, 1), _dynamic(parts, 0), kc, vc, cos, sin, bias, cols, *bw.attn_inputs(), counters=cnt)
             parts = run_moe(kernel, s, h2, bw.router, ks[i], self._kt[i], bw.w13, bw.w2, parts_dtype)
         return self._head(_dynamic(x, 0, 1), _dynamic(parts, 0), last, self.w.norm, self.w.lm_head)
 

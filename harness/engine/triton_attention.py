@@ -4,7 +4,9 @@ default on CUDA (``HARNESS_ENGINE_ATTN=sdpa`` uses PyTorch's).
 PyTorch's memory-efficient attention gives a single query one program per (sequence, head): 16
 programs for MolmoE at batch 1, so the KV cache is read by 16 of the H200's 132 multiprocessors.
 Here every (sequence, head, chunk of cache columns) is one program that keeps a running maximum,
-sum and weighted value sum (online softmax), and a second kernel combines the chunks. Chunks are
+sum and weighted value sum (online softmax), and the last chunk of a (sequence, head) to finish
+combines them (:mod:`harness.engine.triton_arrive`; a second kernel for the combine cost 2.3 us a
+block on an H200). Chunks are
 32 columns (:func:`chunk_for`: wider only past 4,096 columns). Masked columns carry an additive
 bias of -inf (:func:`harness.engine.block.attention_bias`); grouped-query attention reads the query
 head's KV head.
@@ -26,6 +28,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from harness.engine.triton_arrive import last_to_arrive
+
 MIN_CHUNK = 32  # cache columns per program at least; wider chunks only where the combine would read too many
 MAX_CHUNK = 256
 BW = 32  # columns per inner step
@@ -45,8 +49,8 @@ def chunk_for(width: int, min_chunk: int = MIN_CHUNK) -> int:
 
 
 @triton.jit
-def _attn_chunk(q_ptr, k_ptr, v_ptr, b_ptr, m_ptr, l_ptr, acc_ptr, W, S, SCALE: tl.constexpr, GROUP: tl.constexpr, KVH: tl.constexpr,
-                D: tl.constexpr, CH: tl.constexpr, BW: tl.constexpr):
+def _attn_chunk(q_ptr, k_ptr, v_ptr, b_ptr, m_ptr, l_ptr, acc_ptr, o_ptr, cnt_ptr, W, S, SCALE: tl.constexpr, GROUP: tl.constexpr,
+                KVH: tl.constexpr, D: tl.constexpr, CH: tl.constexpr, BW: tl.constexpr, MAXS: tl.constexpr):
     bh = tl.program_id(0).to(tl.int64)  # sequence * heads + head
     c = tl.program_id(1)
     b = bh // (GROUP * KVH)
@@ -73,25 +77,22 @@ def _attn_chunk(q_ptr, k_ptr, v_ptr, b_ptr, m_ptr, l_ptr, acc_ptr, W, S, SCALE: 
     tl.store(m_ptr + bh * S + c + one, m_i)
     tl.store(l_ptr + bh * S + c + one, l_i)
     tl.store(acc_ptr + (bh * S + c) * D + offs_d, acc)
+    if last_to_arrive(cnt_ptr + bh, S):  # the (sequence, head)'s last chunk combines them all, in chunk order
+        offs = tl.arange(0, MAXS)
+        ok = offs < S
+        m = tl.load(m_ptr + bh * S + offs, mask=ok, other=-1.0e30, cache_modifier=".cg")
+        wgt = tl.where(ok, tl.exp(m - tl.max(m, 0)), 0.0)
+        den = tl.sum(wgt * tl.load(l_ptr + bh * S + offs, mask=ok, other=0.0, cache_modifier=".cg"), 0)
+        part = tl.load(acc_ptr + (bh * S + offs[:, None]) * D + offs_d[None, :], mask=ok[:, None], other=0.0, cache_modifier=".cg")
+        tl.store(o_ptr + bh * D + offs_d, (tl.sum(wgt[:, None] * part, axis=0) / den).to(o_ptr.dtype.element_ty))
 
 
-@triton.jit
-def _attn_combine(m_ptr, l_ptr, acc_ptr, o_ptr, S, D: tl.constexpr, MAXS: tl.constexpr):
-    bh = tl.program_id(0).to(tl.int64)
-    offs_d = tl.arange(0, D)
-    offs = tl.arange(0, MAXS)
-    ok = offs < S
-    m = tl.load(m_ptr + bh * S + offs, mask=ok, other=-1.0e30)
-    wgt = tl.where(ok, tl.exp(m - tl.max(m, 0)), 0.0)
-    den = tl.sum(wgt * tl.load(l_ptr + bh * S + offs, mask=ok, other=0.0), 0)
-    part = tl.load(acc_ptr + (bh * S + offs[:, None]) * D + offs_d[None, :], mask=ok[:, None], other=0.0)
-    tl.store(o_ptr + bh * D + offs_d, (tl.sum(wgt[:, None] * part, axis=0) / den).to(o_ptr.dtype.element_ty))
-
-
-def launch(q, kc, vc, bias, scale: float, chunk: int, bw: int = BW, warps: int = WARPS, max_chunks: int = MAX_CHUNKS,
-           launcher=lambda k: k):
-    """The two kernels over chunks of ``chunk`` columns, at most ``max_chunks`` (a power of two) of
-    them (``launcher`` wraps the kernels for tracing)."""
+def launch(q, kc, vc, bias, scale: float, chunk: int, counters: torch.Tensor, bw: int = BW, warps: int = WARPS,
+           max_chunks: int = MAX_CHUNKS, launcher=lambda k: k):
+    """One kernel over chunks of ``chunk`` columns, at most ``max_chunks`` (a power of two) of
+    them, whose last chunk per (sequence, head) combines them (``counters``: at least one zeroed
+    int32 per (sequence, head), :mod:`harness.engine.triton_arrive`; ``launcher`` wraps the
+    kernel for tracing)."""
     bsz, heads, _, d = q.shape
     kvh, width = kc.shape[1], kc.shape[2]
     chunks = triton.cdiv(width, chunk)
@@ -99,14 +100,17 @@ def launch(q, kc, vc, bias, scale: float, chunk: int, bw: int = BW, warps: int =
     lsum = torch.empty_like(m)
     acc = torch.empty((bsz * heads, chunks, d), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
-    launcher(_attn_chunk)[(bsz * heads, chunks)](q, kc, vc, bias, m, lsum, acc, width, chunks, SCALE=scale, GROUP=heads // kvh,
-                                                 KVH=kvh, D=d, CH=chunk, BW=min(bw, chunk), num_warps=warps)
-    launcher(_attn_combine)[(bsz * heads,)](m, lsum, acc, out, chunks, D=d, MAXS=max_chunks, num_warps=4)
+    launcher(_attn_chunk)[(bsz * heads, chunks)](q, kc, vc, bias, m, lsum, acc, out, counters, width, chunks, SCALE=scale,
+                                                 GROUP=heads // kvh, KVH=kvh, D=d, CH=chunk, BW=min(bw, chunk), MAXS=max_chunks,
+                                                 num_warps=warps)
     return out
 
 
-@triton_op("harness::decode_attention", mutates_args={})
-def decode_attention(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+@triton_op("harness::decode_attention", mutates_args={"counters"})
+def decode_attention(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, bias: torch.Tensor, scale: float,
+                     counters: torch.Tensor) -> torch.Tensor:
     """``q`` [B, H, 1, D] (contiguous), ``kc``/``vc`` [B, KVH, W, D], ``bias`` [B, 1, 1, W] additive
-    -> attention output [B, H, 1, D] in ``q``'s dtype."""
-    return launch(q, kc, vc, bias, scale, chunk_for(kc.shape[2]), launcher=wrap_triton)
+    -> attention output [B, H, 1, D] in ``q``'s dtype; ``counters``: the persistent zeroed buffer of
+    :func:`harness.engine.triton_arrive.counters` (an input, so compiled code updates it in place;
+    every counter is back at zero after the call)."""
+    return launch(q, kc, vc, bias, scale, chunk_for(kc.shape[2]), counters, launcher=wrap_triton)
