@@ -90,7 +90,8 @@ def _attn_chunk(q_ptr, k_ptr, v_ptr, b_ptr, m_ptr, l_ptr, acc_ptr, o_ptr, cnt_pt
 def launch(q, kc, vc, bias, scale: float, chunk: int, counters: torch.Tensor, bw: int = BW, warps: int = WARPS,
            max_chunks: int = MAX_CHUNKS, launcher=lambda k: k):
     """One kernel over chunks of ``chunk`` columns, at most ``max_chunks`` (a power of two) of
-    them, whose last chunk per (sequence, head) combines them (``counters``: at least one zeroed
+    them, whose last chunk per (sequence, head) combines them (reading the next power of two of
+    the chunk count) (``counters``: at least one zeroed
     int32 per (sequence, head), :mod:`harness.engine.triton_arrive`; ``launcher`` wraps the
     kernel for tracing)."""
     bsz, heads, _, d = q.shape
@@ -101,7 +102,8 @@ def launch(q, kc, vc, bias, scale: float, chunk: int, counters: torch.Tensor, bw
     acc = torch.empty((bsz * heads, chunks, d), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
     launcher(_attn_chunk)[(bsz * heads, chunks)](q, kc, vc, bias, m, lsum, acc, out, counters, width, chunks, SCALE=scale,
-                                                 GROUP=heads // kvh, KVH=kvh, D=d, CH=chunk, BW=min(bw, chunk), MAXS=max_chunks,
+                                                 GROUP=heads // kvh, KVH=kvh, D=d, CH=chunk, BW=min(bw, chunk),
+                                                 MAXS=min(max_chunks, max(2, triton.next_power_of_2(chunks))),
                                                  num_warps=warps)
     return out
 

@@ -102,7 +102,7 @@ def _pair_down(h_ptr, w_ptr, idx_ptr, wt_ptr, k_ptr, part_ptr, y_ptr, cnt_ptr, H
         tl.store(part_ptr + p * H + offs_n, acc * tl.load(wt_ptr + p).to(tl.float32), mask=n_in)
         if last_to_arrive(cnt_ptr + t * tl.num_programs(1) + nb, k):
             total = tl.zeros([BN], dtype=tl.float32)
-            for s in range(0, KMAX):
+            for s in tl.static_range(KMAX):  # unrolled: the loads are in flight together
                 total += tl.load(part_ptr + (t * KMAX + s) * H + offs_n, mask=n_in & (s < k), other=0.0, cache_modifier=".cg")
             tl.store(y_ptr + t * H + offs_n, total, mask=n_in)
 
@@ -258,7 +258,7 @@ def router_route(x, router, top_k_t, max_top_k: int, renormalize: bool, out_dtyp
     topi = torch.empty(n, max_top_k, dtype=torch.int64, device=x.device)
     _router_route[(n, e)](x.contiguous(), router.contiguous(), logits, top_k_t, topv, topi, counters(x.device, n), E=e, H=hid, BN=1,
                           BK=min(2048, triton.next_power_of_2(hid)), BE=triton.next_power_of_2(e), KMAX=max_top_k,
-                          RENORM=bool(renormalize), num_warps=8)
+                          RENORM=bool(renormalize), num_warps=1)  # one warp: the routing's reductions stay in it
     return topv, topi
 
 
