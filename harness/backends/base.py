@@ -105,7 +105,7 @@ class Backend:
         engine), and whether cuDNN attention was on (CUDA)."""
         sm = self.step_model
         out = {"engine": self.engine, "variant": self.engine_variant}
-        for attr in ("moe_kernel", "prefill_kernel", "attention", "gemv", "prefetch", "cuda_graphs", "prefill_graphs", "vision_graphs", "prompt_bucket",
+        for attr in ("moe_kernel", "prefill_kernel", "attention", "gemv", "cuda_graphs", "prefill_graphs", "vision_graphs", "prompt_bucket",
                      "compile_backend"):
             if hasattr(sm, attr):
                 out[attr] = getattr(sm, attr)

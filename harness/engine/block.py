@@ -1,7 +1,7 @@
 """The functional block step of the fast engine: attention over a static KV cache, up to the
 experts' normalised input (the router product, routing and experts are
 :func:`harness.engine.moe.run_moe`). Weights and caches are inputs, so one compiled version of
-:func:`attn_in` and of :func:`attn_out` serve every block and every knob configuration.
+:func:`attn_block` serves every block and every knob configuration.
 
 Numerics follow transformers' eager OLMoE/Qwen3-MoE/Mixtral code: RMSNorm in float32 then cast,
 RoPE cos/sin cast to the model dtype, softmax of the router logits in float32 over all experts,
@@ -58,32 +58,24 @@ def add_expert_parts(x: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
     return x + parts.sum(1).to(x.dtype).view(x.shape)
 
 
-def attn_in(spec: LMSpec, x, parts, ln1, wqkv, gemv=None):
-    """The start of a block: ``x`` [B, T, H] plus ``parts`` (the previous block's expert outputs,
-    :func:`add_expert_parts`; zeros for the first block), and the q, k and v projections of its
-    norm (``wqkv`` stacked: one matrix product; ``gemv`` (:mod:`harness.engine.triton_gemv`), when
-    given, replaces ``F.linear`` for a single row). -> (residual stream, qkv [B, T, (H+2KV)*D]).
-    Apart from :func:`attn_out` so that the engine can start reading the next block's weights
-    into L2 once this block's own have been read (``harness.engine.step``)."""
+def attn_block(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv, wo, ln2, *qk, decode_attention=None,
+               attention_max_width: int = 0, gemv=None, counters=None):
+    """One block up to the experts. ``x`` [B, T, H] and ``parts`` (the previous block's expert
+    outputs, :func:`add_expert_parts`; zeros for the first block); ``kc``/``vc`` [B, kvH, W, D]
+    (written at ``cols``); ``bias`` [B, 1, T, W] (:func:`attention_bias`); ``wqkv`` the q, k and v
+    projections stacked (one matrix product). Returns (residual stream after attention,
+    normalised input of the experts [B*T, H]).
+    ``decode_attention`` (:mod:`harness.engine.triton_attention`), when given, replaces PyTorch's
+    attention for single-query steps over caches of up to ``attention_max_width`` columns (with
+    ``counters``, its zeroed int32 buffer, :mod:`harness.engine.triton_arrive`); ``gemv``
+    (:mod:`harness.engine.triton_gemv`), when given, replaces ``F.linear`` for the projections of a
+    single row (batch-1 decode steps)."""
     x = add_expert_parts(x, parts)
     B, T, _ = x.shape
     linear = gemv if gemv is not None and B * T == 1 else F.linear
-    return x, linear(rms_norm(x, ln1, spec.eps), wqkv)
-
-
-def attn_out(spec: LMSpec, x, qkv, kc, vc, cos, sin, bias, cols, wo, ln2, *qk, decode_attention=None,
-             attention_max_width: int = 0, gemv=None, counters=None):
-    """The rest of a block up to the experts, from :func:`attn_in`'s outputs: ``kc``/``vc``
-    [B, kvH, W, D] (written at ``cols``); ``bias`` [B, 1, T, W] (:func:`attention_bias`). Returns
-    (residual stream after attention, normalised input of the experts [B*T, H]).
-    ``decode_attention`` (:mod:`harness.engine.triton_attention`), when given, replaces PyTorch's
-    attention for single-query steps over caches of up to ``attention_max_width`` columns (with
-    ``counters``, its zeroed int32 buffer, :mod:`harness.engine.triton_arrive`); ``gemv`` as in
-    :func:`attn_in`."""
-    B, T, _ = x.shape
-    linear = gemv if gemv is not None and B * T == 1 else F.linear
     H, KV, D = spec.heads, spec.kv_heads, spec.head_dim
-    q, k, v = qkv.split((H * D, KV * D, KV * D), dim=-1)
+    h = rms_norm(x, ln1, spec.eps)
+    q, k, v = linear(h, wqkv).split((H * D, KV * D, KV * D), dim=-1)
     if spec.qk_norm == "full":
         q, k = rms_norm(q, qk[0], spec.eps), rms_norm(k, qk[1], spec.eps)
     if spec.clip_qkv is not None:

@@ -3,8 +3,7 @@
 - Weights are the loaded transformers model's own tensors (:mod:`harness.engine.weights`); the
   knob switch of the backend decides which blocks run and each block's ``top_k``, read at every
   call (nothing to rebuild when knobs change).
-- One compiled :func:`harness.engine.block.attn_in` and :func:`~harness.engine.block.attn_out`
-  serve every block and configuration:
+- One compiled :func:`harness.engine.block.attn_block` serves every block and configuration:
   weights, caches and ``top_k`` are inputs; activation sizes (batch, prompt length, cache width)
   are dynamic, so compilations are bounded by shape *kinds* (batch 1 or more x decode or
   prefill), never by knob values.
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.decode import LoopState, choose_greedy
-from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_in, attn_out, rms_norm, rope_cos_sin
+from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_block, rms_norm, rope_cos_sin
 from harness.engine.moe import KERNELS, parts_format, run_moe
 from harness.engine.weights import extract
 from harness.errors import HarnessError
@@ -48,8 +47,6 @@ from harness.errors import HarnessError
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 ATTENTION = ("triton", "sdpa")  # decode attention: the Triton split-KV kernels, PyTorch's
 GEMV = ("triton", "torch")  # batch-1 decode projections: the Triton GEMV, F.linear (cuBLAS)
-PREFETCH = ("l2", "off")  # the next block's attention weights read into L2 during this block's attention, or not
-PREFETCH_MAX_TOKENS = 8  # decode steps of up to this many rows prefetch (larger batches keep HBM busy themselves)
 PROMPT_BUCKET = 64  # prompt passes are padded to a multiple of this many tokens (CUDA graphs)
 
 
@@ -215,12 +212,9 @@ class FastStepModel:
 
         dtype = self.dtype
 
-        def attn_in_(*args):
-            return attn_in(spec, *args, gemv=gemv)
-
-        def attn_out_(*args, counters=None):
-            return attn_out(spec, *args, decode_attention=decode_attention, attention_max_width=max_width, gemv=gemv,
-                            counters=counters)
+        def attn(*args, counters=None):
+            return attn_block(spec, *args, decode_attention=decode_attention, attention_max_width=max_width, gemv=gemv,
+                              counters=counters)
 
         def prologue(positions, mask, cols, inv_freq):  # RoPE tables and the attention bias of a pass
             cos, sin = rope_cos_sin(positions, inv_freq, spec.rope_scaling, dtype)
@@ -235,23 +229,13 @@ class FastStepModel:
         # the pieces of a pass around the blocks are compiled too: eagerly they are some forty small
         # kernels per decode step (tens of microseconds on a GPU); ``choose`` is the decode loop's
         # bookkeeping (harness.decode.choose_greedy), compiled into the step's graph
-        fns = dict(attn_in=attn_in_, attn_out=attn_out_, prologue=prologue, head=head, choose=choose_greedy)
+        fns = dict(attn=attn, prologue=prologue, head=head, choose=choose_greedy)
         if compile_backend:
             import torch.fx.experimental._config as fx_config
 
             fx_config.use_duck_shape = False  # batch, length and width are separate sizes even when equal
             fns = {k: torch.compile(f, backend=compile_backend, dynamic=None) for k, f in fns.items()}
-        self._attn_in, self._attn_out = fns["attn_in"], fns["attn_out"]
-        self._prologue, self._head, self._choose = fns["prologue"], fns["head"], fns["choose"]
-        # decode steps of up to PREFETCH_MAX_TOKENS tokens on CUDA: the next block's q/k/v and output
-        # weights are read into L2 on a side stream while this block's attention runs (HBM is
-        # otherwise idle then); HARNESS_ENGINE_PREFETCH=off does not
-        self.prefetch = _checked("HARNESS_ENGINE_PREFETCH", os.environ.get("HARNESS_ENGINE_PREFETCH") or "l2", PREFETCH) if cuda else "off"
-        self._side = self._prefetch_l2 = None
-        if self.prefetch == "l2":
-            from harness.engine.triton_gemv import prefetch_l2
-
-            self._side, self._prefetch_l2 = torch.cuda.Stream(self.device), prefetch_l2
+        self._attn, self._prologue, self._head, self._choose = fns["attn"], fns["prologue"], fns["head"], fns["choose"]
         self._caches: dict = {}
         self._graphs = _Graphs() if self.cuda_graphs else None
         # the vision encoder and projector: graph-replayed per input shape on CUDA unless
@@ -362,23 +346,11 @@ class FastStepModel:
         slots, parts_dtype = parts_format(kernel, s.max_top_k, self.dtype, b * t, prompt=t > 1)
         parts = torch.zeros((b * t, slots, s.hidden), dtype=parts_dtype, device=x.device)
         cnt = self._counters(self.device, rows * s.heads) if self._counters else None  # the decode attention's
-        side = self._side if t == 1 and b <= PREFETCH_MAX_TOKENS else None
-        active = list(self.switch.active)
-        for j, i in enumerate(active):
+        for i in self.switch.active:
             bw = self.w.blocks[i]
             kc, vc = _dynamic(cache.k[i][:rows], 0, 2), _dynamic(cache.v[i][:rows], 0, 2)
-            x, qkv = self._attn_in(_dynamic(x, 0, 1), _dynamic(parts, 0), bw.ln1, bw.wqkv)
-            if side is not None and j + 1 < len(active):  # this block's q/k/v weights are read: the next block's into L2
-                main = torch.cuda.current_stream(self.device)
-                side.wait_stream(main)
-                with torch.cuda.stream(side):
-                    nxt = self.w.blocks[active[j + 1]]
-                    self._prefetch_l2(nxt.wqkv)
-                    self._prefetch_l2(nxt.wo)
-            x, h2 = self._attn_out(_dynamic(x, 0, 1), _dynamic(qkv, 0, 1), kc, vc, cos, sin, bias, cols, *bw.out_inputs(), counters=cnt)
+            x, h2 = self._attn(_dynamic(x, 0, 1), _dynamic(parts, 0), kc, vc, cos, sin, bias, cols, *bw.attn_inputs(), counters=cnt)
             parts = run_moe(kernel, s, h2, bw.router, ks[i], self._kt[i], bw.w13, bw.w2, parts_dtype)
-            if side is not None and j + 1 < len(active):
-                main.wait_stream(side)
         return self._head(_dynamic(x, 0, 1), _dynamic(parts, 0), last, self.w.norm, self.w.lm_head)
 
     def _padded_prefill(self, emb, mask, positions, cache: EngineCache):

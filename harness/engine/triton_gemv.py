@@ -39,8 +39,7 @@ def _gemv(x_ptr, w_ptr, y_ptr, N, stride_n, K: tl.constexpr, BN: tl.constexpr, B
         offs_k = k0 + tl.arange(0, BK)
         k_ok = offs_k < K
         xv = tl.load(x_ptr + offs_k, mask=k_ok, other=0.0).to(tl.float32)
-        w = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * stride_n + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0,
-                    eviction_policy="evict_first")  # read once: let these lines go first
+        w = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * stride_n + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         acc += tl.sum(w.to(tl.float32) * xv[None, :], axis=1)
     tl.store(y_ptr + offs_n, acc.to(y_ptr.dtype.element_ty), mask=n_ok)
 
@@ -60,28 +59,3 @@ def launch(x, w, bn: int | None = None, bk: int | None = None, warps: int | None
 def gemv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``F.linear(x, w)`` for an ``x`` of one row."""
     return launch(x, w, launcher=wrap_triton)
-
-
-@triton.jit
-def _to_l2(w_ptr, n, sink_ptr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    v = tl.load(w_ptr + offs, mask=offs < n, other=0.0, eviction_policy="evict_last")
-    s = tl.sum(v.to(tl.float32), 0)
-    if s == 1.2345e38:  # practically never: the loads must happen, and nothing else is written
-        tl.store(sink_ptr, s)
-
-
-_SINKS: dict = {}
-
-
-def prefetch_l2(w: torch.Tensor, block: int = 4096) -> None:
-    """Read ``w`` (contiguous) once into the L2 cache with the evict-last hint, so that a product
-    that runs soon after reads it from L2 (the engine runs this on a side stream for the next
-    block's q/k/v and output weights while the current block's attention runs, when HBM is
-    otherwise idle). Writes nothing (a one-float sink per device is written only in the
-    practically impossible case its condition names)."""
-    sink = _SINKS.get(w.device)
-    if sink is None:
-        sink = _SINKS[w.device] = torch.zeros(1, dtype=torch.float32, device=w.device)
-    n = w.numel()
-    _to_l2[(triton.cdiv(n, block),)](w, n, sink, BLOCK=block, num_warps=4)

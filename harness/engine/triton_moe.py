@@ -69,8 +69,8 @@ def _pair_up(x_ptr, w_ptr, idx_ptr, k_ptr, h_ptr, H: tl.constexpr, I: tl.constex
             k_ok = offs_k < H
             xv = tl.load(x_ptr + t * H + offs_k, mask=k_ok & active, other=0.0).to(tl.float32)
             m = n_ok[:, None] & k_ok[None, :]
-            wg = tl.load(wbase + offs_n[:, None] * H + offs_k[None, :], mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
-            wu = tl.load(wbase + (offs_n[:, None] + I) * H + offs_k[None, :], mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
+            wg = tl.load(wbase + offs_n[:, None] * H + offs_k[None, :], mask=m, other=0.0).to(tl.float32)
+            wu = tl.load(wbase + (offs_n[:, None] + I) * H + offs_k[None, :], mask=m, other=0.0).to(tl.float32)
             acc_g += tl.sum(wg * xv[None, :], axis=1)
             acc_u += tl.sum(wu * xv[None, :], axis=1)
     hv = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
@@ -97,8 +97,7 @@ def _pair_down(h_ptr, w_ptr, idx_ptr, wt_ptr, k_ptr, part_ptr, y_ptr, cnt_ptr, H
             offs_k = k0 + tl.arange(0, BK)
             k_ok = offs_k < I
             hv = tl.load(h_ptr + p * I + offs_k, mask=k_ok, other=0.0).to(tl.float32)
-            w = tl.load(wbase + offs_n[:, None] * I + offs_k[None, :], mask=n_in[:, None] & k_ok[None, :], other=0.0,
-                        eviction_policy="evict_first").to(tl.float32)
+            w = tl.load(wbase + offs_n[:, None] * I + offs_k[None, :], mask=n_in[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
             acc += tl.sum(w * hv[None, :], axis=1)
         tl.store(part_ptr + p * H + offs_n, acc * tl.load(wt_ptr + p).to(tl.float32), mask=n_in)
         if last_to_arrive(cnt_ptr + t * tl.num_programs(1) + nb, k):

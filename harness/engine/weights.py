@@ -53,9 +53,10 @@ class BlockWeights:
     w13: torch.Tensor  # [E, 2I, H]: gate rows then up rows
     w2: torch.Tensor  # [E, H, I]
 
-    def out_inputs(self) -> tuple:
-        """The weights :func:`harness.engine.block.attn_out` takes (same order for every block)."""
-        return (self.wo, self.ln2) + tuple(t for t in (self.q_norm, self.k_norm) if t is not None)
+    def attn_inputs(self) -> tuple:
+        """The tensors the compiled attention step takes (same order for every block)."""
+        extra = tuple(t for t in (self.q_norm, self.k_norm) if t is not None)
+        return (self.ln1, self.wqkv, self.wo, self.ln2) + extra
 
 
 @dataclass

@@ -162,8 +162,7 @@ def find_fit(key: FitKey, batch_size: int = 1, prompt_bucket: int | None = None)
 KERNEL_OVERRIDES = (("HARNESS_ENGINE_MOE", "moe", ("fast",), False), ("HARNESS_ENGINE_PREFILL_MOE", "prefill_moe", ("fast",), False),
                     ("HARNESS_ENGINE_ATTN", "attn", ("fast",), True), ("HARNESS_ENGINE_GEMV", "gemv", ("fast",), True), ("HARNESS_CUDNN_SDPA", "cudnn", ("fast", "eager"), True),
                     ("HARNESS_ENGINE_PREFILL_GRAPHS", "prefill_graphs", ("fast",), True),
-                    ("HARNESS_ENGINE_VISION_GRAPHS", "vision_graphs", ("fast",), True),
-                    ("HARNESS_ENGINE_PREFETCH", "prefetch", ("fast",), True))
+                    ("HARNESS_ENGINE_VISION_GRAPHS", "vision_graphs", ("fast",), True))
 
 
 def variant_env(engine_variant: str) -> str:
