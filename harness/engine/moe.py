@@ -100,20 +100,17 @@ def parts_format(kernel: str, max_top_k: int, dtype, tokens: int, prompt: bool) 
     return max_top_k, dtype
 
 
-def run_moe(kernel: str, spec, x, router, top_k: int, top_k_t, w13, w2, parts_dtype=torch.float32):
-    """Router product, routing and expert outputs for ``x`` [N, H] (the normalised input of the
-    experts) as parts ``[N, S, H]`` (see the module docstring and :func:`parts_format`). With the
-    Triton kernels and few tokens, the router product and the routing are one kernel and the down
-    kernel sums the slots (:func:`harness.engine.triton_moe.router_route`)."""
+def run_moe(kernel: str, spec, x, router, top_k: int, top_k_t, w13, w2, parts_dtype=torch.float32, linear=F.linear):
+    """Router product (``linear``: ``F.linear`` or the engine's batch-1 GEMV), routing and expert
+    outputs for ``x`` [N, H] (the normalised input of the experts) as parts ``[N, S, H]`` (see the
+    module docstring and :func:`parts_format`)."""
     from harness.engine import triton_moe
 
-    if kernel == "triton" and x.shape[0] <= triton_moe.DEFAULT.pair_max_tokens:
-        out = torch.float32 if spec.weights_in_float else x.dtype
-        topv, topi = triton_moe.router_route(x, router, top_k_t, spec.max_top_k, spec.renormalize, out)
-        return triton_moe.moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2)
-    topv, topi = route(kernel, spec, F.linear(x, router), top_k_t, x.dtype)
+    topv, topi = route(kernel, spec, linear(x, router), top_k_t, x.dtype)
     if kernel == "loop":
         return moe_loop(x, topv, topi, top_k, w13, w2)[:, None].float()
     if kernel == "grouped_mm":
         return moe_grouped_mm_parts(x, topv, topi, top_k_t, w13, w2)
+    if x.shape[0] <= triton_moe.DEFAULT.pair_max_tokens:
+        return triton_moe.moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2)
     return triton_moe.moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, out_dtype=parts_dtype)

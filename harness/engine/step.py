@@ -21,11 +21,10 @@
   prefill costs its GPU time and follows the prompt length instead of the host's jitter. The
   vision encoder and projector replay from a graph per input shape (:class:`_GraphedVision`).
 - Decode steps on CUDA: split-KV Triton attention (:mod:`harness.engine.triton_attention`;
-  ``HARNESS_ENGINE_ATTN=sdpa``: PyTorch's) and, at batch 1, Triton GEMVs for the q/k/v, output
-  and LM-head products (:mod:`harness.engine.triton_gemv`; ``HARNESS_ENGINE_GEMV=torch``:
+  ``HARNESS_ENGINE_ATTN=sdpa``: PyTorch's) and, at batch 1, Triton GEMVs for the q/k/v, output,
+  router and LM-head products (:mod:`harness.engine.triton_gemv`; ``HARNESS_ENGINE_GEMV=torch``:
   cuBLAS), each measured faster on an H200 (benchmarks/results/decode_kernels.md). Up to 8 tokens
-  the router product and the routing are one kernel, and the down projection's kernel sums the
-  slots (:mod:`harness.engine.triton_moe`).
+  the down projection's kernel sums the expert slots (:mod:`harness.engine.triton_moe`).
 - On the CPU the same code runs without graphs (compile backend ``eager`` by default: dynamo
   traces, nothing is code-generated) and the ``loop`` expert kernel.
 """
@@ -203,7 +202,7 @@ class FastStepModel:
 
             self._counters = _counters
 
-        # batch-1 products (q/k/v, output, LM head): the Triton GEMV unless HARNESS_ENGINE_GEMV=torch
+        # batch-1 products (q/k/v, output, router, LM head): the Triton GEMV unless HARNESS_ENGINE_GEMV=torch
         self.gemv = _checked("HARNESS_ENGINE_GEMV", os.environ.get("HARNESS_ENGINE_GEMV") or "triton", GEMV) if cuda else "torch"
         gemv = None
         if self.gemv == "triton":
@@ -346,11 +345,12 @@ class FastStepModel:
         slots, parts_dtype = parts_format(kernel, s.max_top_k, self.dtype, b * t, prompt=t > 1)
         parts = torch.zeros((b * t, slots, s.hidden), dtype=parts_dtype, device=x.device)
         cnt = self._counters(self.device, rows * s.heads) if self._counters else None  # the decode attention's
+        router_linear = self._gemv if self._gemv is not None and b * t == 1 else F.linear
         for i in self.switch.active:
             bw = self.w.blocks[i]
             kc, vc = _dynamic(cache.k[i][:rows], 0, 2), _dynamic(cache.v[i][:rows], 0, 2)
             x, h2 = self._attn(_dynamic(x, 0, 1), _dynamic(parts, 0), kc, vc, cos, sin, bias, cols, *bw.attn_inputs(), counters=cnt)
-            parts = run_moe(kernel, s, h2, bw.router, ks[i], self._kt[i], bw.w13, bw.w2, parts_dtype)
+            parts = run_moe(kernel, s, h2, bw.router, ks[i], self._kt[i], bw.w13, bw.w2, parts_dtype, router_linear)
         return self._head(_dynamic(x, 0, 1), _dynamic(parts, 0), last, self.w.norm, self.w.lm_head)
 
     def _padded_prefill(self, emb, mask, positions, cache: EngineCache):

@@ -10,7 +10,9 @@ a slot ``>= top_k``, so skipped slots move no weight bytes and a captured graph 
   each expert's weights are read once per column tile however many tokens chose it.
 
 The gate and up projections run in one kernel with the SwiGLU activation fused; the down
-projection applies the routing weight; the per-slot results are summed in float32.
+projection applies the routing weight; the per-slot results are summed in float32 (pairwise:
+by the down kernel's last program per tile, :mod:`harness.engine.triton_arrive`). Weight loads
+carry the evict-first hint: the weights stream through once, the small tensors stay in L2.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ def _pair_up(x_ptr, w_ptr, idx_ptr, k_ptr, h_ptr, H: tl.constexpr, I: tl.constex
             k_ok = offs_k < H
             xv = tl.load(x_ptr + t * H + offs_k, mask=k_ok & active, other=0.0).to(tl.float32)
             m = n_ok[:, None] & k_ok[None, :]
-            wg = tl.load(wbase + offs_n[:, None] * H + offs_k[None, :], mask=m, other=0.0).to(tl.float32)
-            wu = tl.load(wbase + (offs_n[:, None] + I) * H + offs_k[None, :], mask=m, other=0.0).to(tl.float32)
+            wg = tl.load(wbase + offs_n[:, None] * H + offs_k[None, :], mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
+            wu = tl.load(wbase + (offs_n[:, None] + I) * H + offs_k[None, :], mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
             acc_g += tl.sum(wg * xv[None, :], axis=1)
             acc_u += tl.sum(wu * xv[None, :], axis=1)
     hv = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
@@ -97,7 +99,8 @@ def _pair_down(h_ptr, w_ptr, idx_ptr, wt_ptr, k_ptr, part_ptr, y_ptr, cnt_ptr, H
             offs_k = k0 + tl.arange(0, BK)
             k_ok = offs_k < I
             hv = tl.load(h_ptr + p * I + offs_k, mask=k_ok, other=0.0).to(tl.float32)
-            w = tl.load(wbase + offs_n[:, None] * I + offs_k[None, :], mask=n_in[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+            w = tl.load(wbase + offs_n[:, None] * I + offs_k[None, :], mask=n_in[:, None] & k_ok[None, :], other=0.0,
+                        eviction_policy="evict_first").to(tl.float32)  # streamed once: other data keeps L2
             acc += tl.sum(w * hv[None, :], axis=1)
         tl.store(part_ptr + p * H + offs_n, acc * tl.load(wt_ptr + p).to(tl.float32), mask=n_in)
         if last_to_arrive(cnt_ptr + t * tl.num_programs(1) + nb, k):
@@ -199,7 +202,7 @@ def _top_k_row(logit_ptr, row, k, E: tl.constexpr, BE: tl.constexpr, KMAX: tl.co
     optionally renormalised -> (weights [KMAX] float32, expert ids [KMAX] int32)."""
     offs = tl.arange(0, BE)
     ok = offs < E
-    z = tl.load(logit_ptr + row * E + offs, mask=ok, other=float("-inf"), cache_modifier=".cg").to(tl.float32)
+    z = tl.load(logit_ptr + row * E + offs, mask=ok, other=float("-inf")).to(tl.float32)
     ez = tl.where(ok, tl.exp(z - tl.max(z, 0)), 0.0)
     left = tl.where(ok, ez / tl.sum(ez, 0), -1.0)  # probabilities; taken ones become -1
     slots = tl.arange(0, KMAX)
@@ -223,43 +226,6 @@ def _route(logit_ptr, k_ptr, v_ptr, i_ptr, E: tl.constexpr, BE: tl.constexpr, KM
     slots = tl.arange(0, KMAX)
     tl.store(v_ptr + row * KMAX + slots, vals.to(v_ptr.dtype.element_ty))
     tl.store(i_ptr + row * KMAX + slots, idxs.to(tl.int64))
-
-
-@triton.jit
-def _router_route(x_ptr, w_ptr, logit_ptr, k_ptr, v_ptr, i_ptr, cnt_ptr, E: tl.constexpr, H: tl.constexpr, BN: tl.constexpr,
-                  BK: tl.constexpr, BE: tl.constexpr, KMAX: tl.constexpr, RENORM: tl.constexpr):
-    """The router product of one token for ``BN`` experts (a GEMV, logits rounded to the input's
-    dtype as ``F.linear``'s are); the token's last program to finish routes it (:func:`_route`)."""
-    t = tl.program_id(0).to(tl.int64)
-    offs_n = tl.program_id(1) * BN + tl.arange(0, BN)
-    n_ok = offs_n < E
-    acc = tl.zeros([BN], dtype=tl.float32)
-    for k0 in tl.static_range(0, H, BK):
-        offs_k = k0 + tl.arange(0, BK)
-        k_ok = offs_k < H
-        xv = tl.load(x_ptr + t * H + offs_k, mask=k_ok, other=0.0).to(tl.float32)
-        w = tl.load(w_ptr + offs_n[:, None] * H + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-        acc += tl.sum(w.to(tl.float32) * xv[None, :], axis=1)
-    tl.store(logit_ptr + t * E + offs_n, acc.to(logit_ptr.dtype.element_ty), mask=n_ok)
-    if last_to_arrive(cnt_ptr + t, tl.num_programs(1)):
-        vals, idxs = _top_k_row(logit_ptr, t, tl.load(k_ptr), E, BE, KMAX, RENORM)
-        slots = tl.arange(0, KMAX)
-        tl.store(v_ptr + t * KMAX + slots, vals.to(v_ptr.dtype.element_ty))
-        tl.store(i_ptr + t * KMAX + slots, idxs.to(tl.int64))
-
-
-def router_route(x, router, top_k_t, max_top_k: int, renormalize: bool, out_dtype):
-    """``F.linear(x, router)`` and :func:`route` of the logits in one kernel (few tokens: decode
-    steps): -> (routing weights [N, K] in ``out_dtype``, expert ids [N, K])."""
-    n, hid = x.shape
-    e = router.shape[0]
-    logits = torch.empty(n, e, dtype=x.dtype, device=x.device)
-    topv = torch.empty(n, max_top_k, dtype=out_dtype, device=x.device)
-    topi = torch.empty(n, max_top_k, dtype=torch.int64, device=x.device)
-    _router_route[(n, e)](x.contiguous(), router.contiguous(), logits, top_k_t, topv, topi, counters(x.device, n), E=e, H=hid, BN=1,
-                          BK=min(2048, triton.next_power_of_2(hid)), BE=triton.next_power_of_2(e), KMAX=max_top_k,
-                          RENORM=bool(renormalize), num_warps=1)  # one warp: the routing's reductions stay in it
-    return topv, topi
 
 
 def route(logits, top_k_t, max_top_k: int, renormalize: bool, out_dtype):
