@@ -330,3 +330,59 @@ def test_which_decode_attention_a_run_uses():
         decode_attention_kernel("triton", True, 80)
     with pytest.raises(HarnessError, match="HARNESS_ENGINE_ATTN='auto'.*use one of triton, sdpa"):
         decode_attention_kernel("auto", True, 128)
+
+
+def test_the_one_graph_decode_step_gives_the_step_by_step_tokens_and_stops_at_eos():
+    """The engine's ``greedy_step`` (the decode loop's bookkeeping inside the step, one graph on
+    CUDA) against the same engine driven step by step through ``step`` (the bookkeeping outside),
+    and against the eager engine: the same tokens, finish reasons and number of timed steps, with
+    an EOS met in the middle of one sample."""
+    eager, fast = _pair("olmoe")
+    reqs = _requests("olmoe")
+    first = eager.generate_ids(reqs, 6).tokens
+    eos = first[1][2]  # the second sample's third token: it stops there, the first may not
+    for b in (eager, fast):
+        b.eos_token_ids = [eos]
+
+    class StepByStep:  # the engine without greedy_step/loop_state: the decode loop runs step()
+        def __init__(self, sm):
+            self.sm, self.device = sm, sm.device
+
+        def __getattr__(self, name):
+            if name in ("greedy_step", "loop_state"):
+                raise AttributeError(name)
+            return getattr(self.sm, name)
+
+    fused = Decoder(fast.step_model, static_cache=True)
+    plain = Decoder(StepByStep(fast.step_model), static_cache=True)
+    assert fused.fused() and not plain.fused()
+    results = []
+    for decoder in (fused, plain):
+        fast.decoder = decoder
+        results.append(fast.generate_ids(reqs, 6))
+    want = eager.generate_ids(reqs, 6)
+    for got in results:
+        assert got.tokens == want.tokens and got.finish_reasons == want.finish_reasons
+    assert "eos" in want.finish_reasons
+    assert len(results[0].timer.step_timings(2).decode_step_ms) == len(results[1].timer.step_timings(2).decode_step_ms)
+
+
+def test_loop_state_start_and_restore():
+    """A state of 4 rows loaded with 3 prompts: the padding row is finished from the start and sees
+    column 0 only; ``choose`` writes one column and moves on; a snapshot puts everything back."""
+    from harness.decode import LoopState
+
+    st = LoopState(4, 8, 10, "cpu")
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1], [0, 0, 1]])
+    st.start(mask, (mask.cumsum(-1) - 1).clamp(min=0), eos=[7], pad=0)
+    assert st.finished.tolist() == [False, False, False, True] and st.mask[3].tolist() == [1] + [0] * 9
+    assert st.col.item() == 2 and st.pos[:3, 0].tolist() == [1, 2, 0]
+    saved = st.snapshot()
+    st.choose(torch.nn.functional.one_hot(torch.tensor([7, 3, 5]), 10).float())
+    assert st.out[:, 0].tolist() == [7, 3, 5, 0] and st.finished.tolist() == [True, False, False, True]
+    assert (st.col.item(), st.idx.item(), st.pos[:3, 0].tolist()) == (3, 1, [2, 3, 1]) and not st.done.item()
+    st.open_column()
+    assert st.mask[:, 3].tolist() == [1, 1, 1, 1]
+    st.restore(saved)
+    assert st.col.item() == 2 and st.idx.item() == 0 and st.finished.tolist() == [False, False, False, True]
+    assert st.mask[:, 3].tolist() == [0, 0, 0, 0]

@@ -290,7 +290,8 @@ class FastStepModel:
         return logits
 
     def step(self, tokens, attention_mask, position_ids, cache: EngineCache):
-        """One decode step without a graph (the decode loop calls :meth:`greedy_step` instead)."""
+        """One decode step without a graph: the decode loop calls :meth:`greedy_step` instead,
+        except for a model with more EOS ids than :data:`harness.decode.LoopState.EOS_SLOTS`."""
         n = tokens.shape[0]
         cols = torch.tensor([cache.length], device=self.device)
         out = self._forward(self.hf.embed(tokens), attention_mask, position_ids, cols, cache, rows=n)
