@@ -386,3 +386,27 @@ def test_loop_state_start_and_restore():
     st.restore(saved)
     assert st.col.item() == 2 and st.idx.item() == 0 and st.finished.tolist() == [False, False, False, True]
     assert st.mask[:, 3].tolist() == [0, 0, 0, 0]
+
+
+def test_the_cpu_expert_path_needs_no_triton():
+    """CPU-only torch comes without Triton: the ``loop`` kernel's parts format and experts must not
+    import it (only the Triton kernels' pairwise threshold lives there)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+sys.modules["triton"] = None  # any import of it fails
+import torch
+from harness.engine.moe import parts_format, run_moe
+from harness.engine.weights import LMSpec
+assert parts_format("loop", 8, torch.float32, 1, prompt=False) == (1, torch.float32)
+assert parts_format("grouped_mm", 8, torch.bfloat16, 1, prompt=True) == (8, torch.bfloat16)
+spec = LMSpec("x", 8, 2, 2, 4, 6, 2, 1e-6, "none", False, False, None, 1.0)
+x, router = torch.randn(3, 4), torch.randn(6, 4)
+out = run_moe("loop", spec, x, router, 2, torch.tensor([2]), torch.randn(6, 8, 4), torch.randn(6, 4, 4))
+assert out.shape == (3, 1, 4)
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

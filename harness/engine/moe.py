@@ -10,8 +10,8 @@ weights), so one captured CUDA graph serves every ``top_k`` and the cost still f
   few tokens, expert-grouped tiles for many.
 
 :func:`run_moe` (router product and routing included) returns the expert outputs as *parts*
-``[N, S, H]`` (per slot, or one slot already summed) for the next block's compiled step to sum into the residual stream
-(:func:`harness.engine.block.add_expert_parts`); the ``moe_*`` functions return the sum ``[N, H]``.
+``[N, S, H]`` (per slot, or one slot already summed) for the next block's compiled step to sum
+into the residual stream (:func:`harness.engine.block.add_expert_parts`); the ``moe_*`` functions return the sum ``[N, H]``.
 """
 
 from __future__ import annotations
@@ -86,14 +86,21 @@ def route(kernel: str, spec, logits, top_k_t, dtype):
     return torch_route(spec, logits, top_k_t, dtype)
 
 
+def _pairwise(kernel: str, tokens: int) -> bool:
+    """Whether ``tokens`` rows take the Triton pairwise kernels (Triton is imported only for them)."""
+    if kernel != "triton":
+        return False
+    from harness.engine import triton_moe
+
+    return tokens <= triton_moe.DEFAULT.pair_max_tokens
+
+
 def parts_format(kernel: str, max_top_k: int, dtype, tokens: int, prompt: bool) -> tuple[int, torch.dtype]:
     """(S, dtype) of the parts ``[N, S, H]`` that :func:`run_moe` returns for ``kernel`` and
     ``tokens`` rows: one already-summed float32 row for the ``loop`` kernel and the Triton pairwise
     kernels (few tokens: decode steps); otherwise per slot, in float32 for decode steps and in the
     model dtype for prompts, where the parts are large."""
-    from harness.engine import triton_moe
-
-    if kernel == "loop" or (kernel == "triton" and tokens <= triton_moe.DEFAULT.pair_max_tokens):
+    if kernel == "loop" or _pairwise(kernel, tokens):
         return 1, torch.float32
     if kernel == "triton" and not prompt:
         return max_top_k, torch.float32
@@ -104,13 +111,13 @@ def run_moe(kernel: str, spec, x, router, top_k: int, top_k_t, w13, w2, parts_dt
     """Router product (``linear``: ``F.linear`` or the engine's batch-1 GEMV), routing and expert
     outputs for ``x`` [N, H] (the normalised input of the experts) as parts ``[N, S, H]`` (see the
     module docstring and :func:`parts_format`)."""
-    from harness.engine import triton_moe
-
     topv, topi = route(kernel, spec, linear(x, router), top_k_t, x.dtype)
     if kernel == "loop":
         return moe_loop(x, topv, topi, top_k, w13, w2)[:, None].float()
     if kernel == "grouped_mm":
         return moe_grouped_mm_parts(x, topv, topi, top_k_t, w13, w2)
-    if x.shape[0] <= triton_moe.DEFAULT.pair_max_tokens:
+    from harness.engine import triton_moe
+
+    if _pairwise(kernel, x.shape[0]):
         return triton_moe.moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2)
     return triton_moe.moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, out_dtype=parts_dtype)

@@ -6,8 +6,7 @@ programs for MolmoE at batch 1, so the KV cache is read by 16 of the H200's 132 
 Here every (sequence, head, chunk of cache columns) is one program that keeps a running maximum,
 sum and weighted value sum (online softmax), and the last chunk of a (sequence, head) to finish
 combines them (:mod:`harness.engine.triton_arrive`; a second kernel for the combine cost 2.3 us a
-block on an H200). Chunks are
-32 columns (:func:`chunk_for`: wider only past 4,096 columns). Masked columns carry an additive
+block on an H200). Chunks are 32 columns (:func:`chunk_for`: wider only past 4,096 columns). Masked columns carry an additive
 bias of -inf (:func:`harness.engine.block.attention_bias`); grouped-query attention reads the query
 head's KV head.
 
@@ -90,10 +89,9 @@ def _attn_chunk(q_ptr, k_ptr, v_ptr, b_ptr, m_ptr, l_ptr, acc_ptr, o_ptr, cnt_pt
 def launch(q, kc, vc, bias, scale: float, chunk: int, counters: torch.Tensor, bw: int = BW, warps: int = WARPS,
            max_chunks: int = MAX_CHUNKS, launcher=lambda k: k):
     """One kernel over chunks of ``chunk`` columns, at most ``max_chunks`` (a power of two) of
-    them, whose last chunk per (sequence, head) combines them (reading the next power of two of
-    the chunk count) (``counters``: at least one zeroed
-    int32 per (sequence, head), :mod:`harness.engine.triton_arrive`; ``launcher`` wraps the
-    kernel for tracing)."""
+    them, whose last chunk per (sequence, head) combines them, reading the next power of two of
+    the chunk count. ``counters``: at least one zeroed int32 per (sequence, head)
+    (:mod:`harness.engine.triton_arrive`); ``launcher`` wraps the kernel for tracing."""
     bsz, heads, _, d = q.shape
     kvh, width = kc.shape[1], kc.shape[2]
     chunks = triton.cdiv(width, chunk)

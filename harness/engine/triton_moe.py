@@ -196,15 +196,14 @@ def _grouped_down(h_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_firs
 
 
 @triton.jit
-def _top_k_row(logit_ptr, row, k, E: tl.constexpr, BE: tl.constexpr, KMAX: tl.constexpr, RENORM: tl.constexpr):
-    """The routing of one token from its router logits: softmax in float32 over the ``E`` experts,
-    the top ``KMAX`` sorted (ties: the lowest expert id), the weights of slots ``>= k`` zeroed,
-    optionally renormalised -> (weights [KMAX] float32, expert ids [KMAX] int32)."""
+def _route(logit_ptr, k_ptr, v_ptr, i_ptr, E: tl.constexpr, BE: tl.constexpr, KMAX: tl.constexpr, RENORM: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BE)
     ok = offs < E
     z = tl.load(logit_ptr + row * E + offs, mask=ok, other=float("-inf")).to(tl.float32)
     ez = tl.where(ok, tl.exp(z - tl.max(z, 0)), 0.0)
     left = tl.where(ok, ez / tl.sum(ez, 0), -1.0)  # probabilities; taken ones become -1
+    k = tl.load(k_ptr)
     slots = tl.arange(0, KMAX)
     vals = tl.zeros([KMAX], dtype=tl.float32)
     idxs = tl.zeros([KMAX], dtype=tl.int32)
@@ -216,14 +215,6 @@ def _top_k_row(logit_ptr, row, k, E: tl.constexpr, BE: tl.constexpr, KMAX: tl.co
         left = tl.where(offs == ix, -1.0, left)
     if RENORM:
         vals = vals / tl.sum(vals, 0)
-    return vals, idxs
-
-
-@triton.jit
-def _route(logit_ptr, k_ptr, v_ptr, i_ptr, E: tl.constexpr, BE: tl.constexpr, KMAX: tl.constexpr, RENORM: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    vals, idxs = _top_k_row(logit_ptr, row, tl.load(k_ptr), E, BE, KMAX, RENORM)
-    slots = tl.arange(0, KMAX)
     tl.store(v_ptr + row * KMAX + slots, vals.to(v_ptr.dtype.element_ty))
     tl.store(i_ptr + row * KMAX + slots, idxs.to(tl.int64))
 
