@@ -42,6 +42,7 @@ import torch
 
 from harness.latency.measure import Timer
 
+IMAGE_INPUTS = ("pixel_values", "images")  # the batch extras that hold the image input (LLaVA-style, MolmoE)
 STATIC_BUCKET = 256  # static caches are sized to a multiple of this, to bound the shapes a step sees
 
 
@@ -235,7 +236,7 @@ class Decoder:
         total = prompt + max(1, int(max_new_tokens))
         rows = getattr(self.model, "rows_for", lambda n: n)(batch.batch_size)
         padded = getattr(self.model, "padded_length", lambda n: n)(prompt)
-        pixels = batch.extras.get("pixel_values")
+        pixels = next((batch.extras[k] for k in IMAGE_INPUTS if batch.extras.get(k) is not None), None)
         return (rows, -(-total // STATIC_BUCKET) * STATIC_BUCKET, batch.batch_size, padded,
                 None if pixels is None else tuple(pixels.shape))
 

@@ -81,3 +81,47 @@ def write_checkpoint(folder: Path, seed: int = 0, weights: bool = True) -> Path:
 def molmoe_checkpoint(tmp_path_factory) -> Path:
     require_remote()
     return write_checkpoint(tmp_path_factory.mktemp("molmoe") / "molmoe-small")
+
+
+class TextOnly:
+    """Prompt -> ``[bos] + tokenizer(" User: <prompt> Assistant:")`` with the checkpoint's real
+    tokenizer (the text framing of Molmo's processor, without images)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def text_ids(self, text) -> list[int]:
+        bos = self.tokenizer.bos_token_id or self.tokenizer.eos_token_id
+        return [bos] + self.tokenizer.encode(" User: " + text + " Assistant:", add_special_tokens=False)
+
+    def process(self, text, images=None, **_):
+        import torch
+
+        assert images is None, "TextOnly has no image path"
+        return {"input_ids": torch.tensor(self.text_ids(text))}
+
+
+class StandInProcessor(TextOnly):
+    """A stand-in for Molmo's processor (which needs torchvision) with its output schema: ``images``
+    [crops, 576, 588] (random pixels seeded by the image size), ``image_masks`` [crops, 576] (the
+    last crop's last patch row partly padding), ``image_input_idx`` [crops, 144] (the positions of
+    the crops' patch tokens, which follow the BOS). Crops: 1 + (1 if max_crops > 2 and the image is
+    wider than 100 px): tiers and images change the crop count, as with the real processor."""
+
+    PATCH_ID = 50281  # <im_patch>
+
+    def process(self, text, images=None, images_kwargs=None, **_):
+        import torch
+
+        if images is None:
+            return super().process(text)
+        image = images[0]
+        crops = 1 + int((images_kwargs or {}).get("max_crops", 2) > 2 and image.size[0] > 100)
+        g = torch.Generator().manual_seed(image.size[0] * 1000 + image.size[1])
+        pixels = torch.rand((crops, 576, 588), generator=g) * 2 - 1
+        masks = torch.ones((crops, 576))
+        masks[-1, -24:] = 0.5
+        ids = self.text_ids(text)
+        idx = torch.arange(crops * 144).view(crops, 144) + 1
+        ids = ids[:1] + [self.PATCH_ID] * (crops * 144) + ids[1:]
+        return {"input_ids": torch.tensor(ids), "images": pixels, "image_masks": masks, "image_input_idx": idx}

@@ -17,25 +17,11 @@ from harness.backends.molmoe import MolmoeBackend, info_from_dict
 from harness.backends.molmoe_remote import load_model
 from harness.knobs import select_blocks
 from harness.types import GenRequest
-from molmoe_real import REMOTE, REMOTE_HASHES, molmoe_checkpoint, remote_hashes  # noqa: F401  (fixture)
+from molmoe_real import REMOTE, REMOTE_HASHES, TextOnly, molmoe_checkpoint, remote_hashes  # noqa: F401  (fixture)
 
 torch.set_num_threads(1)
 N_NEW = 4
 PROMPTS = ["vqa2: What is on the table?", "Hi", "science_qa: Which is a mammal?\nA: frog\nB: dog"]
-
-
-class TextOnly:
-    """Prompt -> ``[bos] + tokenizer(" User: <prompt> Assistant:")`` with the checkpoint's real
-    tokenizer (the text framing of Molmo's processor, without images)."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def process(self, text, images=None, **_):
-        assert images is None, "TextOnly has no image path"
-        bos = self.tokenizer.bos_token_id or self.tokenizer.eos_token_id
-        ids = [bos] + self.tokenizer.encode(" User: " + text + " Assistant:", add_special_tokens=False)
-        return {"input_ids": torch.tensor(ids)}
 
 
 @pytest.fixture(scope="module")

@@ -172,6 +172,12 @@ class HFStepModel:
     def make_cache(self, batch_size, max_len, static):
         return make_hf_cache(self.text_config, batch_size, max_len, static, self.device, self.dtype)
 
+    def engine_weights(self, blocks):
+        """The language model's weights for the fast engine (``blocks``: all of them, in order)."""
+        from harness.engine.weights import extract
+
+        return extract(self.lm, self.lm_head, blocks)
+
     def embed_inputs(self, batch: PreparedBatch, timer, vision=None) -> torch.Tensor:
         """Token embeddings with the image features scattered in (vision and projector timed apart).
         ``vision``: what runs ``features``/``project`` instead of the model's own modules (the fast

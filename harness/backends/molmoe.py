@@ -21,8 +21,12 @@ What is verified here, on a small random checkpoint of the real remote classes b
 at block 0, ``top_k`` after), ``n_layers`` bookkeeping, greedy tokens equal to a greedy loop over the
 remote forward, batch 2 equal to batch 1; where torchvision imports, tier -> the real processor's
 ``max_crops`` and batches of images with different crop counts (``tests/test_molmoe_processor.py``).
-Not verified: MolmoE-1B's own weights and scores. The fast engine does not cover this layout
-(:data:`FAST_ENGINE_GAP`); ``--engine auto`` runs it on the eager engine.
+Not verified: MolmoE-1B's own weights and scores.
+
+Engines: ``eager`` calls the remote ``forward``; ``fast`` (the default on CUDA) runs its own block
+step on the remote model's weights (:func:`harness.engine.weights.extract_molmoe`), with the
+embedding and the image features added here (:meth:`MolmoeStepModel.embed_inputs`), and on the CPU
+yields the eager engine's tokens (``tests/test_molmoe_fast.py``).
 
 Where an engine reads the weights: ``switch.all_blocks[i]`` is the remote ``MolmoDecoderLayer``:
 ``attn`` (``attn_norm``, fused ``att_proj``, ``q_norm``/``k_norm``, rotary, ``attn_out``) and ``mlp``,
@@ -45,8 +49,6 @@ from harness.errors import HarnessError
 from harness.types import GenRequest
 
 BLOCKS_PATH = "model.transformer.blocks"
-FAST_ENGINE_GAP = ("the MolmoE remote code keeps its own block, attention and expert modules (fused att_proj, "
-                   "its own MoE), which the fast engine's weights adapter does not read")
 
 
 def read_config_json(path: str, name: str) -> dict:
@@ -89,13 +91,41 @@ class ListCache:
         self.kv = None
 
 
+class MolmoVision:
+    """MolmoE's vision backbone split for timing, as the fast engine runs it: ``features`` is the
+    ViT (``encode_image``, crops of all -1 masked out), ``project`` the rest of the remote
+    ``MolmoVisionBackbone.forward`` (padding embeddings, 2x2 attention pooling, projector), run by
+    the remote code itself on the given features."""
+
+    def __init__(self, backbone):
+        self.backbone = backbone
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone.encode_image(images)[0]
+
+    def project(self, feats: torch.Tensor, image_masks: torch.Tensor) -> torch.Tensor:
+        bb = self.backbone
+        # the remote forward reads only the crop counts of its ``images`` and passes them to
+        # ``encode_image``: answered with the features already computed (cls features are off)
+        bb.encode_image = lambda _images: (feats, None)
+        try:
+            return bb(feats, image_masks)[0]
+        finally:
+            del bb.encode_image
+
+
 class MolmoeStepModel:
-    fast_engine_gap = FAST_ENGINE_GAP
+    """The eager step (the remote ``forward`` with its list cache) and what the fast engine reads:
+    the weights (:func:`harness.engine.weights.extract_molmoe`), the token embedding and the prompt
+    embedding with the image features added at ``image_input_idx``, as ``Molmo.forward`` adds them."""
 
     def __init__(self, model):
         self.model = model
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
+        backbone = getattr(model.model, "vision_backbone", None)
+        self.vision = MolmoVision(backbone) if backbone is not None else None
+        self._embedding = None  # the fast engine's one embedding table (set by engine_weights)
 
     def make_cache(self, batch_size, max_len, static):
         if static:
@@ -115,6 +145,38 @@ class MolmoeStepModel:
 
     def step(self, tokens, attention_mask, position_ids, cache):
         return self._forward(cache, input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids)
+
+    # -- what the fast engine reads -----------------------------------------------------------
+    def engine_weights(self, blocks):
+        from harness.engine.weights import extract_molmoe
+
+        w = extract_molmoe(self.model, blocks)
+        self._embedding = w.embed
+        return w
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.embedding(tokens, self._embedding)
+
+    def embed_inputs(self, batch: PreparedBatch, timer, vision=None) -> torch.Tensor:
+        """Token embeddings plus the projected image features at ``image_input_idx`` (vision
+        encoder and projector timed apart; ``vision``: the fast engine's graph replay of them)."""
+        ids = batch.input_ids
+        emb = self.embed(ids)
+        images = batch.extras.get("images")
+        if images is None or self.vision is None:
+            return emb
+        vision = vision or self.vision
+        with timer.region("vision"):
+            feats = vision.features(images)
+        with timer.region("projector"):
+            img = vision.project(feats, batch.extras["image_masks"])
+        b = ids.shape[0]
+        img = img.reshape(b, -1, img.shape[-1])
+        idx = batch.extras["image_input_idx"].reshape(b, -1)
+        valid = idx >= 0
+        rows = torch.arange(b, device=ids.device)[:, None].expand_as(idx)
+        emb[rows[valid], idx[valid]] += img[valid].to(emb.dtype)
+        return emb
 
 
 def _as_tensor(x, dtype=None):
@@ -197,8 +259,6 @@ def load(path: str, info: ModelInfo, settings: ModelSettings, device="cpu", dtyp
          experts_impl="grouped_mm", engine="auto", trust_remote_code=False) -> MolmoeBackend:
     if not trust_remote_code:
         raise HarnessError(TRUST_MESSAGE.format(spec=info.name))
-    if engine == "fast":  # refused before any weights load
-        raise HarnessError(f"{info.name}: the fast engine cannot run this model ({FAST_ENGINE_GAP}); use --engine eager or auto")
     from harness.backends.molmoe_remote import load_model, load_processor
 
     processor = load_processor(path, info.name)  # first: a missing dependency is named before minutes of loading

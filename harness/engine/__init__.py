@@ -34,7 +34,7 @@ def wanted(name: str, device) -> str:
     return name
 
 
-FAST_FAMILIES = ("olmoe", "qwen3_moe", "mixtral")  # text families the weights adapter reads (also under llava+)
+FAST_FAMILIES = ("olmoe", "qwen3_moe", "mixtral", "molmoe")  # families the weights adapters read (the first three also under llava+)
 
 
 def covers(family: str) -> bool:
@@ -86,8 +86,9 @@ def variant(engine: str, device) -> str:
 
 
 def build(name: str, device, hf_step, switch, model_name: str):
-    """-> (step model, engine name actually used). ``hf_step`` is the eager step model (the fast
-    engine reads the weights of a transformers language model behind ``hf_step.lm``)."""
+    """-> (step model, engine name actually used). ``hf_step`` is the eager step model; the fast
+    engine takes its weights (``engine_weights``), token embedding (``embed``) and prompt
+    embedding with the image features in (``embed_inputs``) from it."""
     from harness.engine.weights import Unsupported
 
     configure_attention(device)
@@ -97,8 +98,8 @@ def build(name: str, device, hf_step, switch, model_name: str):
     try:
         from harness.engine.step import FastStepModel
 
-        if not all(hasattr(hf_step, a) for a in ("lm", "lm_head", "embed", "embed_inputs")):  # a transformers LM step
-            raise Unsupported(getattr(hf_step, "fast_engine_gap", "no fast-engine weights adapter for this model family"))
+        if not all(hasattr(hf_step, a) for a in ("engine_weights", "embed", "embed_inputs")):
+            raise Unsupported("no fast-engine weights adapter for this model family")
         return FastStepModel(hf_step, switch), "fast"
     except (Unsupported, ImportError) as exc:
         if name == "fast":

@@ -3,8 +3,8 @@ experts' normalised input (the router product, routing and experts are
 :func:`harness.engine.moe.run_moe`). Weights and caches are inputs, so one compiled version of
 :func:`attn_block` serves every block and every knob configuration.
 
-Numerics follow transformers' eager OLMoE/Qwen3-MoE/Mixtral code: RMSNorm in float32 then cast,
-RoPE cos/sin cast to the model dtype, softmax of the router logits in float32 over all experts,
+Numerics follow transformers' eager OLMoE/Qwen3-MoE/Mixtral code (and MolmoE's remote code): RMSNorm
+in float32 then cast, RoPE cos/sin cast to the model dtype (float32 for MolmoE, :func:`rope`), softmax of the router logits in float32 over all experts,
 top-``max_top_k`` selection (sorted, so the first ``top_k`` slots are exactly a top-``top_k``
 selection), the routing weights of slots ``>= top_k`` zeroed.
 """
@@ -32,6 +32,14 @@ def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, scaling: float
 def _rotate_half(x):
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of ``x`` [B, heads, T, D] in the precision of the tables: tables in the
+    model dtype rotate in it (transformers' families); float32 tables rotate a float32 copy and
+    cast back (:attr:`LMSpec.rope_fp32`, MolmoE's ``rope_full_precision``)."""
+    xr = x.to(cos.dtype)
+    return (xr * cos + _rotate_half(xr) * sin).to(x.dtype)
 
 
 def allowed_mask(mask: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -84,8 +92,7 @@ def attn_block(spec: LMSpec, x, parts, kc, vc, cos, sin, bias, cols, ln1, wqkv, 
     if spec.qk_norm == "head":
         q, k = rms_norm(q, qk[0], spec.eps), rms_norm(k, qk[1], spec.eps)
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    q = q * cos + _rotate_half(q) * sin
-    k = k * cos + _rotate_half(k) * sin
+    q, k = rope(q, cos, sin), rope(k, cos, sin)
     kc.index_copy_(2, cols, k)
     vc.index_copy_(2, cols, v)
     if decode_attention is not None and T == 1 and kc.shape[2] <= attention_max_width:

@@ -40,7 +40,6 @@ import torch.nn.functional as F
 from harness.decode import LoopState, choose_greedy
 from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_block, rms_norm, rope_cos_sin
 from harness.engine.moe import KERNELS, parts_format, run_moe
-from harness.engine.weights import extract
 from harness.errors import HarnessError
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -130,31 +129,32 @@ class _GraphedVision:
         self.inputs: dict = {}
         self.failed: set = set()
 
-    def _replay(self, name: str, fn, x: torch.Tensor) -> torch.Tensor:
-        key = ("vision", name, tuple(x.shape), x.dtype)
+    def _replay(self, name: str, fn, *xs: torch.Tensor) -> torch.Tensor:
+        key = ("vision", name) + tuple((tuple(x.shape), x.dtype) for x in xs)
         if key in self.failed:
-            return fn(x)
+            return fn(*xs)
         static = self.inputs.get(key)
         if static is None:
-            static = self.inputs[key] = torch.empty_like(x)
-        static.copy_(x)
+            static = self.inputs[key] = [torch.empty_like(x) for x in xs]
+        for buf, x in zip(static, xs):
+            buf.copy_(x)
         try:
-            graph, out = self.graphs.get(key, lambda: fn(static))
+            graph, out = self.graphs.get(key, lambda: fn(*static))
         except Exception as exc:  # noqa: BLE001 - any capture failure: run this shape eagerly
             from harness.errors import warn
 
             self.failed.add(key)
             warn(f"the {name} of this model could not be captured in a CUDA graph ({type(exc).__name__}: "
                  f"{str(exc)[:200]}); it runs eagerly")
-            return fn(x)
+            return fn(*xs)
         graph.replay()
         return out  # read before the next replay of this shape (the prompt pass consumes it)
 
-    def features(self, pixel_values):
-        return self._replay("vision encoder", self.vision.features, pixel_values)
+    def features(self, *inputs):
+        return self._replay("vision encoder", self.vision.features, *inputs)
 
-    def project(self, feats):
-        return self._replay("projector", self.vision.project, feats)
+    def project(self, *inputs):
+        return self._replay("projector", self.vision.project, *inputs)
 
 
 class FastStepModel:
@@ -167,7 +167,7 @@ class FastStepModel:
                  cuda_graphs: bool | None = None, prompt_bucket: int | None = None, attention: str | None = None):
         self.hf = hf_step
         self.switch = switch
-        self.w = extract(hf_step.lm, hf_step.lm_head, switch.all_blocks)
+        self.w = hf_step.engine_weights(switch.all_blocks)  # the family's adapter (harness.engine.weights)
         self.spec = self.w.spec
         self.device, self.dtype = hf_step.device, hf_step.dtype
         cuda = self.device.type == "cuda"
@@ -216,7 +216,7 @@ class FastStepModel:
                               counters=counters)
 
         def prologue(positions, mask, cols, inv_freq):  # RoPE tables and the attention bias of a pass
-            cos, sin = rope_cos_sin(positions, inv_freq, spec.rope_scaling, dtype)
+            cos, sin = rope_cos_sin(positions, inv_freq, spec.rope_scaling, torch.float32 if spec.rope_fp32 else dtype)
             return cos, sin, attention_bias(allowed_mask(mask, cols), dtype)
 
         def head(x, parts, last, norm, lm_head):  # the last block's experts, final norm, LM head
