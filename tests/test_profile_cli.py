@@ -144,3 +144,21 @@ def test_interference_is_dropped_from_the_fit():
     slow = Measurement(8, 4, 1, 36, 10, 120.0, [25.0, 25.0], 3)
     kept = drop_interference(base + [slow])
     assert slow not in kept and len(kept) == 3
+
+
+@pytest.mark.parametrize("model, impl", [("molmoe:/models/MolmoE-1B-0924", "remote-code"), ("random:molmoe-1b", "grouped_mm")])
+def test_the_suggested_profile_command_is_one_the_cli_accepts(model, impl):
+    """The command a run prints for a missing or stale fit is accepted as it is: an experts
+    implementation only where the model takes one, --trust-remote-code where it runs its own code."""
+    import shlex
+
+    from harness.commands.profile import command
+    from harness.latency.fits import FitKey, profile_command
+
+    cmd = profile_command(FitKey(model, "w", "cuda-nvidia-h200", "bfloat16", "fast", impl), batch_size=8)
+    argv = shlex.split(cmd)
+    assert argv[:2] == ["harness", "profile"]
+    ctx = command.make_context("profile", argv[2:])  # parses every option as the CLI would (nothing runs)
+    assert ctx.params["model"] == model and ctx.params["engine"] == "fast"
+    assert ctx.params["experts_impl"] == (None if impl == "remote-code" else impl)
+    assert ctx.params["trust_remote_code"] == model.startswith("molmoe:")

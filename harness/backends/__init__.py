@@ -110,14 +110,20 @@ def model_fingerprint(spec: str) -> str | None:
     return h.hexdigest()[:16]
 
 
+def runs_remote_code(spec: str) -> bool:
+    """Whether loading ``spec`` runs the checkpoint's own Python files (``molmoe:``), so that its
+    commands need ``--trust-remote-code``."""
+    try:
+        return parse_spec(spec).kind == "molmoe"
+    except HarnessError:
+        return False
+
+
 def check_trust(spec: str, trust_remote_code: bool) -> None:
     """Checks before anything is written or loaded: ``molmoe:`` specs run the checkpoint's own
     Python files (refused unless the user allowed it) and need the ``molmoe`` extra's packages."""
-    try:
+    if runs_remote_code(spec):
         s = parse_spec(spec)
-    except HarnessError:
-        return  # not a spec: describe() names the problem
-    if s.kind == "molmoe":
         from harness.backends.molmoe import TRUST_MESSAGE
         from harness.backends.molmoe_remote import check_dependencies
 

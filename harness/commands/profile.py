@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from harness.commands.options import EXPERTS_IMPLS
 from harness.config import config_option
 from harness.errors import HarnessError
 
@@ -59,7 +60,7 @@ def _duration(seconds: float) -> str:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--holdout", type=click.FloatRange(0.0, 0.9), default=0.25, show_default=True, help="Share of configurations held out of the fit for the error report.")
 @click.option("--importance", type=str, help="Block importance JSON.")
-@click.option("--experts-impl", type=click.Choice(["eager", "grouped_mm", "batched_mm"]), default=None)
+@click.option("--experts-impl", type=click.Choice(EXPERTS_IMPLS), default=None)
 @click.option("--engine", type=click.Choice(("auto", "fast", "eager")), default="auto", show_default=True,
               help="auto = fast on CUDA, eager on CPU (see `harness run --help`); a fit is valid for its engine only.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow molmoe: checkpoints to run their own Python files (model, config and processor classes) in this process; only for checkpoints you trust.")
