@@ -7,7 +7,7 @@ import click
 MOLMOE_NOTE = ("molmoe: the checkpoint's own remote code, loaded on this transformers through an in-memory "
                "compatibility layer; needs --trust-remote-code and pip install -e '.[molmoe]'; tested on a small "
                "random checkpoint of the real classes; MolmoE-1B's own weights and scores are not verified here; "
-               "it runs on the eager engine (the fast engine does not read its layout).")
+               "it runs on both engines (fast, the default on CUDA, reads the remote model's own weights).")
 
 
 def _rows():
