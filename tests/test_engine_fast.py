@@ -410,3 +410,25 @@ print("ok")
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("engine", ["eager", "fast"])
+def test_a_batch_is_prepared_once_for_its_warm_up_and_timed_calls(engine, monkeypatch):
+    """A run's untimed warm-up calls and its timed call pass the same requests: their inputs
+    (tokens, image pixels, the copy to the device) are prepared once and reused, unchanged by the
+    decode loop; new requests or another tier are prepared again."""
+    model = tiny.build("llava_olmoe")
+    b = tiny.backend("llava_olmoe", model=model, engine=engine)
+    b.eos_token_ids = []
+    calls = []
+    original = b._prepare
+    monkeypatch.setattr(b, "_prepare", lambda reqs, tier: calls.append(tier) or original(reqs, tier))
+    reqs = _requests("llava_olmoe")
+    first = b.generate_ids(reqs, 5).tokens
+    b.generate(list(reqs), 5)
+    assert b.generate_ids(list(reqs), 5).tokens == first and len(calls) == 1  # the same request objects: prepared once
+    fresh = [GenRequest(r.prompt, image=r.image) for r in reqs]
+    assert b.generate_ids(fresh, 5).tokens == first and len(calls) == 2  # equal but new requests: prepared again
+    b.generate_ids(fresh, 5, tier="low")
+    b.generate_ids(fresh, 5, tier=b.resolve_tier(None))
+    assert len(calls) == 4  # another tier, then back: prepared each time the tier changes

@@ -46,6 +46,7 @@ from harness.backends.layouts import MOLMOE, KnobSwitch
 from harness.backends.modelconfig import ModelSettings
 from harness.decode import PreparedBatch
 from harness.errors import HarnessError
+from harness.latency.fits import REMOTE_CODE_EXPERTS
 from harness.types import GenRequest
 
 BLOCKS_PATH = "model.transformer.blocks"
@@ -264,4 +265,4 @@ def load(path: str, info: ModelInfo, settings: ModelSettings, device="cpu", dtyp
     processor = load_processor(path, info.name)  # first: a missing dependency is named before minutes of loading
     model = load_model(path, info.name, dtype).to(device).eval()
     # MolmoE's experts are its remote code's own loop: transformers' experts implementations do not apply
-    return MolmoeBackend(model, processor, info, settings, device, dtype, importance, engine, "remote-code")
+    return MolmoeBackend(model, processor, info, settings, device, dtype, importance, engine, REMOTE_CODE_EXPERTS)

@@ -172,22 +172,18 @@ def variant_env(engine_variant: str) -> str:
     return " ".join(f"{short[k]}={v}" for k, _, v in (p.partition("=") for p in parts) if k in short)
 
 
+REMOTE_CODE_EXPERTS = "remote-code"  # the experts of a model that runs its own code (molmoe:): no --experts-impl applies
+
+
 def profile_command(key: FitKey, batch_size: int = 1, model_spec: str | None = None) -> str:
     """The ``harness profile`` command that makes the fit for ``key``: its device, dtype, engine
-    (with the kernel overrides in the environment), experts implementation where the model takes
-    one (MolmoE's remote code has its own experts: none), and ``--trust-remote-code`` where the
-    model needs it."""
-    from harness.backends import EXPERTS_IMPLS, runs_remote_code
-
+    (with the kernel overrides in the environment), and the experts implementation, or, for a
+    model that runs its own code (:data:`REMOTE_CODE_EXPERTS`), ``--trust-remote-code``."""
     dev = "cuda" if key.device.startswith("cuda") else "cpu"
     engine = key.engine.split("+")[0]
     env = variant_env(key.engine)
-    spec = model_spec or key.model
-    parts = ([env] if env else []) + [f"harness profile --model {spec} --device {dev} --dtype {key.dtype}"]
-    if key.experts_impl in EXPERTS_IMPLS:
-        parts.append(f"--experts-impl {key.experts_impl}")
-    if runs_remote_code(spec):
-        parts.append("--trust-remote-code")
+    parts = ([env] if env else []) + [f"harness profile --model {model_spec or key.model} --device {dev} --dtype {key.dtype}"]
+    parts.append("--trust-remote-code" if key.experts_impl == REMOTE_CODE_EXPERTS else f"--experts-impl {key.experts_impl}")
     if engine in ("fast", "eager") and not (dev == "cpu" and engine == "eager"):  # auto = eager on CPU
         parts.append(f"--engine {engine}")
     if batch_size > 1:
