@@ -3,7 +3,9 @@ top-8 routing, a runtime top_k), at decode batches 1, 8, 32 and a 700-token pref
 
 Kernels: ``grouped_mm`` (torch._grouped_mm over pairs sorted by expert), the engine's Triton
 ``pairwise`` and ``grouped`` kernels (a few tile configurations each), and transformers' own
-``grouped_mm`` experts implementation (the eager engine's kernel, for reference). Each is checked
+``grouped_mm`` experts implementation (the eager engine's kernel, for reference), and the experts
+kernels of kernel libraries from the package index where installed (``pip install -e '.[gpu]'``:
+FlashInfer's CUTLASS fused MoE; see ``_kernel_libraries.py``). Each is checked
 against the ``loop`` reference (relative error) and timed by CUDA-graph replay (decode sizes) or
 events (prefill), median of many repeats. Floor = weight bytes of the experts the batch hits
 (slots < top_k) / measured copy bandwidth.
@@ -28,12 +30,24 @@ import torch  # noqa: E402
 from harness.engine import triton_moe as tm  # noqa: E402
 from harness.engine.moe import moe_grouped_mm, moe_loop  # noqa: E402
 from _common import copy_bandwidth, cuda_graph_median_ms, cuda_median_ms  # noqa: E402
+import _kernel_libraries  # noqa: E402
 
 E, H, I, KMAX = 64, 2048, 1024, 8
 
 
 def time_events(fn, reps=30):
     return cuda_median_ms(fn, reps, warm=3)
+
+
+def timed(fn, graph: bool):
+    """(median ms, how it was timed): CUDA-graph replay where asked and capturable, else events."""
+    if graph:
+        try:
+            return cuda_graph_median_ms(fn), "graph"
+        except Exception as exc:  # e.g. a library kernel that allocates or syncs on the host
+            torch.cuda.synchronize()
+            return time_events(fn), f"events (graph capture failed: {type(exc).__name__})"
+    return time_events(fn), "events"
 
 
 def hf_experts(w13, w2):
@@ -67,6 +81,9 @@ def main(argv=None):
     except Exception as exc:  # reference only
         print(f"transformers experts unavailable: {exc}", flush=True)
         hf = None
+    libs, libs_missing = _kernel_libraries.expert_kernels(w13, w2)
+    for name, why in libs_missing.items():
+        print(f"{name}: {why}", flush=True)
     pair_cfgs = [tm.Config(pair_bn=bn, pair_bk=bk, pair_warps=w) for bn, bk, w in ((16, 128, 4), (8, 256, 4), (32, 128, 4), (16, 256, 8))]
     grp_cfgs = [tm.Config(bn=bn, bk=bk, bn_large=bn, bk_large=bk, warps=w, stages=s, fused_act=f) for bn, bk, w, s, f in (
         (64, 64, 4, 3, True), (128, 64, 4, 3, True), (64, 128, 4, 3, True), (128, 64, 8, 3, True),
@@ -86,6 +103,9 @@ def main(argv=None):
             cands = {"torch grouped_mm": lambda: moe_grouped_mm(x, masked, topi, kt, w13, w2)}
             if hf is not None:
                 cands["transformers grouped_mm (eager engine)"] = lambda: hf(x, topi[:, :k].contiguous(), topv[:, :k].contiguous())
+            ids, scales = _kernel_libraries.routing(topv, topi, k)
+            for lname, run in libs.items():
+                cands[lname] = lambda run=run, ids=ids, scales=scales: run(x, ids, scales)
             for c in pair_cfgs if n <= 64 else []:
                 cands[f"triton pairwise bn{c.pair_bn} bk{c.pair_bk} w{c.pair_warps}"] = lambda c=c: tm.moe_pairwise(x, masked, topi, kt, w13, w2, c)
             for c in grp_cfgs:
@@ -96,8 +116,8 @@ def main(argv=None):
                 try:
                     out = fn().float()
                     row["rel_err"] = float((out - ref).norm() / ref.norm())
-                    ms = cuda_graph_median_ms(fn) if n <= 64 and not name.startswith("transformers") else time_events(fn)
-                    row.update(ms=round(ms, 4), x_floor=round(ms / floor, 2))
+                    ms, how = timed(fn, graph=n <= 64 and not name.startswith("transformers"))
+                    row.update(ms=round(ms, 4), x_floor=round(ms / floor, 2), timing=how)
                 except Exception as exc:
                     row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
                 rows.append(row)
@@ -113,16 +133,18 @@ def main(argv=None):
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    env["libraries_unavailable"] = libs_missing
     (out / "moe_kernels.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1))
     md = [f"# Expert kernels, MolmoE-1B expert shape ({env['device']}, bf16, torch {env['torch']}, triton {env['triton']})", "",
           "Median ms per MoE layer call (gate_up + SwiGLU + down + weighted sum); decode sizes timed by CUDA-graph replay, "
           f"prefill by events. Floor = weight bytes of the experts hit / {env['copy_bandwidth_TBps']} TB/s.", "",
-          "| tokens | top_k | kernel | ms | floor ms | x floor | rel. err |", "|---|---|---|---|---|---|---|"]
+          "| tokens | top_k | kernel | ms | floor ms | x floor | rel. err | timed by |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['tokens']} | {r['top_k']} | {r['kernel']} | {r.get('ms', r.get('error', ''))} | {r['floor_ms']} | "
-                  f"{r.get('x_floor', '')} | {r.get('rel_err', 0):.1e} |")
+                  f"{r.get('x_floor', '')} | {r.get('rel_err', 0):.1e} | {r.get('timing', '')} |")
     md += ["", "Fastest per size:", ""] + [f"- {n} tokens, top_k {k}: {r['kernel']} {r['ms']} ms ({r['x_floor']}x floor)"
                                            for (n, k), r in sorted(best.items())]
+    md += [f"- Not measured: {name}: {why}" for name, why in libs_missing.items()]
     (out / "moe_kernels.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

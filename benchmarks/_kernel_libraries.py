@@ -1,0 +1,58 @@
+"""Expert (MoE) kernels of kernel libraries from the package index, behind the harness's own expert
+contract, for ``benchmarks/moe_kernels.py`` to time next to the engine's kernels.
+
+The harness's experts weights are ``w13`` [E, 2*I, H] (gate rows, then up rows, as transformers'
+OLMoE ``gate_up_proj``) and ``w2`` [E, H, I]. Each adapter takes them once (re-laying them out as its
+library needs) and returns ``run(x, ids, scales)``: ``x`` [N, H], ``ids`` [N, k] int32 expert
+indices, ``scales`` [N, k] float32 routing weights -> [N, H], the weighted sum of SwiGLU experts.
+
+Libraries (``pip install -e '.[gpu]'``):
+- FlashInfer (``flashinfer-python``): ``flashinfer.fused_moe.cutlass_fused_moe``, unquantised bf16;
+  its SwiGLU weight takes the up rows first, then the gate rows.
+"""
+
+from __future__ import annotations
+
+INSTALL_HINT = "pip install -e '.[gpu]'"
+
+
+def _flashinfer(w13, w2):
+    from flashinfer.fused_moe import cutlass_fused_moe
+
+    inter = w13.shape[1] // 2
+    fc1 = w13.new_empty(w13.shape)
+    fc1[:, :inter] = w13[:, inter:]  # up
+    fc1[:, inter:] = w13[:, :inter]  # gate
+    fc2 = w2.contiguous()
+
+    def run(x, ids, scales):
+        out = cutlass_fused_moe(input=x, token_selected_experts=ids, token_final_scales=scales,
+                                fc1_expert_weights=fc1, fc2_expert_weights=fc2, output_dtype=x.dtype,
+                                quant_scales=None)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+    return run
+
+
+LIBRARIES = {"flashinfer cutlass_fused_moe": _flashinfer}
+
+
+def expert_kernels(w13, w2):
+    """(name -> run, name -> why it is unavailable) over ``LIBRARIES``: a library that is not
+    installed, or that refuses these weights, is reported, not raised."""
+    kernels, unavailable = {}, {}
+    for name, make in LIBRARIES.items():
+        try:
+            kernels[name] = make(w13, w2)
+        except ImportError as exc:
+            unavailable[name] = f"not installed ({exc}); {INSTALL_HINT}"
+        except Exception as exc:  # a library that cannot take these weights is a result, not a crash
+            unavailable[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    return kernels, unavailable
+
+
+def routing(topv, topi, k: int):
+    """The libraries' routing inputs for the first ``k`` slots: int32 ids and float32 scales."""
+    import torch
+
+    return topi[:, :k].to(torch.int32).contiguous(), topv[:, :k].float().contiguous()
