@@ -1,6 +1,7 @@
-"""The installed layout: every Python package folder is listed in setup.cfg under the harness
-namespace, and nothing generic (metrics, tasks, configs, tools, tests) lands at the top of
-site-packages."""
+"""The installed layout: every folder of the installed tree that holds files (Python packages and
+folders of data files alike, which setuptools otherwise warns about at install time) is listed in
+setup.cfg under the harness namespace, and nothing generic (metrics, tasks, configs, tools, tests)
+lands at the top of site-packages."""
 
 import configparser
 from pathlib import Path
@@ -24,9 +25,10 @@ def test_every_package_folder_is_installed_under_the_harness_namespace():
     packages, package_dir = _setup_cfg()
     found = set()
     for top, name in MAPPED.items():
-        for init in (ROOT / top).rglob("__init__.py"):
-            rel = init.parent.relative_to(ROOT / top).parts
-            found.add(".".join((name,) + rel))
+        for folder in [ROOT / top, *(ROOT / top).rglob("*")]:
+            rel = folder.relative_to(ROOT / top).parts
+            if folder.is_dir() and "__pycache__" not in rel and any(f.is_file() for f in folder.iterdir()):
+                found.add(".".join((name,) + rel))
     assert found == packages, f"setup.cfg packages differ: missing {sorted(found - packages)}, extra {sorted(packages - found)}"
     assert {v for v in package_dir.values()} == set(MAPPED)
     assert all(p == "harness" or p.startswith("harness.") for p in packages)
