@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from harness.engine import triton_moe as tm  # noqa: E402
 from harness.engine.moe import moe_grouped_mm, moe_loop  # noqa: E402
-from _common import copy_bandwidth, cuda_graph_median_ms, cuda_median_ms  # noqa: E402
+from _common import copy_bandwidth, cuda_graph_median_ms, cuda_median_ms, write_report  # noqa: E402
 import _kernel_libraries  # noqa: E402
 
 E, H, I, KMAX = 64, 2048, 1024, 8
@@ -131,10 +131,7 @@ def main(argv=None):
     env = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "copy_bandwidth_TBps": round(bw / 1e12, 3),
            "triton": __import__("triton").__version__, "shape": {"experts": E, "hidden": H, "expert_hidden": I, "routing": KMAX},
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     env["libraries_unavailable"] = libs_missing
-    (out / "moe_kernels.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1))
     md = [f"# Expert kernels, MolmoE-1B expert shape ({env['device']}, bf16, torch {env['torch']}, triton {env['triton']})", "",
           "Median ms per MoE layer call (gate_up + SwiGLU + down + weighted sum); decode sizes timed by CUDA-graph replay, "
           f"prefill by events. Floor = weight bytes of the experts hit / {env['copy_bandwidth_TBps']} TB/s.", "",
@@ -145,8 +142,7 @@ def main(argv=None):
     md += ["", "Fastest per size:", ""] + [f"- {n} tokens, top_k {k}: {r['kernel']} {r['ms']} ms ({r['x_floor']}x floor)"
                                            for (n, k), r in sorted(best.items())]
     md += [f"- Not measured: {name}: {why}" for name, why in libs_missing.items()]
-    (out / "moe_kernels.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_report(args.out, "moe_kernels", {"env": env, "rows": rows}, "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

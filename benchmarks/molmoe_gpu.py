@@ -38,7 +38,7 @@ from harness.backends import random_molmoe as rm  # noqa: E402
 from harness.backends.modelconfig import find_config, load_settings  # noqa: E402
 from harness.backends.molmoe import MolmoeBackend, info_from_dict  # noqa: E402
 from harness.types import GenRequest  # noqa: E402
-from _common import copy_bandwidth  # noqa: E402
+from _common import copy_bandwidth, write_report  # noqa: E402
 from knobs_gpu import IMPORTANCE, floor_ms  # noqa: E402
 
 CONFIGS = ("16,8", "14,6", "12,4")
@@ -207,9 +207,6 @@ def main(argv=None):
                                   "first_token_equal": f"{sum(int(x[0] == y[0]) for x, y in zip(got['fast'], got['eager']))}/{len(batch)}"})
                     print(json.dumps(agree[-1]), flush=True)
     env["total_s"] = round(time.time() - t0, 1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "molmoe_gpu.json").write_text(json.dumps({"env": env, "rows": rows, "agreement": agree}, indent=1))
     md = [f"# MolmoE-1B remote code, random weights: fast against eager engine ({env['device']}, {args.dtype})", "",
           f"Batch 1; prefill of a {args.prompt_tokens}-token text prompt, decode ms/token over {args.decode_tokens} tokens "
           f"after a 120-token prompt (median of {args.reps}); floor = active weight bytes / copy bandwidth. Processor: "
@@ -225,8 +222,7 @@ def main(argv=None):
     if agree:
         md += ["", "| knobs | prompts | tokens equal (fast vs eager) | first tokens equal |", "|---|---|---|---|"]
         md += [f"| {a['knobs']} | {a['prompts']} | {a['tokens_equal']} | {a['first_token_equal']} |" for a in agree]
-    (out / "molmoe_gpu.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_report(args.out, "molmoe_gpu", {"env": env, "rows": rows, "agreement": agree}, "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,19 +3,12 @@ agreement statistic is right."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from fixtures.fakes import FakeBackend
-
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "grouped_vs_per_sample.py"
+from fixtures.scripts import load_benchmark
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("grouped_vs_per_sample", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("grouped_vs_per_sample.py")
 
 
 def test_agreement():

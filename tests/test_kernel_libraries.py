@@ -5,24 +5,18 @@ output through the adapter; a library that is not installed is reported with the
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import types
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from fixtures.scripts import load_benchmark
 from harness.engine.moe import moe_loop
-
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "_kernel_libraries.py"
 
 
 def load_adapters():
-    spec = importlib.util.spec_from_file_location("_kernel_libraries", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("_kernel_libraries.py")
 
 
 def documented_cutlass_fused_moe(*, input, token_selected_experts, token_final_scales, fc1_expert_weights,
