@@ -4,8 +4,9 @@ top-8 routing, a runtime top_k), at decode batches 1, 8, 32 and a 700-token pref
 Kernels: ``grouped_mm`` (torch._grouped_mm over pairs sorted by expert), the engine's Triton
 ``pairwise`` and ``grouped`` kernels (a few tile configurations each), and transformers' own
 ``grouped_mm`` experts implementation (the eager engine's kernel, for reference), and the experts
-kernels of kernel libraries from the package index where installed (``pip install -e '.[gpu]'``:
-FlashInfer's CUTLASS fused MoE; see ``_kernel_libraries.py``). Each is checked
+kernels of kernel libraries from the package index where installed (FlashInfer's CUTLASS fused MoE,
+``pip install -e '.[gpu]'``; FlagGems' Triton fused MoE, ``pip install --no-deps flag-gems sqlalchemy``;
+see ``_kernel_libraries.py``). Each is checked
 against the ``loop`` reference (relative error) and timed by CUDA-graph replay (decode sizes) or
 events (prefill), median of many repeats. Floor = weight bytes of the experts the batch hits
 (slots < top_k) / measured copy bandwidth.
