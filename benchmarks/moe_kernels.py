@@ -51,6 +51,16 @@ def timed(fn, graph: bool):
     return time_events(fn), "events"
 
 
+def torch_bookkeeping(fn, *args):
+    """``fn`` with the grouped kernels' bookkeeping done by torch ops (a sort, scatter, cumsums,
+    searchsorted: some fifteen launches) instead of the one-program ``_align`` kernel."""
+    saved, tm.ALIGN_MAX_PAIRS = tm.ALIGN_MAX_PAIRS, 0
+    try:
+        return fn(*args)
+    finally:
+        tm.ALIGN_MAX_PAIRS = saved
+
+
 def hf_experts(w13, w2):
     """transformers' OLMoE experts module with the grouped_mm implementation, on these weights."""
     from transformers import OlmoeConfig
@@ -109,6 +119,9 @@ def main(argv=None):
                 cands[lname] = lambda run=run, ids=ids, scales=scales: run(x, ids, scales)
             for c in pair_cfgs if n <= 64 else []:
                 cands[f"triton pairwise bn{c.pair_bn} bk{c.pair_bk} w{c.pair_warps}"] = lambda c=c: tm.moe_pairwise(x, masked, topi, kt, w13, w2, c)
+            if n * KMAX <= tm.ALIGN_MAX_PAIRS:  # the default tiles with the bookkeeping of torch ops instead of one launch
+                cands["triton grouped, torch-op bookkeeping, bm16 bn64 bk128 w4 s3"] = lambda: torch_bookkeeping(
+                    tm.moe_grouped, x, masked, topi, kt, w13, w2)
             for c in grp_cfgs:
                 for bm in ((16, 32) if n <= 64 else (64, 128)):
                     cands[f"triton grouped{'' if c.fused_act else ' unfused'} bm{bm} bn{c.bn} bk{c.bk} w{c.warps} s{c.stages}"] = lambda c=c, bm=bm: tm.moe_grouped(x, masked, topi, kt, w13, w2, c, bm=bm)

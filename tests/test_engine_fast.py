@@ -124,7 +124,7 @@ from harness.engine.moe import moe_loop
 torch.manual_seed(1)
 n_exp, hid, inter, kmax = 8, 32, 16, 4
 w13, w2 = torch.randn(n_exp, 2 * inter, hid) * 0.2, torch.randn(n_exp, hid, inter) * 0.2
-for n_tokens in (1, 5):
+for n_tokens in (1, 5, 70):  # 70 tokens: the prompt tiles and the torch bookkeeping
     x = torch.randn(n_tokens, hid)
     topv, topi = torch.topk(torch.softmax(torch.randn(n_tokens, n_exp), -1), kmax)
     want = moe_loop(x, topv, topi, 3, w13, w2)
@@ -133,11 +133,26 @@ for n_tokens in (1, 5):
     for fn in (triton_moe.moe_pairwise, triton_moe.moe_grouped, unfused):
         got = fn(x, torch.where(torch.arange(kmax) < 3, topv, 0.0), topi, k_t, w13, w2)
         assert torch.allclose(got, want, atol=1e-4), (fn, n_tokens)
+for n_tokens, kmax_, n_exp_, bm in ((1, 8, 64, 16), (5, 4, 8, 4), (64, 8, 64, 16), (3, 2, 60, 2)):
+    gen = torch.Generator().manual_seed(n_tokens)  # its own generator: the checks below keep their draws
+    topi_ = torch.stack([torch.randperm(n_exp_, generator=gen)[:kmax_] for _ in range(n_tokens)])
+    for k in (kmax_, 1):  # the one-program bookkeeping against the torch ops (both keep pair order within a group)
+        k_t = torch.tensor([k], dtype=torch.int32)
+        one = triton_moe.tiles_of(topi_, k_t, n_exp_, bm)
+        triton_moe.ALIGN_MAX_PAIRS, saved = 0, triton_moe.ALIGN_MAX_PAIRS
+        ops = triton_moe.tiles_of(topi_, k_t, n_exp_, bm)
+        triton_moe.ALIGN_MAX_PAIRS = saved
+        for name, a, b in zip(("order", "tile_e", "tile_first", "pair_first", "counts"), one, ops):
+            if name == "tile_e":  # past the last tile both name a group > E
+                a, b = a.clamp(max=n_exp_ + 1), b.clamp(max=n_exp_ + 1)
+            assert torch.equal(a.long(), b.long()), (name, n_tokens, k, a, b)
+        assert int(one[4][-1]) == n_tokens * (kmax_ - k)  # the skipped slots: a last group
 from harness.engine.block import route
 from harness.engine.weights import LMSpec
 for renorm, in_float, n_exp in ((False, False, 64), (True, True, 60)):
     spec = LMSpec("x", 8, 2, 2, 4, n_exp, 8, 1e-6, "none", renorm, in_float, None, 1.0)
-    logits = torch.randn(5, n_exp).to(torch.bfloat16)
+    # distinct logits 0.05 apart: no ties in bf16, where torch.topk's order among equals is unspecified
+    logits = (torch.stack([torch.randperm(n_exp) for _ in range(5)]).float() * 0.05 - 1.5).to(torch.bfloat16)
     for k in (8, 5, 1):
         k_t = torch.tensor([k], dtype=torch.int32)
         wv, wi = route(spec, logits, k_t, torch.bfloat16)

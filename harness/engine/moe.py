@@ -37,15 +37,16 @@ def moe_loop(x, topv, topi, top_k: int, w13, w2):
     return out
 
 
-def sort_pairs(topi, top_k_t, n_exp: int):
-    """(pair order sorted by expert with skipped slots last, per-expert counts [E]) -- no host sync."""
+def sort_pairs(topi, top_k_t, n_exp: int, with_skipped: bool = False):
+    """(pair order sorted by expert with skipped slots last, per-expert counts [E], or [E + 1] with
+    the skipped slots' count last) -- no host sync."""
     k = topi.shape[1]
     keep = torch.arange(k, device=topi.device)[None, :] < top_k_t
     key = torch.where(keep, topi, torch.full_like(topi, n_exp)).reshape(-1)
     order = torch.argsort(key, stable=True)
     counts = torch.zeros(n_exp + 1, dtype=torch.int32, device=topi.device)
     counts.scatter_add_(0, key, torch.ones_like(key, dtype=torch.int32))
-    return order, counts[:n_exp]
+    return order, counts if with_skipped else counts[:n_exp]
 
 
 def _grouped_mm(a, b, offs):

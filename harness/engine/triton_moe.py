@@ -112,14 +112,88 @@ def _pair_down(h_ptr, w_ptr, idx_ptr, wt_ptr, k_ptr, part_ptr, y_ptr, cnt_ptr, H
 
 @triton.jit
 def _tile_rows(order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, E: tl.constexpr, BM: tl.constexpr):
+    """A tile's group (an expert, or ``E``: the skipped slots, whose rows the down kernel zeroes; past
+    the last group's tiles nothing), whether it is an expert, its rows, and their pair indices."""
     pid_m = tl.program_id(0)
     e = tl.load(tile_e_ptr + pid_m)
     active = e < E
-    es = tl.minimum(e, E - 1)
+    es = tl.minimum(e, E)
     rows = (pid_m - tl.load(tile_first_ptr + es)) * BM + tl.arange(0, BM)
-    r_ok = (rows < tl.load(counts_ptr + es)) & active
+    r_ok = (rows < tl.load(counts_ptr + es)) & (e <= E)
     pidx = tl.load(order_ptr + tl.load(pair_first_ptr + es) + rows, mask=r_ok, other=0)
-    return es.to(tl.int64), active, r_ok, pidx.to(tl.int64)
+    return tl.minimum(e, E - 1).to(tl.int64), active, r_ok, pidx.to(tl.int64)
+
+
+@triton.jit
+def _group_key(topi_ptr, offs, P, k, KMAX: tl.constexpr, E: tl.constexpr):
+    """Each pair's group: its expert, ``E`` for a slot ``>= top_k``, ``E + 1`` past the last pair."""
+    ok = offs < P
+    ids = tl.load(topi_ptr + offs, mask=ok, other=0).to(tl.int32)
+    return tl.where(ok, tl.where((offs % KMAX) < k, ids, E), E + 1)
+
+
+@triton.jit
+def _align(topi_ptr, k_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, P, T,
+           KMAX: tl.constexpr, E: tl.constexpr, BM: tl.constexpr, BP: tl.constexpr, BG: tl.constexpr, BT: tl.constexpr,
+           CH: tl.constexpr):
+    """The grouped kernels' bookkeeping in one program, no sort and no host sync: the (token, slot)
+    pairs in groups by expert (slots ``>= top_k`` in a last group ``E``), in pair order within a
+    group; per group its pair count, first pair and first tile of ``BM`` rows; per tile its group
+    (``> E`` past the last). A pair's position counts the pairs before it (in an earlier group, or
+    earlier in its own), ``CH`` other pairs at a time."""
+    k = tl.load(k_ptr)
+    offs = tl.arange(0, BP)
+    key = _group_key(topi_ptr, offs, P, k, KMAX, E)
+    g = tl.arange(0, BG)
+    pos = tl.zeros([BP], dtype=tl.int32)
+    counts = tl.zeros([BG], dtype=tl.int32)
+    for j0 in tl.static_range(0, BP, CH):
+        oj = j0 + tl.arange(0, CH)
+        kj = _group_key(topi_ptr, oj, P, k, KMAX, E)
+        before = (kj[None, :] < key[:, None]) | ((kj[None, :] == key[:, None]) & (oj[None, :] < offs[:, None]))
+        pos += tl.sum(before.to(tl.int32), 1)
+        counts += tl.sum((g[:, None] == kj[None, :]).to(tl.int32), 1)
+    tl.store(order_ptr + pos, offs, mask=offs < P)
+    counts = tl.where(g <= E, counts, 0)
+    tiles = (counts + BM - 1) // BM
+    tile_end = tl.cumsum(tiles, 0)
+    pair_end = tl.cumsum(counts, 0)
+    tl.store(counts_ptr + g, counts, mask=g <= E)
+    tl.store(pair_first_ptr + g, pair_end - counts, mask=g <= E)
+    tl.store(tile_first_ptr + g, tile_end - tiles, mask=g <= E)
+    t = tl.arange(0, BT)
+    tile_e = tl.sum((tile_end[None, :] <= t[:, None]).to(tl.int32), 1)  # searchsorted(tile_end, t, right=True)
+    tl.store(tile_e_ptr + t, tile_e, mask=t < T)
+
+
+ALIGN_MAX_PAIRS = 512  # the one-program bookkeeping up to this many (token, slot) pairs (64 tokens of 8 slots); torch ops above
+
+
+def tiles_of(topi, top_k_t, n_exp: int, bm: int):
+    """(order, tile_e, tile_first, pair_first, counts, tiles): the grouped kernels' view of the
+    (token, slot) pairs (see :func:`_align`); one launch at decode sizes, sync-free torch ops for
+    prompts (a stable sort by group)."""
+    n, kmax = topi.shape
+    p = n * kmax
+    max_tiles = triton.cdiv(p, bm) + n_exp + 1  # each group adds at most one partial tile
+    dev = topi.device
+    if p <= ALIGN_MAX_PAIRS:
+        order = torch.empty(p, dtype=torch.int32, device=dev)
+        tile_e = torch.empty(max_tiles, dtype=torch.int32, device=dev)
+        firsts = torch.empty(3, n_exp + 1, dtype=torch.int32, device=dev)
+        bp = max(16, triton.next_power_of_2(p))
+        _align[(1,)](topi.contiguous(), top_k_t, order, tile_e, firsts[0], firsts[1], firsts[2], p, max_tiles, KMAX=kmax, E=n_exp, BM=bm,
+                     BP=bp, BG=triton.next_power_of_2(n_exp + 2), BT=triton.next_power_of_2(max_tiles), CH=min(bp, 32),
+                     num_warps=4 if bp <= 256 else 8)
+        return order, tile_e, firsts[0], firsts[1], firsts[2], max_tiles
+    from harness.engine.moe import sort_pairs
+
+    order, counts = sort_pairs(topi, top_k_t, n_exp, with_skipped=True)
+    tiles = (counts + bm - 1) // bm
+    tile_end = torch.cumsum(tiles, 0, dtype=torch.int32)
+    pair_first = torch.cumsum(counts, 0, dtype=torch.int32) - counts
+    tile_e = torch.searchsorted(tile_end, torch.arange(max_tiles, dtype=torch.int32, device=dev), right=True).to(torch.int32)
+    return order.to(torch.int32), tile_e, tile_end - tiles, pair_first, counts, max_tiles
 
 
 @triton.jit
@@ -147,7 +221,7 @@ def _grouped_up(x_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_first_
                 acc_g = tl.dot(a, bg, acc_g)
                 acc_u = tl.dot(a, bu, acc_u)
     hv = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
-    tl.store(h_ptr + pidx[:, None] * I + offs_n[None, :], hv.to(h_ptr.dtype.element_ty), mask=r_ok[:, None] & n_ok[None, :])
+    tl.store(h_ptr + pidx[:, None] * I + offs_n[None, :], hv.to(h_ptr.dtype.element_ty), mask=(r_ok & active)[:, None] & n_ok[None, :])
 
 
 @triton.jit
@@ -170,7 +244,7 @@ def _grouped_up_plain(x_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_
                 acc = tl.dot(a, b, acc, input_precision="ieee")
             else:
                 acc = tl.dot(a, b, acc)
-    tl.store(h_ptr + pidx[:, None] * N + offs_n[None, :], acc.to(h_ptr.dtype.element_ty), mask=r_ok[:, None] & n_ok[None, :])
+    tl.store(h_ptr + pidx[:, None] * N + offs_n[None, :], acc.to(h_ptr.dtype.element_ty), mask=(r_ok & active)[:, None] & n_ok[None, :])
 
 
 @triton.jit
@@ -178,7 +252,7 @@ def _grouped_down(h_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_firs
                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, IEEE: tl.constexpr):
     e, active, r_ok, pidx = _tile_rows(order_ptr, tile_e_ptr, tile_first_ptr, pair_first_ptr, counts_ptr, E, BM)
     offs_n = tl.program_id(1) * BN + tl.arange(0, BN)
-    n_ok = (offs_n < H) & active
+    n_ok = offs_n < H  # the skipped slots' rows are written too: zeros (nothing else clears them)
     acc = tl.zeros([BM, BN], dtype=tl.float32)
     wbase = w_ptr + e * (H * I)
     if active:  # tiles past the last expert's load nothing
@@ -191,7 +265,7 @@ def _grouped_down(h_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_firs
                 acc = tl.dot(a, b, acc, input_precision="ieee")
             else:
                 acc = tl.dot(a, b, acc)
-    wt = tl.load(wt_ptr + pidx, mask=r_ok, other=0.0).to(tl.float32)
+    wt = tl.load(wt_ptr + pidx, mask=r_ok & active, other=0.0).to(tl.float32)
     tl.store(y_ptr + pidx[:, None] * H + offs_n[None, :], (acc * wt[:, None]).to(y_ptr.dtype.element_ty), mask=r_ok[:, None] & n_ok[None, :])
 
 
@@ -258,24 +332,15 @@ def moe_grouped(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT, bm: int 
 
 def moe_grouped_parts(x, topv, topi, top_k_t, w13, w2, cfg: Config = DEFAULT, bm: int | None = None, out_dtype=torch.float32):
     """[N, K, H] in ``out_dtype``, one row per slot (skipped slots are zeros)."""
-    from harness.engine.moe import sort_pairs
-
     n, kmax = topi.shape
     hid, inter, n_exp = x.shape[1], w2.shape[2], w13.shape[0]
     p = n * kmax
     large = n > 64
     bm = bm or (cfg.bm_large if large else cfg.bm)
     bn, bk = (cfg.bn_large, cfg.bk_large) if large and bm == cfg.bm_large else (cfg.bn, cfg.bk)
-    order, counts = sort_pairs(topi, top_k_t, n_exp)
-    order = order.to(torch.int32)
-    tiles = (counts + bm - 1) // bm
-    tile_end = torch.cumsum(tiles, 0, dtype=torch.int32)
-    tile_first = tile_end - tiles
-    pair_first = torch.cumsum(counts, 0, dtype=torch.int32) - counts
-    max_tiles = triton.cdiv(p, bm) + n_exp
-    tile_e = torch.searchsorted(tile_end, torch.arange(max_tiles, dtype=torch.int32, device=x.device), right=True).to(torch.int32)
+    order, tile_e, tile_first, pair_first, counts, max_tiles = tiles_of(topi, top_k_t, n_exp, bm)
     ieee = x.dtype == torch.float32
-    y = torch.zeros(p, hid, dtype=out_dtype, device=x.device)
+    y = torch.empty(p, hid, dtype=out_dtype, device=x.device)  # every row written by the down kernel
     meta = dict(BM=bm, BN=bn, BK=bk, IEEE=ieee, num_warps=cfg.warps, num_stages=cfg.stages)
     if cfg.fused_act:
         h = torch.empty(p, inter, dtype=x.dtype, device=x.device)
