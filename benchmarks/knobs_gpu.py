@@ -114,11 +114,12 @@ def matmul_rate(device) -> float | None:
 
 def agreement(fast, eager, configs, n_new=16):
     """Greedy tokens of the two engines on the same weights (bf16: small numeric differences may
-    flip near-ties): four short prompts in one batch (a 256-column cache) and four long ones
-    (1,000 columns: the fast engine's long-cache attention), each batch left-padded, and one long
-    prompt alone (the batch-1 kernels)."""
+    flip near-ties): four short prompts in one batch (a 256-column cache), thirty-two short ones
+    (the grouped expert kernels at decode) and four long ones (1,000 columns: the fast engine's
+    long-cache attention), each batch left-padded, and one long prompt alone (the batch-1 kernels)."""
     rows = []
     batches = {"short": [GenRequest(prompt_of(60 + 37 * i)) for i in range(4)],
+               "32 short": [GenRequest(prompt_of(40 + 5 * i)) for i in range(32)],
                "long": [GenRequest(prompt_of(700 + 90 * i)) for i in range(4)],
                "one long, batch 1": [GenRequest(prompt_of(900))]}  # the batch-1 kernels (GEMVs)
     for cfg in configs:

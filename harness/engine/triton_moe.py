@@ -5,8 +5,8 @@ a slot ``>= top_k``, so skipped slots move no weight bytes and a captured graph 
 
 - *pairwise* (few tokens): one program per ((token, slot), column tile) computes a GEMV against
   its expert's weights; no sorting, nothing to prepare;
-- *grouped* (many tokens): the (token, slot) pairs are sorted by expert (sync-free torch ops) and
-  each program multiplies a tile of one expert's tokens by a tile of its weights (``tl.dot``), so
+- *grouped* (many tokens): the (token, slot) pairs are grouped by expert (one Triton program up to
+  64 tokens, sync-free torch ops above) and each program multiplies a tile of one expert's tokens by a tile of its weights (``tl.dot``), so
   each expert's weights are read once per column tile however many tokens chose it.
 
 The gate and up projections run in one kernel with the SwiGLU activation fused; the down
@@ -30,7 +30,8 @@ from harness.engine.triton_arrive import counters, last_to_arrive
 @dataclass(frozen=True)
 class Config:
     """Tile sizes; the defaults are the fastest measured on an H200 for the MolmoE-1B expert shape
-    (benchmarks/results/moe_kernels.md: pairwise wins up to 8 tokens, grouped tiles at 32; pairwise
+    (benchmarks/results/moe_kernels.md: pairwise wins at 1 token and at 8 tokens with top_k 4, grouped
+    tiles at 8 tokens with top_k 8 and at 32, one threshold serving every top_k; pairwise
     tiles from benchmarks/results/decode_kernels_experts.md: 4 rows of 1,024 columns per load cut
     batch-1 top_k 2 from 24.9 to 17.8 us a block, top_k 4 from 27.6 to 22.8, top_k 8 from 36.2 to
     35.0, and batch 8 is no slower)."""
