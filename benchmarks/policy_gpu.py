@@ -43,8 +43,11 @@ def run_one(args, engine: str, batch: int, folder: Path) -> dict:
         print(proc.stderr[-3000:], file=sys.stderr)
         return row
     n, failed, timing, engines, configs = 0, 0, {}, set(), set()
+    warm = {"keys": 0, "calls": 0, "unsettled": 0}  # what the warm-up seconds bought (summary.json's account)
     for summary in sorted(folder.rglob("summary.json")):
         s = json.loads(summary.read_text())
+        for k in warm:
+            warm[k] += int(((s.get("timing") or {}).get("warmup") or {}).get(k) or 0)
         n += int(s.get("n") or 0)
         failed += int(s.get("n_failed") or 0)
         engines.add(s.get("engine"))
@@ -53,7 +56,7 @@ def run_one(args, engine: str, batch: int, folder: Path) -> dict:
             if isinstance(v, (int, float)) and k.endswith("_s"):
                 timing[k] = round(timing.get(k, 0.0) + float(v), 3)
     row.update(n=n, failed=failed, samples_per_s=round(n / wall, 2) if wall else None, engine_recorded=sorted(map(str, engines)),
-               configurations=len(configs), timing=timing)
+               configurations=len(configs), timing=timing, warmup=warm)
     return row
 
 
@@ -90,13 +93,14 @@ def main(argv=None):
           f"`harness run --task {args.tasks} --policy random --knob-space {args.knob_space} --limit {args.limit} "
           "--batch-size B --engine E --estimator none`; wall = the whole command (start, model build, warm-up and "
           "compilation included).", "",
-          "| engine | batch | samples | failed | configurations | wall s | samples/s | model load s | run timing | note |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+          "| engine | batch | samples | failed | configurations | wall s | samples/s | model load s | run timing | warm-up keys / calls | note |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t = r.get("timing") or {}
         md.append(f"| {r['engine']} | {r['batch']} | {r.get('n', '')} | {r.get('failed', '')} | {r.get('configurations', '')} | "
                   f"{r['wall_s'] if r['wall_s'] is not None else '> ' + str(r.get('wall_s_lower_bound'))} | {r.get('samples_per_s', '')} | {t.get('model_load_s', '')} | "
-                  f"{json.dumps({k: v for k, v in t.items() if k != 'model_load_s'})} | {r.get('error', '')} |")
+                  f"{json.dumps({k: v for k, v in t.items() if k != 'model_load_s'})} | "
+                  f"{'{keys} / {calls}'.format(**r['warmup']) if r.get('warmup') else ''} | {r.get('error', '')} |")
     (out / "policy_gpu.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
