@@ -120,7 +120,8 @@ def main(argv=None):
             for c in pair_cfgs if n <= 64 else []:
                 cands[f"triton pairwise bn{c.pair_bn} bk{c.pair_bk} w{c.pair_warps}"] = lambda c=c: tm.moe_pairwise(x, masked, topi, kt, w13, w2, c)
             if n * KMAX <= tm.ALIGN_MAX_PAIRS:  # the default tiles with the bookkeeping of torch ops instead of one launch
-                cands["triton grouped, torch-op bookkeeping, bm16 bn64 bk128 w4 s3"] = lambda: torch_bookkeeping(
+                d = tm.DEFAULT
+                cands[f"triton grouped, torch-op bookkeeping, bm{d.bm} bn{d.bn} bk{d.bk} w{d.warps} s{d.stages}"] = lambda: torch_bookkeeping(
                     tm.moe_grouped, x, masked, topi, kt, w13, w2)
             for c in grp_cfgs:
                 for bm in ((16, 32) if n <= 64 else (64, 128)):

@@ -140,8 +140,10 @@ for n_tokens, kmax_, n_exp_, bm in ((1, 8, 64, 16), (5, 4, 8, 4), (64, 8, 64, 16
         k_t = torch.tensor([k], dtype=torch.int32)
         one = triton_moe.tiles_of(topi_, k_t, n_exp_, bm)
         triton_moe.ALIGN_MAX_PAIRS, saved = 0, triton_moe.ALIGN_MAX_PAIRS
-        ops = triton_moe.tiles_of(topi_, k_t, n_exp_, bm)
-        triton_moe.ALIGN_MAX_PAIRS = saved
+        try:
+            ops = triton_moe.tiles_of(topi_, k_t, n_exp_, bm)
+        finally:
+            triton_moe.ALIGN_MAX_PAIRS = saved
         for name, a, b in zip(("order", "tile_e", "tile_first", "pair_first", "counts"), one, ops):
             if name == "tile_e":  # past the last tile both name a group > E
                 a, b = a.clamp(max=n_exp_ + 1), b.clamp(max=n_exp_ + 1)

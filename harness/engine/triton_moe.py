@@ -171,9 +171,10 @@ ALIGN_MAX_PAIRS = 512  # the one-program bookkeeping up to this many (token, slo
 
 
 def tiles_of(topi, top_k_t, n_exp: int, bm: int):
-    """(order, tile_e, tile_first, pair_first, counts, tiles): the grouped kernels' view of the
-    (token, slot) pairs (see :func:`_align`); one launch at decode sizes, sync-free torch ops for
-    prompts (a stable sort by group)."""
+    """(order, tile_e, tile_first, pair_first, counts, max_tiles): the grouped kernels' view of the
+    (token, slot) pairs (see :func:`_align`; the per-group arrays have ``n_exp + 1`` entries, the
+    skipped slots last) and the number of tile programs to launch; one launch up to
+    :data:`ALIGN_MAX_PAIRS` pairs, sync-free torch ops above (a stable sort by group)."""
     n, kmax = topi.shape
     p = n * kmax
     max_tiles = triton.cdiv(p, bm) + n_exp + 1  # each group adds at most one partial tile
