@@ -41,7 +41,7 @@ def load(spec: str, **kw):
 
 def resolve_setup(device: str, dtype: str, experts_impl: str | None) -> tuple[str, str, str]:
     """``--device``, ``--dtype``, ``--experts-impl`` -> (device, dtype, experts implementation)."""
-    from harness.setup import resolve_device, resolve_dtype
+    from harness.run_setup import resolve_device, resolve_dtype
 
     dev = resolve_device(device)
     return dev, resolve_dtype(dtype, dev), experts_impl or "grouped_mm"

@@ -35,7 +35,7 @@ def ensure_fit(args, backend, info) -> dict:
     """The fit for the runs' mode: found, or made now by `harness profile` (a subprocess, same mode)."""
     from harness.backends import model_fingerprint
     from harness.latency.firstuse import backend_key, prompt_bucket_of
-    from harness.latency.fits import find_fit
+    from harness.latency.fit_files import find_fit
 
     key = backend_key(backend, info, model_fingerprint(args.model))
     look = find_fit(key, 1, prompt_bucket_of(backend))

@@ -56,9 +56,9 @@ def main(argv=None) -> int:
     import harness.tasks as tasks
     from harness.knobs import Knobs
     from harness.environment import device_identity, identity_key
-    from harness.latency.fits import slugify
+    from harness.latency.fit_files import slugify
     from harness import api
-    from harness.setup import ensure_fitted, prepare_estimator
+    from harness.run_setup import ensure_fitted, prepare_estimator
     from harness.tasks.data import load_samples
 
     dev, dt, impl = resolve_setup(args.device, args.dtype, args.experts_impl)

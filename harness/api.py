@@ -89,7 +89,7 @@ class Context:
     units_dealt: bool = False  # True: whole units were dealt to the ranks (sweep); False: each unit's samples are
 
     def max_new(self, task) -> int:
-        from harness.setup import task_max_new_tokens
+        from harness.run_setup import task_max_new_tokens
 
         return self.max_new_tokens or task_max_new_tokens(task, self.style)
 
@@ -122,7 +122,7 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
             model_config: str | None = None, dist_timeout: float | None = None) -> Context:
     """Validate everything that can be checked without weights (see the module docstring)."""
     from harness.registry import import_path
-    from harness.setup import DEFAULT_EXPERTS_IMPL, resolve_device, resolve_dtype
+    from harness.run_setup import DEFAULT_EXPERTS_IMPL, resolve_device, resolve_dtype
 
     t0 = time.perf_counter()
     for folder in include_path or ():
@@ -283,7 +283,7 @@ def bind(ctx: Context, units: list[Unit], estimator=None) -> None:
     """Prepare the estimator (a spec is loaded; a missing fit becomes a pending fit on first use) and
     build each unit's policy, so that policy configuration errors surface before any weights load.
     Units with the same policy spec and arguments share one policy object."""
-    from harness.setup import build_policy, prepare_estimator
+    from harness.run_setup import build_policy, prepare_estimator
 
     if estimator is not None:
         ctx.estimator, ctx.estimator_note = estimator, None
@@ -309,7 +309,7 @@ def run_units(ctx: Context, units: list[Unit], reporter: Callable[[], Any] | Non
     """Execute bound ``units`` (see :func:`bind`) on one loaded model; returns (summary, sample lines)
     per unit (both also written to each unit's folder)."""
     from harness.runner import execute
-    from harness.setup import ensure_fitted
+    from harness.run_setup import ensure_fitted
     from harness.sharding import unit_execution
 
     if not units and ctx.world is None:
@@ -318,7 +318,7 @@ def run_units(ctx: Context, units: list[Unit], reporter: Callable[[], Any] | Non
     est, fit_note = ensure_fitted(ctx.estimator, backend, ctx.info, ctx.device, ctx.seed, ctx.quiet,
                                   model_spec=ctx.model, batch_size=ctx.batch_size, world=ctx.world)
     note = ctx.estimator_note or fit_note
-    shard, rank, reporter = unit_execution(ctx, reporter)
+    placement, rank, reporter = unit_execution(ctx, reporter)
     results = []
     for u in units:
         summary, lines = execute(backend=backend, task=u.task, metric=ctx.metrics[u.task.name],
@@ -326,7 +326,7 @@ def run_units(ctx: Context, units: list[Unit], reporter: Callable[[], Any] | Non
                                  estimator=est, estimator_note=note, batch_size=ctx.batch_size, style=ctx.style,
                                  max_new_tokens=ctx.max_new(u.task), latency_budget_ms=ctx.latency_budget_ms,
                                  seed=ctx.seed, reporter=reporter() if reporter else None,
-                                 extra_timing={k: round(v, 3) for k, v in ctx.timing.items()}, shard=shard, rank=rank)
+                                 extra_timing={k: round(v, 3) for k, v in ctx.timing.items()}, placement=placement, rank=rank)
         results.append((summary, lines))
         if (summary.get("estimator_info") or {}).get("disabled"):
             est = None  # do not retry a failing estimator plugin on every unit

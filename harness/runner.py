@@ -64,9 +64,11 @@ class Runner:
     """Runs one task on a loaded backend into one :class:`~harness.records.RunRecord`."""
 
     def __init__(self, backend, task, metric, policy, estimator, options: RunOptions, reporter: Reporter | None = None,
-                 estimator_note: str | None = None, shard=None):
+                 estimator_note: str | None = None, placement=None):
+        from harness.sharding import WholeRun
+
         self.backend = backend
-        self.shard = shard  # a harness.sharding.SampleShard when the samples are spread over torchrun ranks
+        self.placement = placement or WholeRun()  # where the samples run: here, or dealt over torchrun ranks
         self.task = task
         self.metric = metric
         self.policy = policy
@@ -84,7 +86,7 @@ class Runner:
         self.warmup = Warmup(max_calls=int(options.warmup) if warm else 0)
 
     # -- preparation ------------------------------------------------------------------------------
-    def _prepare(self, items: list[_Item]) -> None:
+    def prepare(self, items: list[_Item]) -> None:
         style = self.options.style
         for it in items:
             s = it.sample
@@ -170,26 +172,19 @@ class Runner:
         """Run every sample not yet in ``record`` and return the timing of this invocation."""
         t_loop, self.timing["load_1m"] = time.perf_counter(), [load_1m(), None]  # harness.hostload: a busy CPU
         items = [_Item(i, s) for i, s in enumerate(samples) if str(s.id) not in record.finished]
-        if self.shard is None:
-            self.reporter.start(self.task.name, len(samples), len(samples) - len(items))
         try:  # the progress bar ends on its own line whatever ends the loop (Ctrl-C, a full disk)
-            self._loop(record, items)
+            self._loop(record, items, len(samples))
         finally:
             self.reporter.stop()
         self.timing["loop_s"] = time.perf_counter() - t_loop - self.timing["warmup_s"]
         self.timing["load_1m"][1] = load_1m()
         return self.timing
 
-    def _loop(self, record, items: list) -> None:
+    def _loop(self, record, items: list, n_total: int) -> None:
         max_new = self.options.max_new_tokens or int(getattr(self.task, "max_new_tokens", 16) or 16)
         batch_id = 1 + max([int(x.get("batch_id") or 0) for x in record.finished.values()] or [0])
-        if self.shard is None:
-            self._select(items, max_new)
-            early = [it for it in items if it.error is not None]
-            plan = [(k, b, batch_id + j) for j, (k, b) in enumerate(self.plan(items))]
-        else:  # this rank's share of the one-process plan
-            early, plan = self.shard.split(self, items, batch_id, max_new)
-            self.reporter.start(f"{self.task.name} [rank {self.options.rank}]", len(early) + sum(len(b) for _, b, _ in plan), 0)
+        early, plan = self.placement.split(self, items, batch_id, max_new)  # the whole plan, or this rank's share
+        self.reporter.start(*self.placement.progress(self.task.name, n_total, items, early, plan))
         # failures known before generation are recorded first, in data order
         for it in early:
             record.append(self._line(it, None, None, None, None))
@@ -199,9 +194,9 @@ class Runner:
         self.timing["warmup_s"] = self.warmup.seconds
         self.timing["warmup"] = self.warmup.summary()
 
-    def _select(self, items: list, max_new: int) -> None:
+    def select(self, items: list, max_new: int) -> None:
         """Prepare the samples, let the policy choose, fail those that would not fit the context."""
-        self._prepare(items)
+        self.prepare(items)
         self._choose(items)
         for it in (x for x in items if x.error is None and x.knobs is not None):  # the context limit
             it.error = context_error(it.pinput, it.knobs, max_new, self.info)
@@ -335,6 +330,7 @@ class Runner:
             "task": s.task,
             "knobs": knobs.to_dict() if knobs else None,
             "config": str(knobs) if knobs else None,
+            **_audit(it, out),
             "prediction": prediction,
             "raw_output": out.text if out is not None else None,
             "score": main,
@@ -354,6 +350,24 @@ class Runner:
         }
 
 
+def _audit(it: _Item, out: GenOutput | None) -> dict:
+    """What a reviewer needs to check a sample: the input and the targets. ``prompt`` is the token
+    sequence the model saw as text (template, special tokens and image placeholders as
+    ``<token>×N``; ``prompt_source: "model_input"``), or, for a sample that never reached the model,
+    the task's rendered prompt (``"task"``); ``references``, and for multiple choice ``choices`` and
+    the ``answer`` index. No image bytes."""
+    s = it.sample
+    seen = getattr(out, "model_input", None) if out is not None else None
+    task_prompt = it.request.prompt if it.request is not None else None
+    line = {"prompt": seen if seen is not None else task_prompt,
+            "prompt_source": "model_input" if seen is not None else ("task" if task_prompt is not None else None),
+            "references": s.references}
+    if s.choices is not None:
+        line["choices"] = list(s.choices)
+        line["answer"] = s.answer
+    return line
+
+
 def _is_failure(result) -> bool:
     return type(result).__name__ == "PolicyFailure"
 
@@ -365,22 +379,26 @@ def _policy_name(policy) -> str:
 def execute(*, backend, task, metric, data, record, policy, fixed_knobs: Knobs | None, estimator=None,
             estimator_note: str | None = None, batch_size: int = 1, style: str | None = None,
             max_new_tokens: int | None = None, latency_budget_ms: float | None = None, seed: int = 0,
-            reporter: Reporter | None = None, extra_timing: dict | None = None, shard=None,
+            reporter: Reporter | None = None, extra_timing: dict | None = None, placement=None,
             rank: int = 0) -> tuple[dict, list[dict]]:
-    """Run the unfinished samples of ``data`` into ``record`` and write ``summary.json`` (with a ``shard``: on rank 0)."""
+    """Run the unfinished samples of ``data`` into ``record`` and write ``summary.json``. ``placement``
+    (:mod:`harness.sharding`) says where the samples run: all here (the default), or this rank's share
+    of a torchrun job, whose summary rank 0 writes."""
     from harness.policies import describe_policy
-    from harness.setup import task_max_new_tokens
+    from harness.run_setup import task_max_new_tokens
     from harness.summary import build_summary, finalize
 
     opts = RunOptions(batch_size=batch_size, style=style, max_new_tokens=max_new_tokens or task_max_new_tokens(task, style),
                       latency_budget_ms=latency_budget_ms, seed=seed, rank=rank)
-    runner = Runner(backend, task, metric, policy, estimator, opts, reporter, estimator_note=estimator_note, shard=shard)
+    runner = Runner(backend, task, metric, policy, estimator, opts, reporter, estimator_note=estimator_note,
+                    placement=placement)
+    placement = runner.placement
     try:
-        timing = runner.run(shard.attach(record) if shard else record, data.samples)
-        if shard is not None and (timing := shard.merge(record, timing)) is None:  # rank 0 folds the part files
-            return shard.share_summary(None), []
+        timing = runner.run(placement.attach(record), data.samples)
+        if (timing := placement.merge(record, timing)) is None:  # a rank other than 0: rank 0 writes the summary
+            return placement.share_summary(None), []
         lines, block = finalize(record, task, metric, data.samples, bool(data.labeled))
-        if shard is not None or (metric is not None and getattr(metric, "corpus_level", False) and block.get("scores")):
+        if placement.rewrites_samples or (metric is not None and getattr(metric, "corpus_level", False) and block.get("scores")):
             record.rewrite_samples(lines)  # corpus-level scores filled in; merged ranks in data order
     finally:
         record.close()
@@ -395,6 +413,5 @@ def execute(*, backend, task, metric, data, record, policy, fixed_knobs: Knobs |
                             estimator_note=runner.estimator_note, latency_budget_ms=latency_budget_ms,
                             timing={**(timing or {}), **(extra_timing or {})}, n_total=len(data.samples))
     record.write_summary(summary)
-    if shard is not None:
-        shard.share_summary(summary)
+    placement.share_summary(summary)
     return summary, lines

@@ -56,8 +56,36 @@ def sample_costs(rows: list[tuple[Knobs, int, int, int]], estimator=None) -> lis
     return [float(t + v + 4 * o) * k.num_blocks * (1 + k.top_k) for k, t, v, o in rows]
 
 
+class WholeRun:
+    """The one-process placement: every sample of the run here, in the plan's order. The runner talks
+    to a placement only (this or :class:`SampleShard`), so it never asks whether it runs under torchrun."""
+
+    rewrites_samples = False  # samples.jsonl is written line by line in place
+
+    def split(self, runner, items: list, first_batch_id: int, max_new: int):
+        """-> (items that failed before generation, [(knobs, batch, batch_id)]): the whole plan."""
+        runner.select(items, max_new)
+        early = [it for it in items if it.error is not None]
+        return early, [(k, b, first_batch_id + j) for j, (k, b) in enumerate(runner.plan(items))]
+
+    def progress(self, task_name: str, n_total: int, items: list, early: list, plan: list) -> tuple[str, int, int]:
+        """(label, samples in all, samples already done) for the progress bar."""
+        return task_name, n_total, n_total - len(items)
+
+    def attach(self, record):
+        return record
+
+    def merge(self, record, timing: dict) -> dict:
+        return timing
+
+    def share_summary(self, summary: dict | None) -> dict | None:
+        return summary
+
+
 class SampleShard:
     """One run directory's samples over the ranks of ``world`` (see the module docstring)."""
+
+    rewrites_samples = True  # rank 0 folds the part files into samples.jsonl in data order
 
     def __init__(self, world):
         self.world = world
@@ -69,7 +97,7 @@ class SampleShard:
         by_index = {it.index: it for it in items}
 
         def plan_on_main():
-            runner._select(items, max_new)
+            runner.select(items, max_new)
             plan = runner.plan(items)
             rows = [[(k, it.pinput.text_tokens, it.pinput.vision_tokens_by_tier.get(k.tier, 0), max_new) for it in b]
                     for k, b in plan]
@@ -87,7 +115,7 @@ class SampleShard:
                 if owner == self.rank]
         if not self.world.is_main:
             own = [it for _, batch, _ in mine for it in batch]
-            runner._prepare(own)
+            runner.prepare(own)
             for knobs, batch, _ in mine:
                 for it in batch:
                     it.knobs = knobs
@@ -95,6 +123,9 @@ class SampleShard:
             mine = [(k, [it for it in b if it.error is None], bid) for k, b, bid in mine]
             mine = [m for m in mine if m[1]]
         return early, mine
+
+    def progress(self, task_name: str, n_total: int, items: list, early: list, plan: list) -> tuple[str, int, int]:
+        return f"{task_name} [rank {self.rank}]", len(early) + sum(len(b) for _, b, _ in plan), 0
 
     def attach(self, record):
         """This rank appends its sample lines to its own part file of ``record``'s folder."""
@@ -163,7 +194,8 @@ def unit_cost(unit, n_remaining: int, info, max_new: int, estimator=None) -> flo
 
 def unit_execution(ctx, reporter):
     """For each unit run by ``harness.api.run_units``: (the :class:`SampleShard` of its samples, or
-    None when units are whole or there is no world; this rank; the reporter factory, rank 0's only)."""
+    None, which the runner takes as :class:`WholeRun`, when units are whole or there is no world;
+    this rank; the reporter factory, rank 0's only)."""
     world = ctx.world
     if world is None:
         return None, 0, reporter

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from harness.hostload import busy_note, host_load
 from harness.knobs import Knobs
 from harness.latency.aggregate import estimator_error, latency_block
-from harness.latency.fits import stale_fit_note
+from harness.latency.fit_files import stale_fit_note
 from harness.types import Sample
 
 

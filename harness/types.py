@@ -85,6 +85,7 @@ class GenOutput:
     output_tokens: int  # generated tokens, EOS excluded
     timings: StepTimings | None = None  # shared by every sample of the batch
     finish_reason: str = "eos"  # "eos" or "length"
+    model_input: str | None = None  # the tokens the model saw, as text (harness.backends.prompt.as_seen)
 
 
 class Reporter:

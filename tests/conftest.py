@@ -72,7 +72,7 @@ def harness_cli(monkeypatch, tmp_path):
     """``harness_cli("run", ...) -> exit code``: the real CLI with the fake backend (any model spec),
     estimator fits and the user cache under ``tmp_path``, run from ``tmp_path``."""
     import harness.backends as hb
-    import harness.latency.fits as fits
+    import harness.latency.fit_files as fits
 
     monkeypatch.setattr(hb, "describe", lambda spec: FakeInfo(name=spec))
     monkeypatch.setattr(hb, "load", lambda spec, **kw: FakeBackend())

@@ -251,7 +251,7 @@ def test_a_kernel_override_is_another_execution_mode_for_latency_fits(monkeypatc
     """A fit made with other kernels is never used silently: an override in the environment is part
     of the fit key's engine, and the profile command that makes the matching fit carries it."""
     from harness.latency.firstuse import backend_key
-    from harness.latency.fits import profile_command
+    from harness.latency.fit_files import profile_command
 
     monkeypatch.setenv("HARNESS_ENGINE_MOE", "grouped_mm")
     monkeypatch.setenv("HARNESS_ENGINE_ATTN", "triton")  # acts on CUDA only: not part of a CPU run's mode
@@ -320,7 +320,7 @@ def test_one_set_of_prompt_buffers_serves_every_prompt_shape_of_a_cache(monkeypa
     """On CUDA the batch is bucketed (a cache of 4 rows serves 3 and 4 samples) and every prompt
     shape of a cache reads views at the start of one shared set of input buffers: what an earlier
     prompt of another batch size or length left there must change no token."""
-    from harness.engine.step import batch_bucket
+    from harness.latency.measure import batch_bucket
 
     eager, fast = _pair("olmoe")
     sm = FastStepModel(fast.step_model.hf, fast.switch, prompt_bucket=8)

@@ -9,11 +9,12 @@ from fixtures.fakes import FakeBackend, true_decode_step_ms, true_prefill_ms
 from harness.errors import HarnessError
 from harness.latency.estimator import EstimatorInput, FittedEstimator, load_estimator
 from harness.latency.evaluation import error_stats, evaluate
-from harness.latency.features import Measurement, fit_weighted_lstsq
-from harness.latency.fitting import fit_and_report, fit_measurements, split_heldout
-from harness.latency.fits import FitKey
+from harness.latency.linear_model import fit_weighted_lstsq
+from harness.latency.measurement import Measurement
+from harness.latency.heldout_fit import fit_and_report, fit_measurements, split_heldout
+from harness.latency.fit_files import FitKey
 from harness.latency.grid import Grid, default_grid, parse_grid
-from harness.latency.profile import Profiler, jobs_for
+from harness.latency.profiler import Profiler, jobs_for
 
 KEY = FitKey("fake", None, "cpu-test-2c", "float32", "eager", "eager")
 
@@ -77,7 +78,7 @@ def test_an_engine_that_pads_prompts_is_fitted_on_the_padded_length(tmp_path):
     """The fast engine on CUDA runs each prompt pass at a multiple of 64 tokens: its prefill is a
     step function of the prompt length. A fit told the bucket recovers it exactly on held-out
     lengths (one that is not has to average the steps), and the bucket survives a save."""
-    from harness.latency.features import padded
+    from harness.latency.linear_model import padded
 
     def pre(v, t, a, k):  # dense and expert work on the padded length, the vision encoder on v
         return 0.5 + 0.01 * v + a * 0.002 * padded(v + t, 64) + (a - 1) * k * 0.0004 * padded(v + t, 64)

@@ -10,9 +10,10 @@ import pytest
 
 from fixtures.fakes import FakeBackend, fake_data, true_decode_step_ms, true_prefill_ms
 from harness.latency.estimator import EstimatorInput, FittedEstimator, PendingFit, rows_for_batch
-from harness.latency.features import Measurement, distinct_experts
-from harness.latency.fitting import fit_and_report, fit_measurements
-from harness.latency.fits import FitKey, default_fit_path, find_fit
+from harness.latency.linear_model import distinct_experts
+from harness.latency.measurement import Measurement
+from harness.latency.heldout_fit import fit_and_report, fit_measurements
+from harness.latency.fit_files import FitKey, default_fit_path, find_fit
 from harness.latency.firstuse import backend_key, resolve
 
 
@@ -177,7 +178,7 @@ def test_single_sample_run_error_has_bias_and_five_percent_share(run_fake, autof
 
 
 def test_a_fit_file_for_another_mode_is_never_used_silently(capsys):
-    from harness.setup import ensure_fitted
+    from harness.run_setup import ensure_fitted
 
     backend = FakeBackend()
     key = FitKey("fake", None, "cuda-nvidia-h200", "bfloat16", "fast", "grouped_mm")
@@ -189,7 +190,7 @@ def test_a_fit_file_for_another_mode_is_never_used_silently(capsys):
 
 
 def test_a_fit_that_misses_the_run_by_far_is_flagged_with_the_profile_command():
-    from harness.latency.fits import stale_fit_note
+    from harness.latency.fit_files import stale_fit_note
 
     key = {"model": "reference", "weights": "903be3b4da170cf9", "device": "cpu-amd-epyc-2c", "dtype": "float32",
            "engine": "eager", "experts_impl": "grouped_mm"}

@@ -103,7 +103,7 @@ def test_full_disk_anywhere_else_is_one_line(harness_cli, capsys, monkeypatch, t
     """A write outside the run records (an estimator fit, a profile) still ends in one line, exit 2."""
     import errno
 
-    import harness.latency.fitting as prof
+    import harness.latency.heldout_fit as prof
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "est.json"))

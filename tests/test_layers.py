@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"harness": "harness", "metrics": "harness.metrics", "tasks": "harness.tasks", "configs": "harness.configs"}
 
 LAYERS = [
-    ("foundation", {"errors", "suggest", "types", "knobs", "jsonio", "stats", "registry", "config", "configs",
+    ("foundation", {"errors", "suggest", "types", "knobs", "jsonio", "stats", "registry", "option_files", "configs",
                     "environment", "console", "limits", "hostload", "__version__", "zoo"}),
     ("metrics, tasks", {"metrics", "tasks"}),
     ("latency", {"latency"}),
@@ -17,7 +17,7 @@ LAYERS = [
     ("backends", {"backends"}),
     ("policies", {"policies"}),
     ("records", {"records", "summary", "parts"}),
-    ("runner", {"runner", "setup", "distributed", "sharding"}),
+    ("runner", {"runner", "run_setup", "distributed", "sharding"}),
     ("reports", {"reports"}),
     ("orchestration", {"api", "sweep", "progress"}),
     ("commands", {"commands", "cli", "__main__", "harness"}),

@@ -150,3 +150,4 @@ def test_warmup_once_per_key_and_accounted():
 def test_agreement_and_batch_buckets():
     assert agree(100.0, 104.9) and not agree(100.0, 106.0) and agree(0.0, 0.0)
     assert [batch_bucket(b) for b in (1, 2, 3, 4, 5, 8, 9, 32, 33)] == [1, 2, 4, 4, 8, 8, 16, 32, 64]
+    assert [batch_bucket(b) for b in (64, 65, 128, 129)] == [64, 128, 128, 192]  # the fast engine's graph rows too

@@ -13,7 +13,7 @@ from fixtures.fakes import FakeBackend, FakeInfo
 @pytest.fixture
 def cli(monkeypatch, tmp_path):
     import harness.backends as hb
-    import harness.latency.fits as F
+    import harness.latency.fit_files as F
 
     monkeypatch.setattr(hb, "describe", lambda spec: FakeInfo(name=spec))
     monkeypatch.setattr(hb, "load", lambda spec, **kw: FakeBackend())
@@ -138,7 +138,7 @@ def test_default_grid_stays_within_the_model_positions():
 
 
 def test_interference_is_dropped_from_the_fit():
-    from harness.latency.features import Measurement, drop_interference
+    from harness.latency.measurement import Measurement, drop_interference
 
     base = [Measurement(8, 4, 1, 36, 10, 10.0, [2.0, 2.0], r) for r in range(3)]
     slow = Measurement(8, 4, 1, 36, 10, 120.0, [25.0, 25.0], 3)
@@ -153,7 +153,7 @@ def test_the_suggested_profile_command_is_one_the_cli_accepts(model, impl):
     import shlex
 
     from harness.commands.profile import command
-    from harness.latency.fits import FitKey, profile_command
+    from harness.latency.fit_files import FitKey, profile_command
 
     cmd = profile_command(FitKey(model, "w", "cuda-nvidia-h200", "bfloat16", "fast", impl), batch_size=8)
     argv = shlex.split(cmd)

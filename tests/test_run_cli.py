@@ -13,7 +13,7 @@ from fixtures.fakes import FakeBackend, FakeInfo
 @pytest.fixture
 def cli(monkeypatch, tmp_path):
     import harness.backends as hb
-    import harness.latency.fits as F
+    import harness.latency.fit_files as F
 
     loads = []
 

@@ -12,7 +12,7 @@ from harness.knobs import Knobs
 
 LINE_KEYS = {"id", "task", "knobs", "config", "prediction", "raw_output", "score", "scores", "input_tokens",
              "vision_tokens", "text_tokens", "output_tokens", "measured", "estimated", "error", "batch_id",
-             "batch_size", "group", "policy_input"}
+             "batch_size", "group", "policy_input", "prompt", "prompt_source", "references"}
 SUMMARY_KEYS = {"task", "metric", "model", "data", "knobs", "policy", "n", "n_failed", "score", "scores", "score_ci95",
                 "latency_ms", "estimator", "estimator_error", "device", "dtype", "batch_size", "latency_mode",
                 "harness_version", "created", "run_config", "knobs_histogram"}

@@ -12,6 +12,7 @@ from harness import engine as engines
 from harness.decode import Decoder, PreparedBatch
 from harness.errors import HarnessError, warn
 from harness.knobs import Knobs, parse_importance, select_blocks
+from harness.backends.prompt import as_seen
 from harness.latency.measure import Timer
 from harness.types import GenOutput, GenRequest, StepTimings
 
@@ -162,11 +163,17 @@ class Backend:
                 self._warm.add(key)
         result = self.decoder.run(batch, max_new_tokens, self.eos_token_ids, self.pad_token_id, Timer(str(self.device)))
         timings: StepTimings = result.timer.step_timings(len(requests))
+        seen = self.inputs_as_seen(batch)
         outs = []
-        for toks, reason, nt, nv in zip(result.tokens, result.finish_reasons, n_text, n_vision):
+        for toks, reason, nt, nv, text in zip(result.tokens, result.finish_reasons, n_text, n_vision, seen):
             outs.append(GenOutput(text=self.decode_text(toks), input_tokens=nt + nv, vision_tokens=nv, text_tokens=nt,
-                                  output_tokens=len(toks), timings=timings, finish_reason=reason))
+                                  output_tokens=len(toks), timings=timings, finish_reason=reason, model_input=text))
         return outs
+
+    def inputs_as_seen(self, batch: PreparedBatch) -> list[str]:
+        """Each row's input ids without the left padding, as text (after the measured call)."""
+        ids, mask = batch.input_ids.cpu(), batch.attention_mask.cpu().bool()
+        return [as_seen(self.tokenizer, row[m].tolist()) for row, m in zip(ids, mask)]
 
     def generate_ids(self, requests: list[GenRequest], max_new_tokens: int, tier: str | None = None):
         """Like :meth:`generate` but returns the raw :class:`harness.decode.DecodeResult` (tests, tools)."""

@@ -46,7 +46,7 @@ from harness.backends.layouts import MOLMOE, KnobSwitch
 from harness.backends.modelconfig import ModelSettings
 from harness.decode import PreparedBatch
 from harness.errors import HarnessError
-from harness.latency.fits import REMOTE_CODE_EXPERTS
+from harness.latency.fit_files import REMOTE_CODE_EXPERTS
 from harness.types import GenRequest
 
 BLOCKS_PATH = "model.transformer.blocks"

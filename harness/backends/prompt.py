@@ -10,9 +10,12 @@ see exactly the same token sequence:
 
 from __future__ import annotations
 
+from itertools import groupby
+
 from harness.errors import HarnessError
 
 DEFAULT_TEMPLATE = "{prompt}"
+RUN_MIN = 4  # a special token repeated at least this often is written once with its count
 
 
 def render_prompt(prompt: str, prompt_template: str = DEFAULT_TEMPLATE) -> str:
@@ -41,3 +44,24 @@ def build_input_ids(tokenizer, prompt: str, n_vision: int = 0, image_token_id: i
     text = tokenizer(render_prompt(prompt, prompt_template), add_special_tokens=False)["input_ids"]
     ids.extend(int(t) for t in text)
     return ids
+
+
+def as_seen(tokenizer, ids) -> str:
+    """The token sequence a model saw, as text: special tokens kept (BOS, chat-template markers, image
+    placeholders), and a run of at least :data:`RUN_MIN` copies of one special token (the vision
+    tokens) written once as ``<token>×N``, so that a sample line shows the exact input without
+    hundreds of placeholders."""
+    out: list[str] = []
+    pending: list[int] = []
+    for tok, run in groupby(int(t) for t in ids):
+        n = len(list(run))
+        if n >= RUN_MIN and tokenizer.decode([tok], skip_special_tokens=True) == "":
+            if pending:
+                out.append(tokenizer.decode(pending, skip_special_tokens=False))
+                pending = []
+            out.append(f"{tokenizer.decode([tok], skip_special_tokens=False)}×{n}")
+        else:
+            pending.extend([tok] * n)
+    if pending:
+        out.append(tokenizer.decode(pending, skip_special_tokens=False))
+    return "".join(out)

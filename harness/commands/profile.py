@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from harness.commands.options import EXPERTS_IMPLS
-from harness.config import config_option
+from harness.option_files import config_option
 from harness.errors import HarnessError
 
 
@@ -73,9 +73,9 @@ def command(model, device, dtype, grid, tasks, batch_sizes, repeats, warmup, see
             engine, trust_remote_code, output, from_measurements, quiet, as_json):
     """Profile latency on this device and fit the latency estimator."""
     from harness import backends
-    from harness.latency.fits import engine_name, run_key
-    from harness.latency.fitting import fit_and_report, load_measurements
-    from harness.setup import DEFAULT_EXPERTS_IMPL, resolve_device, resolve_dtype
+    from harness.latency.fit_files import engine_name, run_key
+    from harness.latency.heldout_fit import fit_and_report, load_measurements
+    from harness.run_setup import DEFAULT_EXPERTS_IMPL, resolve_device, resolve_dtype
 
     from harness.engine import resolve as resolve_engine
 
@@ -91,7 +91,7 @@ def command(model, device, dtype, grid, tasks, batch_sizes, repeats, warmup, see
         load_importance(importance, info.n_blocks)
     impl = experts_impl or DEFAULT_EXPERTS_IMPL
     if from_measurements:
-        from harness.latency.fits import FitKey
+        from harness.latency.fit_files import FitKey
         from harness.latency.grid import Grid
 
         ms, header = load_measurements(from_measurements)
@@ -140,7 +140,7 @@ def _tasks(text: str | None) -> list[str]:
 
 
 def _output(output: str | None, key) -> Path:
-    from harness.latency.fits import default_fit_path
+    from harness.latency.fit_files import default_fit_path
     from harness.records import check_writable
 
     path = Path(output) if output else default_fit_path(key)
@@ -152,10 +152,10 @@ def _measure_and_fit(backend, info, key, dev, path, grid_text, task_names, batch
                      quiet, as_json):
     from harness.environment import device_identity
     from harness.latency.firstuse import prompt_bucket_of
-    from harness.latency.fitting import fit_and_report, partial_path
+    from harness.latency.heldout_fit import fit_and_report, partial_path
     from harness.latency.grid import check_grid, default_grid, max_positions, parse_grid, task_ranges
     from harness.latency.measure import WARMUP_MAX_CALLS, Warmup
-    from harness.latency.profile import MeasurementLog, Profiler, jobs_for
+    from harness.latency.profiler import MeasurementLog, Profiler, jobs_for
 
     say = (lambda msg: click.echo(msg, err=True)) if not quiet else (lambda msg: None)
     max_pos = max_positions(backend)
@@ -211,7 +211,7 @@ def _measure_and_fit(backend, info, key, dev, path, grid_text, task_names, batch
 
 
 def _report(result, info, dev, path, seed, quiet, as_json, t0):
-    from harness.latency.fitting import save_profile
+    from harness.latency.heldout_fit import save_profile
 
     fit_path, raw_path = save_profile(result, path)
     meta = result.estimator.meta

@@ -13,7 +13,7 @@ from __future__ import annotations
 import click
 
 from harness.commands.options import model_run_options
-from harness.config import config_option
+from harness.option_files import config_option
 
 
 # -- the command ----------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from harness.commands.options import model_run_options
-from harness.config import config_option
+from harness.option_files import config_option
 from harness.errors import HarnessError
 
 

@@ -75,9 +75,9 @@ def configure_attention(device) -> str | None:
 def variant(engine: str, device) -> str:
     """The engine as latency fits are keyed by it: its name, plus every kernel override set in the
     environment that acts on it (``fast+attn=triton``; the table is
-    :data:`harness.latency.fits.KERNEL_OVERRIDES`), so that a fit made with other kernels is another
+    :data:`harness.latency.fit_files.KERNEL_OVERRIDES`), so that a fit made with other kernels is another
     execution mode, never used silently."""
-    from harness.latency.fits import KERNEL_OVERRIDES
+    from harness.latency.fit_files import KERNEL_OVERRIDES
 
     cuda = torch.device(device).type == "cuda"
     parts = [f"{short}={os.environ[var]}" for var, short, engines, cuda_only in KERNEL_OVERRIDES

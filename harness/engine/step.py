@@ -41,8 +41,8 @@ from harness.decode import LoopState, choose_greedy
 from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_block, rms_norm, rope_cos_sin
 from harness.engine.moe import KERNELS, parts_format, run_moe
 from harness.errors import HarnessError
+from harness.latency.measure import batch_bucket
 
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 ATTENTION = ("triton", "sdpa")  # decode attention: the Triton split-KV kernels, PyTorch's
 GEMV = ("triton", "torch")  # batch-1 decode projections: the Triton GEMV, F.linear (cuBLAS)
 PROMPT_BUCKET = 64  # prompt passes are padded to a multiple of this many tokens (CUDA graphs)
@@ -74,13 +74,6 @@ def decode_attention_kernel(asked: str | None, cuda: bool, head_dim: int) -> str
         raise HarnessError(f"the Triton decode attention needs a power-of-two head size and this model's is {head_dim}; "
                            "use HARNESS_ENGINE_ATTN=sdpa or unset it")
     return kernel
-
-
-def batch_bucket(n: int) -> int:
-    for b in BATCH_BUCKETS:
-        if n <= b:
-            return b
-    return -(-n // 64) * 64
 
 
 @dataclass

@@ -10,8 +10,8 @@ An estimator maps a sample's (or a batch's) configuration and token counts to mi
 With ``batch_size > 1`` an input row describes a whole left-padded batch (its longest prompt, its
 decode steps) and the estimate is the batch's latency, as the measurement is; :class:`Estimate`
 says which (``per``). The built-in estimator (:class:`FittedEstimator`) is linear in the features
-of :mod:`harness.latency.features`, fitted by ``harness profile`` for one execution mode
-(:mod:`harness.latency.fits`). Plugins: :mod:`harness.latency.plugin`.
+of :mod:`harness.latency.linear_model`, fitted by ``harness profile`` for one execution mode
+(:mod:`harness.latency.fit_files`). Plugins: :mod:`harness.latency.plugin`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.latency.features import (DECODE_FEATURES, DEFAULT_N_EXPERTS, PREFILL_FEATURES, decode_features,
+from harness.latency.linear_model import (DECODE_FEATURES, DEFAULT_N_EXPERTS, PREFILL_FEATURES, decode_features,
                                       prefill_features)
 
 FORMAT = "harness-estimator/2"
@@ -108,12 +108,12 @@ class LinearEstimator(LatencyEstimator):
 
 
 class FittedEstimator(LinearEstimator):
-    """The built-in estimator: a fit for one :class:`harness.latency.fits.FitKey` and the batch
+    """The built-in estimator: a fit for one :class:`harness.latency.fit_files.FitKey` and the batch
     buckets it was profiled at, saved as JSON."""
 
     @property
     def key(self):
-        from harness.latency.fits import FitKey
+        from harness.latency.fit_files import FitKey
 
         return FitKey.from_dict(self.meta.get("key"))
 

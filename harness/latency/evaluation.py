@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.latency.features import Measurement, drop_interference, group
+from harness.latency.measurement import Measurement, drop_interference, group
 
 PARTS = ("prefill", "decode", "total")
 

@@ -3,7 +3,7 @@ else the analytic roofline; never a fit made for another mode.
 
 The quick fit made on first use measures a small grid for at most :func:`auto_fit_budget` seconds
 (60 by default; ``HARNESS_AUTOFIT_SECONDS`` changes it, 0 turns it off) with a progress bar, and is
-saved in the user cache (:func:`harness.latency.fits.cache_dir`), never in the package.
+saved in the user cache (:func:`harness.latency.fit_files.cache_dir`), never in the package.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 
 from harness.errors import HarnessError, warn
 from harness.latency.estimator import FittedEstimator
-from harness.latency.fits import (FitKey, default_fit_path, engine_name, find_fit, profile_command, run_key)
+from harness.latency.fit_files import (FitKey, default_fit_path, engine_name, find_fit, profile_command, run_key)
 
 AUTO_FIT_SECONDS = 60.0
 MIN_QUICK_CONFIGS = 6  # fewer measured configurations than this: no quick fit (roofline instead)
@@ -58,10 +58,10 @@ def quick_fit(backend, info, key: FitKey, batch_size: int = 1, seed: int = 0, bu
               quiet: bool = True) -> FittedEstimator | None:
     """Measure a small grid (one repeat, the run's batch size) for at most ``budget`` seconds and fit
     it; None when too few configurations were measured in time."""
-    from harness.latency.fitting import fit_and_report
+    from harness.latency.heldout_fit import fit_and_report
     from harness.latency.grid import default_grid, max_positions
     from harness.latency.measure import Warmup
-    from harness.latency.profile import Profiler, jobs_for
+    from harness.latency.profiler import Profiler, jobs_for
 
     t0 = time.perf_counter()
     grid = default_grid(info, max_pos=max_positions(backend), quick=True, batch=(batch_size,))

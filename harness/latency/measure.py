@@ -126,10 +126,17 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(cuda)
 
 
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
 def batch_bucket(batch_size: int) -> int:
-    """The batch-size bucket a batch belongs to: 1, 2, 4, 8, ... (the next power of two)."""
+    """The batch-size bucket a batch belongs to, the one rule for fits, warm-up and the fast engine's
+    CUDA graphs: the next power of two up to 64, then the next multiple of 64."""
     b = max(1, int(batch_size))
-    return 1 << (b - 1).bit_length()
+    for bucket in BATCH_BUCKETS:
+        if b <= bucket:
+            return bucket
+    return -(-b // 64) * 64
 
 
 def agree(a: float, b: float, tolerance: float = WARMUP_TOLERANCE) -> bool:

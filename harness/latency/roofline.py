@@ -13,7 +13,7 @@ import re
 import time
 
 from harness.latency.estimator import LinearEstimator
-from harness.latency.features import DEFAULT_N_EXPERTS
+from harness.latency.linear_model import DEFAULT_N_EXPERTS
 
 _BLOCK = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 

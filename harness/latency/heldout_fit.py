@@ -14,14 +14,15 @@ from harness.errors import HarnessError
 from harness.latency.estimator import FittedEstimator
 from harness.latency.evaluation import (evaluate, evaluate_by_config, evaluate_medians, headline,
                                         measurement_noise)
-from harness.latency.features import DEFAULT_N_EXPERTS, Measurement, drop_interference, fit_coefficients
+from harness.latency.linear_model import DEFAULT_N_EXPERTS, fit_coefficients
+from harness.latency.measurement import Measurement, drop_interference
 from harness.latency.grid import Grid
 from harness.latency.measure import batch_bucket
 
 
 def fit_measurements(measurements: Sequence[Measurement], n_experts: int = DEFAULT_N_EXPERTS, name: str = "builtin",
                      meta: dict | None = None, nonneg: bool = False, prompt_bucket: int = 0) -> FittedEstimator:
-    """``prompt_bucket``: the measured engine's padding of prompt passes (:func:`harness.latency.features.padded`)."""
+    """``prompt_bucket``: the measured engine's padding of prompt passes (:func:`harness.latency.linear_model.padded`)."""
     coef_p, coef_d = fit_coefficients(measurements, n_experts, nonneg, prompt_bucket)
     return FittedEstimator(coef_p, coef_d, name=name, n_experts=n_experts, meta=meta, prompt_bucket=prompt_bucket)
 

@@ -1,4 +1,4 @@
-"""Run set-up shared by ``harness run``, ``harness sweep``, ``harness profile``, the Python API and
+"""What a run resolves before it starts, shared by ``harness run``, ``harness sweep``, ``harness profile``, the Python API and
 the benchmarks: device and dtype resolution, the estimator (with a fit on first use), the policy."""
 
 from __future__ import annotations
@@ -47,7 +47,10 @@ def resolve_device(device: str) -> str:
 
         if not torch.cuda.is_available():
             raise HarnessError(f"--device {device} requested but CUDA is not available here; use --device cpu or auto")
-    elif dev not in ("cpu", "mps"):
+    elif dev.startswith("mps"):
+        raise HarnessError(f"--device {device} is not supported: the timers synchronise CUDA only, so on MPS prefill "
+                           "would be under-measured and decode over-measured; use --device cpu or cuda[:N]")
+    elif dev != "cpu":
         raise HarnessError(f"unknown --device '{device}'; use auto, cpu or cuda[:N]")
     return dev
 

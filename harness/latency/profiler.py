@@ -20,7 +20,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.knobs import TIER_INDEX, Knobs
-from harness.latency.features import Measurement
+from harness.latency.measurement import Measurement
 from harness.latency.grid import Grid
 from harness.latency.measure import Warmup, batch_bucket
 
