@@ -36,7 +36,7 @@ class RunOptions:
     latency_budget_ms: float | None = None
     seed: int = 0
     policy_chunk: int = 256  # samples per policy.choose call
-    warmup: int = WARMUP_MAX_CALLS  # most untimed calls per (configuration, tier, batch bucket); 0 = none
+    warmup: int = WARMUP_MAX_CALLS  # most untimed calls per engine warm-up key; 0 = none
     rank: int = 0  # the torchrun rank running this (recorded with each measurement)
 
 
@@ -202,15 +202,20 @@ class Runner:
             it.error = context_error(it.pinput, it.knobs, max_new, self.info)
 
     def _warm(self, knobs: Knobs, batch: list[_Item], max_new: int) -> None:
-        """Untimed calls on this very batch before the first measured call of its (configuration,
-        tier, batch bucket), until two agree within 5% (:class:`harness.latency.measure.Warmup`):
-        compilation, capture, autotuning and clock ramp-up stay out of every sample's latency.
+        """Untimed calls on this very batch before the first measured call of what the engine compiles
+        or captures for it (the backend's ``warmup_key``: configurations that share a graph, such as
+        every ``top_k`` on the fast engine, share a warm-up), until two agree within 5%
+        (:class:`harness.latency.measure.Warmup`): compilation, capture, autotuning and clock ramp-up
+        stay out of every sample's latency.
         A failing call ends the warm-up; the timed call reports the failure."""
         def call() -> float:
             t = self.backend.generate([it.request for it in batch], max_new, knobs.tier)[0].timings
             return float(t.prefill_ms + t.decode_ms) if t is not None else 0.0
 
-        self.warmup.ensure((str(knobs), batch_bucket(len(batch))), call)
+        requests = [it.request for it in batch]
+        key_of = getattr(self.backend, "warmup_key", None)  # what the engine compiles or captures
+        key = key_of(requests, max_new, knobs.tier) if callable(key_of) else (str(knobs), batch_bucket(len(batch)))
+        self.warmup.ensure(key, call)
 
     def _apply(self, knobs: Knobs) -> None:
         if knobs != self._current_knobs:

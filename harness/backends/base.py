@@ -13,7 +13,7 @@ from harness.decode import Decoder, PreparedBatch
 from harness.errors import HarnessError, warn
 from harness.knobs import Knobs, parse_importance, select_blocks
 from harness.backends.prompt import as_seen
-from harness.latency.measure import Timer
+from harness.latency.measure import Timer, batch_bucket
 from harness.types import GenOutput, GenRequest, StepTimings
 
 EXPERTS_IMPLS = ("eager", "grouped_mm", "batched_mm")
@@ -155,9 +155,7 @@ class Backend:
         tier = self.resolve_tier(tier)
         batch, n_text, n_vision = self.prepared(requests, tier)
         if self.device.type == "cuda":
-            # a step model whose graphs and compiled code serve every top_k needs no warm-up per top_k
-            top_k = None if getattr(self.step_model, "serves_every_top_k", False) else self.switch.top_k
-            key = (self.active_blocks, top_k, self.decoder.shape_key(batch, max_new_tokens))
+            key = self.warmup_key(requests, max_new_tokens, tier)
             if key not in self._warm:  # warm-up (and compilation) outside the timed call
                 self.decoder.run(batch, max_new_tokens, self.eos_token_ids, self.pad_token_id, Timer(str(self.device), enabled=False))
                 self._warm.add(key)
@@ -169,6 +167,20 @@ class Backend:
             outs.append(GenOutput(text=self.decode_text(toks), input_tokens=nt + nv, vision_tokens=nv, text_tokens=nt,
                                   output_tokens=len(toks), timings=timings, finish_reason=reason, model_input=text))
         return outs
+
+    def warmup_key(self, requests: list[GenRequest], max_new_tokens: int, tier: str | None = None) -> tuple:
+        """What the engine compiles or captures for this call, the key of every warm-up (the runner's
+        and this backend's own): the active blocks, ``top_k`` only where the step model does not
+        serve every ``top_k`` from one graph (the fast engine does), and the decoder's static shape
+        key (cache rows and width, prompt pass length, image input shape). An engine with dynamic
+        shapes (eager) captures nothing: its key is the tier and the batch bucket."""
+        tier = self.resolve_tier(tier)
+        batch, _, _ = self.prepared(requests, tier)
+        top_k = None if getattr(self.step_model, "serves_every_top_k", False) else self.switch.top_k
+        shape = self.decoder.shape_key(batch, max_new_tokens)
+        if shape is None:
+            shape = (tier, batch_bucket(len(requests)))
+        return (self.active_blocks, top_k, shape)
 
     def inputs_as_seen(self, batch: PreparedBatch) -> list[str]:
         """Each row's input ids without the left padding, as text (after the measured call)."""

@@ -24,7 +24,7 @@ import torch
 from harness.types import StepTimings
 
 WARMUP_TOLERANCE = 0.05  # two consecutive warm-up calls within 5% of each other = warm
-WARMUP_MAX_CALLS = 5  # at most this many untimed calls per (configuration, tier, batch bucket)
+WARMUP_MAX_CALLS = 5  # at most this many untimed calls per warm-up key
 
 
 def _cuda_device(device) -> torch.device | None:
@@ -204,5 +204,6 @@ class Warmup:
         return {"seconds": round(self.seconds, 3), "keys": len(self.done), "calls": self.calls,
                 "unsettled": len(self.unsettled), "failed": self.failed, "tolerance": self.tolerance,
                 "max_calls": self.max_calls,
-                "rule": "untimed calls per (configuration, tier, batch bucket) until two consecutive agree within "
+                "rule": "untimed calls per warm-up key (what the engine compiles or captures: active blocks, shapes; "
+                        "top_k only where it has its own graphs) until two consecutive agree within "
                         f"{round(100 * self.tolerance)}% (at most {self.max_calls})"}
