@@ -73,3 +73,14 @@ def describe(values: Sequence[float]) -> dict:
         return {"mean": None, "p50": None, "p90": None, "p99": None, "n": 0}
     p50, p90, p99 = np.percentile(x, [50, 90, 99])
     return {"mean": float(x.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99), "n": int(x.size)}
+
+
+def wilson_interval(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion (``scipy.stats.binomtest``'s ``proportion_ci``); None
+    for n = 0. Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or n."""
+    if int(n) <= 0:
+        return None
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=1 - alpha, method="wilson")
+    return (float(ci.low), float(ci.high))
