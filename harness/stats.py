@@ -84,3 +84,18 @@ def wilson_interval(successes: int, n: int, alpha: float = 0.05) -> tuple[float,
 
     ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=1 - alpha, method="wilson")
     return (float(ci.low), float(ci.high))
+
+
+def budget_adherence(latencies_ms: Sequence[float], budget_ms: float, alpha: float = 0.05) -> dict:
+    """How a set of per-sample latencies keeps a budget: ``n``, ``within`` (count at or under the
+    budget), ``share_within`` with its Wilson interval (``share_within_ci95``), ``over`` (count above),
+    and the overshoot of those above in ms (``overshoot_mean_ms``, ``overshoot_p90_ms``; None when
+    none is above). The one rule for summaries and ``harness compare``."""
+    x = np.asarray([float(v) for v in latencies_ms if v is not None], dtype=float)
+    n = int(x.size)
+    over = x[x > float(budget_ms)] - float(budget_ms)
+    within = n - int(over.size)
+    return {"budget_ms": float(budget_ms), "n": n, "within": within, "over": int(over.size),
+            "share_within": (within / n) if n else None, "share_within_ci95": wilson_interval(within, n, alpha),
+            "overshoot_mean_ms": float(over.mean()) if over.size else None,
+            "overshoot_p90_ms": float(np.percentile(over, 90)) if over.size else None}
