@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from harness.errors import HarnessError
 from harness.knobs import TIER_INDEX, Knobs
-from harness.latency.measure import WARMUP_MAX_CALLS, Warmup, batch_bucket
+from harness.latency.measure import WARMUP_MAX_CALLS, HostClock, Warmup, batch_bucket
 from harness.hostload import load_1m
 from harness.limits import context_error, untokenizable_error
 from harness.types import GenOutput, GenRequest, Reporter, Sample
@@ -48,6 +48,8 @@ class _Item:
     pinput: Any = None
     knobs: Knobs | None = None
     error: str | None = None
+    policy_ms: float | None = None  # this sample's share of the policy.choose call that decided it
+    host_ms: float | None = None  # its share of the host preparation of its batch (tokens, image, copy)
 
 
 def _knobs_of(value, info, default_tier: str) -> Knobs:
@@ -64,7 +66,7 @@ class Runner:
     """Runs one task on a loaded backend into one :class:`~harness.records.RunRecord`."""
 
     def __init__(self, backend, task, metric, policy, estimator, options: RunOptions, reporter: Reporter | None = None,
-                 estimator_note: str | None = None, placement=None):
+                 estimator_note: str | None = None, placement=None, batch1_estimator=None):
         from harness.sharding import WholeRun
 
         self.backend = backend
@@ -73,6 +75,11 @@ class Runner:
         self.metric = metric
         self.policy = policy
         self.estimator = estimator
+        # each sample's latency alone (batch 1), at any batch size: the mode's batch-1 fit; an estimator
+        # that estimates samples, not batches (a plugin), gives batch-1 figures itself
+        if batch1_estimator is None and (int(options.batch_size) == 1 or not getattr(estimator, "batch_aware", False)):
+            batch1_estimator = estimator
+        self.batch1_estimator = batch1_estimator
         self.options = options
         self.reporter = reporter or Reporter()
         self.estimator_note = estimator_note
@@ -84,6 +91,8 @@ class Runner:
         self._current_knobs: Knobs | None = None
         warm = getattr(backend, "needs_warmup", True) and int(options.warmup) > 0
         self.warmup = Warmup(max_calls=int(options.warmup) if warm else 0)
+        self._policy_sees_images = bool(getattr(policy, "needs_image", False))
+        self._clock = HostClock(getattr(backend, "device", "cpu"))
 
     # -- preparation ------------------------------------------------------------------------------
     def prepare(self, items: list[_Item]) -> None:
@@ -111,7 +120,8 @@ class Runner:
                     meta.setdefault("n_choices", len(s.choices))
                 it.pinput = PolicyInput(sample_id=str(s.id), task=s.task, question=s.question, image_size=s.image_size,
                                         text_tokens=text_tokens, vision_tokens_by_tier=vt,
-                                        latency_budget_ms=self.options.latency_budget_ms, meta=meta)
+                                        latency_budget_ms=self.options.latency_budget_ms, meta=meta, prompt=prompt,
+                                        image=s.image if self._policy_sees_images else None)
             except HarnessError as exc:
                 it.error = str(exc)
             except Exception as exc:  # a bad image or a prompt the tokenizer cannot take
@@ -135,9 +145,15 @@ class Runner:
                 self._assign(it, r)
 
     def _choose_part(self, part: list[_Item]) -> list:
+        """``choose_safely`` on ``part``, timed: each sample carries its share of the call (wall
+        clock; on CUDA synchronised before and after, so work a policy queues on the GPU counts)."""
         from harness.policies import choose_safely
 
-        return choose_safely(self.policy, [it.pinput for it in part], self.info)
+        with self._clock as clock:
+            results = choose_safely(self.policy, [it.pinput for it in part], self.info)
+        for it in part:
+            it.policy_ms = clock.ms / len(part)
+        return results
 
     def _assign(self, it: _Item, result) -> None:
         if _is_failure(result):
@@ -217,6 +233,18 @@ class Runner:
         key = key_of(requests, max_new, knobs.tier) if callable(key_of) else (str(knobs), batch_bucket(len(batch)))
         self.warmup.ensure(key, call)
 
+    def _prepare_inputs(self, knobs: Knobs, batch: list[_Item]) -> None:
+        """The host work a batch needs before its first model kernel (tokenising, image preprocessing
+        at the chosen tier, the copy to the device), done and timed here (the backend keeps the
+        result for the warm-up and the timed call); each sample carries its share as ``host_ms``."""
+        prepared = getattr(self.backend, "prepared", None)
+        if not callable(prepared):
+            return
+        with self._clock as clock:
+            prepared([it.request for it in batch], self.backend.resolve_tier(knobs.tier))
+        for it in batch:
+            it.host_ms = clock.ms / len(batch)
+
     def _apply(self, knobs: Knobs) -> None:
         if knobs != self._current_knobs:
             self.backend.apply_knobs(knobs)
@@ -228,6 +256,7 @@ class Runner:
         t0, warm0 = time.perf_counter(), self.warmup.seconds
         try:
             self._apply(knobs)
+            self._prepare_inputs(knobs, batch)
             self._warm(knobs, batch, max_new)
             outs = list(self.backend.generate([it.request for it in batch], max_new, knobs.tier))
             if len(outs) != len(batch):
@@ -257,8 +286,9 @@ class Runner:
                 predictions.append(None)
         scores = self._score_batch(batch, predictions)
         estimates = self._estimate(knobs, outs)
+        alone = estimates if self.batch1_estimator is self.estimator and len(batch) == 1 else self._estimate_batch1(knobs, outs)
         for j, (it, out) in enumerate(zip(batch, outs)):
-            record.append(self._line(it, out, predictions[j], batch_id, len(batch), scores[j], estimates[j]))
+            record.append(self._line(it, out, predictions[j], batch_id, len(batch), scores[j], estimates[j], alone[j]))
         self.timing["samples"] += len(batch)
         self.reporter.advance(len(batch), str(knobs))
 
@@ -298,7 +328,27 @@ class Runner:
             self.estimator = None
             return [None] * len(outs)
 
-    def _line(self, it: _Item, out: GenOutput | None, prediction, batch_id, batch_size, scores=None, estimate=None) -> dict:
+    def _estimate_batch1(self, knobs: Knobs, outs: list[GenOutput]) -> list[dict | None]:
+        """Each sample's estimated latency alone at batch 1 (its own prompt and its own decode
+        steps, :func:`harness.latency.estimator.batch1_rows`) from the mode's batch-1 fit."""
+        est = self.batch1_estimator
+        if est is None:
+            return [None] * len(outs)
+        from harness.latency.estimator import batch1_rows
+
+        try:
+            res = est.predict(batch1_rows(knobs, outs, TIER_INDEX.get(knobs.tier, 1)))
+            return [{"prefill_ms": float(e.prefill_ms), "decode_ms": float(e.decode_ms), "total_ms": float(e.total_ms)}
+                    for e in res]
+        except Exception as exc:
+            note = f"batch-1 estimates failed ({type(exc).__name__}: {exc}); the run continues without estimated_batch1"
+            self.reporter.warn(note)
+            self.estimator_note = f"{self.estimator_note}; {note}" if self.estimator_note else note
+            self.batch1_estimator = None
+            return [None] * len(outs)
+
+    def _line(self, it: _Item, out: GenOutput | None, prediction, batch_id, batch_size, scores=None, estimate=None,
+              alone=None) -> dict:
         s = it.sample
         knobs = it.knobs
         measured = None
@@ -347,12 +397,19 @@ class Runner:
             "finish_reason": out.finish_reason if out is not None else None,
             "measured": measured,
             "estimated": estimate,
+            "estimated_batch1": alone,
+            "policy_ms": _round(it.policy_ms),
+            "host_ms": _round(it.host_ms),
             "error": it.error,
             "batch_id": batch_id,
             "batch_size": batch_size,
             "group": s.group,
             "policy_input": pinput,
         }
+
+
+def _round(ms: float | None) -> float | None:
+    return None if ms is None else round(float(ms), 4)
 
 
 def _audit(it: _Item, out: GenOutput | None) -> dict:

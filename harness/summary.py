@@ -11,7 +11,9 @@ from typing import Any, Sequence
 
 from harness.hostload import busy_note, host_load
 from harness.knobs import Knobs
-from harness.latency.aggregate import estimator_error, latency_block
+from harness.stats import budget_adherence
+from harness.latency.aggregate import (BATCH1_SOURCES, batch1_block, controller_block, estimator_error, latency_block,
+                                       per_sample_ms)
 from harness.latency.fit_files import stale_fit_note
 from harness.types import Sample
 
@@ -84,15 +86,13 @@ def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_con
     n_failed = sum(1 for ln in lines if ln.get("error"))
     hist = Counter(ln["config"] for ln in lines if ln.get("config"))
     lat = latency_block(lines, per_batch)
+    lat["estimated_batch1"] = batch1_block(lines)
     budget = None
-    if latency_budget_ms is not None:
-        if per_batch:
-            budget = {"budget_ms": latency_budget_ms, "count": None, "rate": None,
-                      "note": "measured latency is per batch; budget violations are counted at --batch-size 1"}
-        else:
-            ok = [ln for ln in lines if not ln.get("error") and ln.get("measured")]
-            cnt = sum(1 for ln in ok if ln["measured"]["total_ms"] > latency_budget_ms)
-            budget = {"budget_ms": latency_budget_ms, "count": cnt, "rate": (cnt / len(ok)) if ok else None}
+    if latency_budget_ms is not None:  # a per-sample batch-1 budget: measured at batch 1, else estimated_batch1
+        own, source = per_sample_ms(lines, per_batch)
+        block = budget_adherence(list(own.values()), latency_budget_ms)
+        budget = {**block, "count": block["over"], "rate": (block["over"] / block["n"]) if block["n"] else None,
+                  "latency": source, "latency_label": BATCH1_SOURCES.get(source or "", "no per-sample latency")}
     est_means = None
     if lat["estimated"]:
         est_means = lat["estimated"]["total"]["mean"]
@@ -145,6 +145,7 @@ def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_con
         "estimated_vs_measured_total_ms": {"estimated_mean": est_means, "measured_mean": lat["measured"]["total"]["mean"]},
         "knobs_histogram": dict(sorted(hist.items())),
         "latency_budget": budget,
+        "controller_ms": controller_block(lines, per_batch),
         "device": str(getattr(backend, "device", "")),
         "device_name": _device_identity(backend)["name"],
         "device_identity": _device_identity(backend),  # where it ran: CPU model, cores, threads; GPU, driver; torch, CUDA

@@ -172,3 +172,32 @@ def test_pareto_json_of_the_sweep_is_an_accuracy_table(tmp_path, sweep):
     summary, lines, _ = run(tmp_path, "from-pareto", policy="budget", knob_space=SPACE, estimator=TrueEstimator(),
                             accuracy_table=str(p), latency_budget_ms=1e6)
     assert summary["n_failed"] == 0 and len({ln["config"] for ln in lines.values()}) == 1
+
+
+def test_estimated_batch1_is_the_batch1_estimate_of_the_same_sample(tmp_path):
+    """At any --batch-size each line carries its own batch-1 estimate: equal to the estimate the
+    same sample gets in a batch-1 run (and to its measurement there, for this exact estimator)."""
+    _, alone, _ = run(tmp_path, "b1", policy="random", policy_args={"seed": "3"}, knob_space=SPACE,
+                      estimator=TrueEstimator(), batch_size=1)
+    summary, batched, _ = run(tmp_path, "b8", policy="random", policy_args={"seed": "3"}, knob_space=SPACE,
+                              estimator=TrueEstimator(), batch_size=8)
+    assert summary["batch_size"] == 8 and any(ln["batch_size"] > 1 for ln in batched.values())
+    for sid, ln in batched.items():
+        one = alone[sid]
+        assert one["estimated_batch1"]["total_ms"] == pytest.approx(one["estimated"]["total_ms"])
+        for part in ("prefill_ms", "decode_ms", "total_ms"):
+            assert ln["estimated_batch1"][part] == pytest.approx(one["estimated"][part])
+            assert ln["estimated_batch1"][part] == pytest.approx(one["measured"][part])
+    block = summary["latency_ms"]["estimated_batch1"]
+    assert block["total"]["n"] == 24 and set(block["total"]) >= {"mean", "p50", "p90", "p99"}
+
+
+def test_budget_counted_on_estimated_batch1_in_batched_runs(tmp_path):
+    summary, lines, _ = run(tmp_path, "bud8", policy="random", policy_args={"seed": "3"}, knob_space=SPACE,
+                            estimator=TrueEstimator(), batch_size=8, latency_budget_ms=30.0)
+    b = summary["latency_budget"]
+    assert b["latency"] == "estimated_batch1" and "batch 1" in b["latency_label"]
+    own = [ln["estimated_batch1"]["total_ms"] for ln in lines.values()]
+    assert b["n"] == 24 and b["over"] == sum(1 for x in own if x > 30.0) == b["count"]
+    lo, hi = b["share_within_ci95"]
+    assert lo <= b["share_within"] <= hi

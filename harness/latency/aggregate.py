@@ -81,3 +81,51 @@ def estimator_error(lines: list[dict], per_batch: bool) -> dict:
         if part == "total":
             out["n"] = s["n"]
     return out
+
+
+BATCH1_SOURCES = {"measured": "measured at batch 1", "estimated_batch1": "estimated at batch 1 (estimated_batch1)"}
+
+
+def per_sample_ms(lines: list[dict], per_batch: bool, part: str = "total") -> tuple[dict[str, float], str | None]:
+    """Each sample's own latency, as a controller sees it (alone, batch 1): the measurement in a
+    batch-1 run, else the line's ``estimated_batch1``. -> ({sample id: ms}, source) where source is
+    ``measured`` or ``estimated_batch1`` (None when there is neither). The one rule for budgets,
+    summaries and ``harness compare``."""
+    key = "estimated_batch1" if per_batch else "measured"
+    out = {}
+    for ln in lines:
+        block = ln.get(key) if not ln.get("error") else None
+        if block and block.get(f"{part}_ms") is not None:
+            out[str(ln["id"])] = float(block[f"{part}_ms"])
+    return out, (key if out else None)
+
+
+def batch1_block(lines: list[dict]) -> dict | None:
+    """``{prefill, decode, total}`` as ``{mean, p50, p90, p99, n}`` of the lines' ``estimated_batch1``."""
+    from harness.stats import describe
+
+    rows = [ln["estimated_batch1"] for ln in lines if not ln.get("error") and ln.get("estimated_batch1")]
+    if not rows:
+        return None
+    return {k: describe([r.get(f"{k}_ms") for r in rows]) for k in ("prefill", "decode", "total")}
+
+
+def controller_block(lines: list[dict], per_batch: bool) -> dict | None:
+    """What deciding and preparing cost per sample, next to the model: ``policy`` (``policy_ms``)
+    and ``host`` (``host_ms``) as ``{mean, p50, p90, p99, n}``, and each mean's share of the mean
+    per-sample model latency (:func:`per_sample_ms`), with that latency's source."""
+    from harness.stats import describe
+
+    ok = [ln for ln in lines if not ln.get("error")]
+    policy = describe([ln.get("policy_ms") for ln in ok])
+    host = describe([ln.get("host_ms") for ln in ok])
+    if not policy["n"] and not host["n"]:
+        return None
+    model, source = per_sample_ms(ok, per_batch)
+    mean_model = (sum(model.values()) / len(model)) if model else None
+
+    def share(block):
+        return (block["mean"] / mean_model) if block["mean"] is not None and mean_model else None
+
+    return {"policy": policy, "host": host, "model_mean_ms": mean_model, "model_source": source,
+            "policy_share_of_model": share(policy), "host_share_of_model": share(host)}

@@ -129,6 +129,30 @@ def synchronize(device) -> None:
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
+class HostClock:
+    """Wall-clock time of host-side work around the model (a policy's decision, input preparation),
+    as ``with clock as c: ...; c.ms``. On CUDA the device is synchronised before and after, so GPU
+    work the block queues is counted and no earlier work is. Kept apart from :class:`Timer`, which
+    times the model alone."""
+
+    def __init__(self, device):
+        self.cuda = str(device).startswith("cuda")
+        self.device = device
+        self.ms = 0.0
+
+    def __enter__(self):
+        if self.cuda:
+            synchronize(self.device)
+        self._t0 = time.perf_counter_ns()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            synchronize(self.device)
+        self.ms = (time.perf_counter_ns() - self._t0) / 1e6
+        return False
+
+
 def batch_bucket(batch_size: int) -> int:
     """The batch-size bucket a batch belongs to, the one rule for fits, warm-up and the fast engine's
     CUDA graphs: the next power of two up to 64, then the next multiple of 64."""

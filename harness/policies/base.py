@@ -25,7 +25,7 @@ configuration for a sample it cannot handle; the runner records that sample as f
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from harness.errors import HarnessError
@@ -38,7 +38,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class PolicyInput:
-    """What a policy may look at for one sample (nothing that needs the model to run)."""
+    """What a policy may look at for one sample: what a deployed controller has before the model
+    runs (the request, its token counts per tier, the budget), never anything from the model's
+    forward pass. ``prompt`` is the task's rendered prompt (the prompt style applied; the model's
+    own template and image placeholders are the backend's). ``image`` is the sample's image as
+    loaded (PIL), passed only to policies that declare ``needs_image = True`` (no copy; do not
+    modify it); None otherwise and for text-only samples."""
 
     sample_id: str
     task: str
@@ -48,6 +53,8 @@ class PolicyInput:
     vision_tokens_by_tier: dict[str, int]  # tier name -> vision tokens for this sample
     latency_budget_ms: float | None
     meta: dict = field(default_factory=dict)
+    prompt: str | None = None
+    image: Any = field(default=None, repr=False, compare=False)
 
     def vision_tokens(self, tier: str) -> int:
         """Vision tokens of this sample at ``tier`` (0 for a text-only sample)."""
@@ -59,8 +66,10 @@ class PolicyInput:
         return int(self.vision_tokens_by_tier[tier])
 
     def to_dict(self) -> dict:
-        """JSON form kept in the per-sample record (``policy_input``)."""
-        d = asdict(self)
+        """JSON form (no image, no prompt: the sample line keeps the prompt once)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("image", "prompt")}
+        d["meta"] = dict(self.meta)
+        d["vision_tokens_by_tier"] = dict(self.vision_tokens_by_tier)
         d["image_size"] = list(self.image_size) if self.image_size is not None else None
         return d
 
@@ -142,6 +151,7 @@ class Policy:
     name: ClassVar[str] = "policy"
     summary: ClassVar[str] = ""
     params: ClassVar[dict[str, Param]] = {}
+    needs_image: ClassVar[bool] = False  # True: PolicyInput.image holds the sample's image
 
     def __init__(self, context: PolicyContext, **args: Any):
         self.context = context
