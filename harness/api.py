@@ -86,6 +86,7 @@ class Context:
     estimator_note: str | None = None  # a loaded backend (tests, notebooks) or None: loaded by run_units
     timing: dict = field(default_factory=dict)
     world: Any = None  # a harness.distributed.World under torchrun with more than one process
+    check_batch1: int = 0  # samples of a batched run measured again alone (harness.batch1_check)
     units_dealt: bool = False  # True: whole units were dealt to the ranks (sweep); False: each unit's samples are
 
     def max_new(self, task) -> int:
@@ -119,7 +120,8 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
             experts_impl: str | None = None, latency_budget_ms: float | None = None, accuracy_table: str | None = None, knob_space: str | None = None,
             include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
             engine: str = "auto", trust_remote_code: bool = False,
-            model_config: str | None = None, dist_timeout: float | None = None) -> Context:
+            model_config: str | None = None, dist_timeout: float | None = None,
+            check_batch1: int | None = None) -> Context:
     """Validate everything that can be checked without weights (see the module docstring)."""
     from harness.registry import import_path
     from harness.run_setup import DEFAULT_EXPERTS_IMPL, resolve_device, resolve_dtype
@@ -196,6 +198,9 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
                   latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table, knob_space=knob_space,
                   knob_space_configs=space, quiet=quiet, engine=engine, backend=backend,
                   trust_remote_code=bool(trust_remote_code), model_config=model_config)
+    from harness.batch1_check import default_n
+
+    ctx.check_batch1 = default_n(dev, batch_size) if check_batch1 is None else int(check_batch1)
     ctx.world = distributed.setup(dev, dist_timeout)  # joins the torchrun job, if any (after validation)
     ctx.timing["startup_s"] = time.perf_counter() - t0
     return ctx
@@ -305,6 +310,21 @@ def bind(ctx: Context, units: list[Unit], estimator=None) -> None:
         u.policy = built[key]
 
 
+def batch1_estimator_for(ctx: Context, backend, est) -> tuple[Any, str | None]:
+    """(the estimator of each sample's latency alone, the command that re-makes that fit): the run's
+    own at batch 1, else the same execution mode's batch-1 fit."""
+    from harness.backends import model_fingerprint
+    from harness.latency.fit_files import profile_command
+    from harness.latency.firstuse import backend_key
+
+    if backend is None or est is None:
+        return None, None
+    command = profile_command(backend_key(backend, ctx.info, model_fingerprint(ctx.model)), 1, ctx.model)
+    if int(ctx.batch_size) == 1:
+        return est, command
+    return None, command
+
+
 def run_units(ctx: Context, units: list[Unit], reporter: Callable[[], Any] | None = None) -> list[tuple[dict, list[dict]]]:
     """Execute bound ``units`` (see :func:`bind`) on one loaded model; returns (summary, sample lines)
     per unit (both also written to each unit's folder)."""
@@ -318,6 +338,7 @@ def run_units(ctx: Context, units: list[Unit], reporter: Callable[[], Any] | Non
     est, fit_note = ensure_fitted(ctx.estimator, backend, ctx.info, ctx.device, ctx.seed, ctx.quiet,
                                   model_spec=ctx.model, batch_size=ctx.batch_size, world=ctx.world)
     note = ctx.estimator_note or fit_note
+    alone, refit = batch1_estimator_for(ctx, backend, est)
     placement, rank, reporter = unit_execution(ctx, reporter)
     results = []
     for u in units:
@@ -326,7 +347,9 @@ def run_units(ctx: Context, units: list[Unit], reporter: Callable[[], Any] | Non
                                  estimator=est, estimator_note=note, batch_size=ctx.batch_size, style=ctx.style,
                                  max_new_tokens=ctx.max_new(u.task), latency_budget_ms=ctx.latency_budget_ms,
                                  seed=ctx.seed, reporter=reporter() if reporter else None,
-                                 extra_timing={k: round(v, 3) for k, v in ctx.timing.items()}, placement=placement, rank=rank)
+                                 extra_timing={k: round(v, 3) for k, v in ctx.timing.items()}, placement=placement, rank=rank,
+                                 batch1_estimator=alone, check_batch1=ctx.check_batch1, refit_command=refit,
+                                 subset_seed=ctx.subset_seed)
         results.append((summary, lines))
         if (summary.get("estimator_info") or {}).get("disabled"):
             est = None  # do not retry a failing estimator plugin on every unit
@@ -341,7 +364,8 @@ def evaluate(task, knobs=None, *, model: str = "reference", data="bundled", limi
              subset_seed: int = 0, style: str | None = None, max_new_tokens: int | None = None, experts_impl: str | None = None,
              include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
              reporter: Callable[[], Any] | None = None, engine: str = "auto",
-             trust_remote_code: bool = False, model_config: str | None = None, dist_timeout: float | None = None) -> EvalResult:
+             trust_remote_code: bool = False, model_config: str | None = None, dist_timeout: float | None = None,
+             check_batch1: int | None = None) -> EvalResult:
     """Evaluate a model on one or more tasks at fixed knobs (``knobs="14,6"``) or under a policy
     (``policy="random"``), writing one run directory per task; re-running into the same ``output``
     resumes. ``backend`` may be an already loaded backend (then ``model``/``device``/``dtype`` come from
@@ -356,7 +380,7 @@ def evaluate(task, knobs=None, *, model: str = "reference", data="bundled", limi
                   experts_impl=experts_impl, latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table,
                   knob_space=knob_space, include_path=include_path, metric=metric, backend=backend, quiet=quiet,
                   engine=engine, trust_remote_code=trust_remote_code, model_config=model_config,
-                  dist_timeout=dist_timeout)
+                  dist_timeout=dist_timeout, check_batch1=check_batch1)
     pol_spec = policy or "fixed"
     pargs = dict(policy_args or {})
     fixed = fixed_knobs(ctx, knobs, tier, policy if isinstance(policy, str) or policy is None else "custom", pargs)

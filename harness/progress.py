@@ -72,8 +72,18 @@ def summary_table(summaries: list[dict]):
                  else f"data: {', '.join(sources)}")
     table = Table(title=f"model {s0['model']} on {s0['device_name']} ({s0['device']}, {s0['dtype']}); latency in {unit}",
                   caption=data_note, caption_justify="left", title_justify="left")
-    for col in ("task", "config", "n", "fail", "score", "95% CI", "prefill", "decode", "total", "est.", "MAPE"):
+    batched = any(int(s.get("batch_size") or 1) > 1 for s in summaries)
+    policy = any(s.get("config") is None for s in summaries)
+    cols = ["task", "config", "n", "fail", "score", "95% CI", "prefill", "decode", "total", "est.", "MAPE"]
+    if batched:  # each sample alone: the batch-1 estimate and its check against single measurements
+        cols += ["alone est.", "alone MAPE"]
+    if policy:  # what deciding and preparing cost per sample
+        cols += ["policy ms", "host ms"]
+    for col in cols:
         table.add_column(col, justify="left" if col in ("task", "config", "95% CI") else "right", no_wrap=True)
+    if batched:
+        table.caption = (table.caption or "") + ("\nalone est.: mean estimated_batch1 total (ms per sample at batch 1); "
+                                                 "alone MAPE: its error against --check-batch1 single measurements")
     for s in summaries:
         m = s["latency_ms"]["measured"]
         e = s["latency_ms"]["estimated"] or {}
@@ -82,7 +92,15 @@ def summary_table(summaries: list[dict]):
         ci_txt = f"{ci[0]:.3f}-{ci[1]:.3f}" if ci and s.get("score") is not None else "-"
         mape = s["estimator_error"].get("mape_total")
         cfg = s.get("config") or (s.get("policy") or {}).get("name") or "-"
-        table.add_row(s["task"], cfg, str(s["n"]), str(s["n_failed"]), score, ci_txt, _fmt(m["prefill"]["mean"]),
-                      _fmt(m["decode"]["mean"]), _fmt(m["total"]["mean"]),
-                      _fmt((e.get("total") or {}).get("mean")), "-" if mape is None else f"{100 * mape:.1f}%")
+        row = [s["task"], cfg, str(s["n"]), str(s["n_failed"]), score, ci_txt, _fmt(m["prefill"]["mean"]),
+               _fmt(m["decode"]["mean"]), _fmt(m["total"]["mean"]),
+               _fmt((e.get("total") or {}).get("mean")), "-" if mape is None else f"{100 * mape:.1f}%"]
+        if batched:
+            alone = ((s["latency_ms"].get("estimated_batch1") or {}).get("total") or {}).get("mean")
+            check = (s.get("batch1_check") or {}).get("mape_total")
+            row += [_fmt(alone), "-" if check is None else f"{100 * check:.1f}% (n={s['batch1_check']['n']})"]
+        if policy:
+            c = s.get("controller_ms") or {}
+            row += [_fmt((c.get("policy") or {}).get("mean"), 3), _fmt((c.get("host") or {}).get("mean"), 2)]
+        table.add_row(*row)
     return table

@@ -217,7 +217,7 @@ class Runner:
         for it in (x for x in items if x.error is None and x.knobs is not None):  # the context limit
             it.error = context_error(it.pinput, it.knobs, max_new, self.info)
 
-    def _warm(self, knobs: Knobs, batch: list[_Item], max_new: int) -> None:
+    def warm(self, knobs: Knobs, batch: list[_Item], max_new: int) -> None:
         """Untimed calls on this very batch before the first measured call of what the engine compiles
         or captures for it (the backend's ``warmup_key``: configurations that share a graph, such as
         every ``top_k`` on the fast engine, share a warm-up), until two agree within 5%
@@ -233,7 +233,7 @@ class Runner:
         key = key_of(requests, max_new, knobs.tier) if callable(key_of) else (str(knobs), batch_bucket(len(batch)))
         self.warmup.ensure(key, call)
 
-    def _prepare_inputs(self, knobs: Knobs, batch: list[_Item]) -> None:
+    def prepare_inputs(self, knobs: Knobs, batch: list[_Item]) -> None:
         """The host work a batch needs before its first model kernel (tokenising, image preprocessing
         at the chosen tier, the copy to the device), done and timed here (the backend keeps the
         result for the warm-up and the timed call); each sample carries its share as ``host_ms``."""
@@ -245,7 +245,7 @@ class Runner:
         for it in batch:
             it.host_ms = clock.ms / len(batch)
 
-    def _apply(self, knobs: Knobs) -> None:
+    def apply(self, knobs: Knobs) -> None:
         if knobs != self._current_knobs:
             self.backend.apply_knobs(knobs)
             self._current_knobs = knobs
@@ -255,9 +255,9 @@ class Runner:
         err = None
         t0, warm0 = time.perf_counter(), self.warmup.seconds
         try:
-            self._apply(knobs)
-            self._prepare_inputs(knobs, batch)
-            self._warm(knobs, batch, max_new)
+            self.apply(knobs)
+            self.prepare_inputs(knobs, batch)
+            self.warm(knobs, batch, max_new)
             outs = list(self.backend.generate([it.request for it in batch], max_new, knobs.tier))
             if len(outs) != len(batch):
                 err = f"backend returned {len(outs)} outputs for a batch of {len(batch)}"
@@ -442,10 +442,13 @@ def execute(*, backend, task, metric, data, record, policy, fixed_knobs: Knobs |
             estimator_note: str | None = None, batch_size: int = 1, style: str | None = None,
             max_new_tokens: int | None = None, latency_budget_ms: float | None = None, seed: int = 0,
             reporter: Reporter | None = None, extra_timing: dict | None = None, placement=None,
-            rank: int = 0) -> tuple[dict, list[dict]]:
+            rank: int = 0, batch1_estimator=None, check_batch1: int = 0, refit_command: str | None = None,
+            subset_seed: int | None = None) -> tuple[dict, list[dict]]:
     """Run the unfinished samples of ``data`` into ``record`` and write ``summary.json``. ``placement``
     (:mod:`harness.sharding`) says where the samples run: all here (the default), or this rank's share
-    of a torchrun job, whose summary rank 0 writes."""
+    of a torchrun job, whose summary rank 0 writes. ``batch1_estimator`` gives each line its
+    ``estimated_batch1``; ``check_batch1`` samples are then measured alone (:mod:`harness.batch1_check`)."""
+    from harness.batch1_check import miss_note, run_check
     from harness.policies import describe_policy
     from harness.run_setup import task_max_new_tokens
     from harness.summary import build_summary, finalize
@@ -453,12 +456,20 @@ def execute(*, backend, task, metric, data, record, policy, fixed_knobs: Knobs |
     opts = RunOptions(batch_size=batch_size, style=style, max_new_tokens=max_new_tokens or task_max_new_tokens(task, style),
                       latency_budget_ms=latency_budget_ms, seed=seed, rank=rank)
     runner = Runner(backend, task, metric, policy, estimator, opts, reporter, estimator_note=estimator_note,
-                    placement=placement)
+                    placement=placement, batch1_estimator=batch1_estimator)
     placement = runner.placement
+    check = None
     try:
         timing = runner.run(placement.attach(record), data.samples)
         if (timing := placement.merge(record, timing)) is None:  # a rank other than 0: rank 0 writes the summary
             return placement.share_summary(None), []
+        if int(check_batch1 or 0) > 0 and int(batch_size) > 1:
+            t0 = time.perf_counter()
+            seed_for_pick = int(subset_seed if subset_seed is not None else (data.subset or {}).get("seed") or seed)
+            check = run_check(runner, record, list(record.finished.values()), data.samples, int(check_batch1),
+                              seed_for_pick, opts.max_new_tokens)
+            timing = {**timing, "batch1_check_s": round(time.perf_counter() - t0, 3),
+                      "warmup_s": runner.warmup.seconds, "warmup": runner.warmup.summary()}
         lines, block = finalize(record, task, metric, data.samples, bool(data.labeled))
         if placement.rewrites_samples or (metric is not None and getattr(metric, "corpus_level", False) and block.get("scores")):
             record.rewrite_samples(lines)  # corpus-level scores filled in; merged ranks in data order
@@ -473,7 +484,8 @@ def execute(*, backend, task, metric, data, record, policy, fixed_knobs: Knobs |
                             info=backend.info, data=data, backend=backend, batch_size=batch_size,
                             policy_desc=describe_policy(policy), fixed_knobs=fixed_knobs, estimator_desc=est_desc,
                             estimator_note=runner.estimator_note, latency_budget_ms=latency_budget_ms,
-                            timing={**(timing or {}), **(extra_timing or {})}, n_total=len(data.samples))
+                            timing={**(timing or {}), **(extra_timing or {})}, n_total=len(data.samples),
+                            batch1_check=check, batch1_note=miss_note(check, refit_command))
     record.write_summary(summary)
     placement.share_summary(summary)
     return summary, lines

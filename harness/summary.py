@@ -79,7 +79,7 @@ def finalize(record, task, metric, samples: Sequence[Sample], labeled: bool) -> 
 def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_config: dict, info, data, backend,
                   batch_size: int, policy_desc: dict, fixed_knobs: Knobs | None, estimator_desc: dict | None,
                   estimator_note: str | None, latency_budget_ms: float | None, timing: dict | None,
-                  n_total: int) -> dict:
+                  n_total: int, batch1_check: dict | None = None, batch1_note: str | None = None) -> dict:
     from harness import __version__
 
     per_batch = int(batch_size) > 1
@@ -107,6 +107,8 @@ def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_con
         notes.append(f"latency figures are per batch of up to {batch_size} samples, not per sample")
     if estimator_note:
         notes.append(estimator_note)
+    if batch1_note:
+        notes.append(batch1_note)
     est_error = estimator_error(lines, per_batch)
     stale = stale_fit_note(est_error, estimator_desc)
     if stale:
@@ -145,6 +147,7 @@ def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_con
         "estimated_vs_measured_total_ms": {"estimated_mean": est_means, "measured_mean": lat["measured"]["total"]["mean"]},
         "knobs_histogram": dict(sorted(hist.items())),
         "latency_budget": budget,
+        "batch1_check": batch1_check,
         "controller_ms": controller_block(lines, per_batch),
         "device": str(getattr(backend, "device", "")),
         "device_name": _device_identity(backend)["name"],

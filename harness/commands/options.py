@@ -18,6 +18,9 @@ _SHARED = (
     ("limit", ("--limit",), dict(type=click.IntRange(min=1), help="Evaluate a seeded subset of this many samples.")),
     ("batch_size", ("--batch-size", "-b"), dict(type=click.IntRange(min=1), default=1, show_default=True,
                                                 help="1 = latency mode (per-sample latency); larger batches report latency per batch.")),
+    ("check_batch1", ("--check-batch1",), dict(type=click.IntRange(min=0), default=None,
+                                              help="In a batched run, measure this many samples again alone (batch 1) as "
+                                                   "evidence for estimated_batch1 (default: 64 on CUDA when --batch-size > 1, else 0).")),
     ("importance", ("--importance",), dict(type=str, help="Block importance JSON (which blocks survive when num_blocks < N).")),
     ("estimator", ("--estimator",), dict(help="builtin (default), none, a fit .json, or module:attr[@checkpoint].")),
     ("output", None, None),  # each command's own --output goes here
@@ -47,7 +50,7 @@ _SHARED = (
 
 def model_run_options(*, output, **help_text):
     """Decorator adding the shared options (model, data, limit, batch size, importance, estimator,
-    ``output`` -- the command's own ``--output`` option decorator --, device, dtype, seed, subset seed, style,
+    batch-1 check, ``output`` -- the command's own ``--output`` option decorator --, device, dtype, seed, subset seed, style,
     max new tokens, max failed share, include path, engine, experts implementation, model config, trust remote code, torchrun timeout). ``help_text`` replaces the help
     of an option by parameter name, e.g. ``limit="... per task."``."""
     unknown = set(help_text) - {name for name, _, _ in _SHARED}
