@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import inspect
 from typing import Any, Callable, Iterable, Sequence
 
@@ -91,6 +93,7 @@ def build(spec: str, args: dict[str, str] | None, context: PolicyContext) -> Pol
     if not spec or not str(spec).strip():
         raise HarnessError(f"--policy is empty; use one of {', '.join(REGISTRY.names())} or package.module:Name")
     spec = str(spec).strip()
+    spec, checkpoint = split_checkpoint(spec)
     args = dict(args or {})
     obj = REGISTRY.get(spec)
     label = getattr(obj, "name", None) if isinstance(obj, type) and issubclass(obj, Policy) else spec
@@ -116,6 +119,8 @@ def build(spec: str, args: dict[str, str] | None, context: PolicyContext) -> Pol
         raise HarnessError(f"policy '{label}' failed to start: {type(exc).__name__}: {exc}")
     if not callable(getattr(policy, "choose", None)):
         raise HarnessError(f"policy '{spec}' has no choose(inputs) method")
+    if checkpoint is not None:
+        load_checkpoint(policy, spec, checkpoint)
     if not getattr(policy, "name", None):
         try:
             policy.name = spec
@@ -210,14 +215,50 @@ def choose_safely(policy, inputs: list[PolicyInput], model_info) -> list[Knobs |
     return out
 
 
+def split_checkpoint(spec: str) -> tuple[str, str | None]:
+    """``package.module:Name@weights.json`` -> (``package.module:Name``, ``weights.json``); a spec
+    without ``@`` after its ``module:`` part has no checkpoint."""
+    head, sep, tail = spec.rpartition("@")
+    if sep and ":" in head and tail.strip():
+        return head.strip(), tail.strip()
+    return spec, None
+
+
+def load_checkpoint(policy, spec: str, path: str) -> None:
+    """Hand ``path`` to the policy's ``load_checkpoint(path)`` (a learned controller's weights) and
+    record it (path and sha256) in the policy's description; one-line errors for a missing file, a
+    policy that takes no checkpoint, or a load that fails."""
+    import hashlib
+
+    loader = getattr(policy, "load_checkpoint", None)
+    if not callable(loader):
+        raise HarnessError(f"policy '{spec}' was given the checkpoint '{path}' but has no load_checkpoint(path) method; "
+                           "drop '@...' or add the method")
+    p = Path(path)
+    if not p.is_file():
+        raise HarnessError(f"policy '{spec}': checkpoint '{path}' does not exist; pass an existing file after '@'")
+    try:
+        loader(str(p))
+    except HarnessError:
+        raise
+    except Exception as exc:
+        raise HarnessError(f"policy '{spec}': cannot load checkpoint '{path}': {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+    try:
+        policy._harness_checkpoint = {"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()[:16]}
+    except AttributeError:  # a policy object that takes no attributes: nothing to record it on
+        pass
+
+
 def describe_policy(policy) -> dict:
-    """JSON-able ``{"name", "args", ...}`` for ``summary.json``."""
+    """JSON-able ``{"name", "args", ...}`` for ``summary.json`` (with ``checkpoint`` when one was loaded)."""
+    out = {"name": getattr(policy, "name", type(policy).__name__)}
     fn = getattr(policy, "describe", None)
     if callable(fn):
         try:
             d = fn()
             if isinstance(d, dict):
-                return d
+                out = d
         except Exception:  # noqa: BLE001
             pass
-    return {"name": getattr(policy, "name", type(policy).__name__)}
+    ckpt = getattr(policy, "_harness_checkpoint", None)
+    return {**out, "checkpoint": ckpt} if ckpt else out
