@@ -5,6 +5,10 @@ loaded model's own parameter counts (vision encoder and projector, each block's 
 expert, the output head) and a short micro-benchmark of this device (a large copy and a large
 matrix product, about a second). It counts neither kernel launches nor framework overhead, so it
 is a lower bound, labelled as such; ``harness profile`` makes a real fit.
+
+:func:`lm_flops` and :func:`vision_flops` count the compute of a given piece of work (one
+sequence at given knobs; one image at a tier) for compute rooflines such as
+``benchmarks/grid_throughput.py``'s.
 """
 
 from __future__ import annotations
@@ -52,14 +56,18 @@ def model_counts(backend, n_experts: int) -> dict | None:
     blocks: set = set()
     kv_dim = hidden = 0
     seen: set = set()
+    own_vision = getattr(backend, "vision", None)
     for mod in mods:
+        # a backend's own vision module (random:molmoe-1b's ``tower`` and ``w1/w2/w3``) is vision
+        # whatever its parameters are called; elsewhere the names say it
+        all_vision = mod is own_vision
         for name, p in mod.named_parameters():
             if id(p) in seen:
                 continue
             seen.add(id(p))
             n = p.numel()
             low = name.lower()
-            if any(w in low for w in ("vision", "visual", "projector", "image")):
+            if all_vision or any(w in low for w in ("vision", "visual", "projector", "image")):
                 vis += n
             elif "experts" in low:
                 experts += n
@@ -77,6 +85,51 @@ def model_counts(backend, n_experts: int) -> dict | None:
         return None
     return {"vision": vis, "dense_per_block": dense / n_blocks, "per_expert": experts / n_blocks / n_experts,
             "head": head, "kv_dim_per_block": kv_dim / n_blocks, "hidden": hidden, "blocks": n_blocks}
+
+
+def lm_flops(counts: dict, blocks: int, top_k: int, default_top_k: int, prompt_tokens: int,
+             decode_steps: int) -> dict:
+    """Matmul FLOPs (2 per multiply-add) of one sequence through the language model, from
+    :func:`model_counts`: ``prefill``, ``prompt_tokens`` positions through ``blocks`` active blocks
+    (block 0 routes each token to ``default_top_k`` experts, the others to ``top_k``), causal
+    attention, and the output head on the last position; ``decode``, ``decode_steps`` one-token
+    steps, step ``j`` attending over ``prompt_tokens + j`` positions, the head on each. Norms, the
+    routing softmax and sampling are left out (a few per mille)."""
+    a, L, s = max(1, int(blocks)), int(prompt_tokens), max(0, int(decode_steps))
+    per_token = 2 * (a * counts["dense_per_block"] + (default_top_k + (a - 1) * top_k) * counts["per_expert"])
+    d, head = counts["hidden"], 2 * counts["head"]
+    prefill = L * per_token + a * 2 * d * L * (L + 1) + head  # QK^T and AV: 4*d per (query, key) pair
+    decode = s * (per_token + head) + a * 4 * d * (s * L + s * (s + 1) / 2)
+    return {"prefill": float(prefill), "decode": float(decode)}
+
+
+def vision_flops(backend, request, tier) -> dict | None:
+    """Counted FLOPs of the vision tower and the projector on ``request``'s image at ``tier``
+    (``torch.utils.flop_counter`` over the backend's own ``features`` and ``project``, attention in
+    PyTorch's math kernel so that it is counted on every device; a backend loaded on the ``meta``
+    device counts without computing): ``{"vision", "projector", "vision_tokens"}``, or None when the
+    backend has no such vision part or the request no image."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    vision = getattr(getattr(backend, "step_model", None), "vision", None)
+    if vision is None or not hasattr(vision, "features") or not hasattr(vision, "project") or request.image is None:
+        return None
+    batch, _, n_vis = backend.prepared([request], tier)
+    pixels = batch.extras.get("pixel_values")
+    if pixels is None:
+        return None
+    p = next(vision.parameters()) if isinstance(vision, torch.nn.Module) else None
+    device = p.device if p is not None else backend.device
+    dtype = p.dtype if p is not None else backend.dtype
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH):
+        with FlopCounterMode(display=False) as tower:
+            feats = vision.features(pixels.to(device, dtype))
+        with FlopCounterMode(display=False) as proj:
+            vision.project(feats)
+    return {"vision": float(tower.get_total_flops()), "projector": float(proj.get_total_flops()),
+            "vision_tokens": int(sum(n_vis))}
 
 
 def device_peaks(device: str, dtype) -> dict:
