@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_one(args, engine: str, batch: int, folder: Path) -> dict:
     cmd = [sys.executable, "-m", "harness", "run", "--task", args.tasks, "--model", args.model, "--policy", "random",
            "--knob-space", args.knob_space, "--limit", str(args.limit), "--batch-size", str(batch), "--engine", engine,
-           "--device", args.device, "--estimator", "none", "--seed", str(args.seed), "--quiet", "--output", str(folder)]
+           "--device", args.device, "--estimator", args.estimator, "--seed", str(args.seed), "--quiet", "--output", str(folder)]
+    if args.check_batch1 is not None:
+        cmd += ["--check-batch1", str(args.check_batch1)]
     if args.max_new_tokens:
         cmd += ["--max-new-tokens", str(args.max_new_tokens)]
     t0 = time.perf_counter()
@@ -57,7 +59,50 @@ def run_one(args, engine: str, batch: int, folder: Path) -> dict:
                 timing[k] = round(timing.get(k, 0.0) + float(v), 3)
     row.update(n=n, failed=failed, samples_per_s=round(n / wall, 2) if wall else None, engine_recorded=sorted(map(str, engines)),
                configurations=len(configs), timing=timing, warmup=warm)
+    row.update(latency_account(folder, wall, batch))
     return row
+
+
+def latency_account(folder: Path, wall: float, batch: int) -> dict:
+    """What a user sees of the latency figures: the estimator's per-batch (or per-sample) error
+    against the single measurements of this run, the batch-1 check, warm-up and host shares."""
+    errs, first, rest, checks, loop, model_ms, warm_s, notes = [], [], [], [], 0.0, 0.0, 0.0, []
+    for summary in sorted(folder.rglob("summary.json")):
+        s = json.loads(summary.read_text())
+        t = s.get("timing") or {}
+        loop += float(t.get("loop_s") or 0)
+        model_ms += float(t.get("model_ms") or 0)
+        warm_s += float(t.get("warmup_s") or 0)
+        notes += [n for n in s.get("notes") or [] if "estimat" in n or "fit" in n]
+        if s.get("batch1_check"):
+            checks.append({k: s["batch1_check"].get(k) for k in ("n", "mape_total", "within_10pct", "bias", "mape_prefill", "mape_decode")})
+        seen = set()
+        lines = [json.loads(x) for x in (summary.parent / "samples.jsonl").read_text().splitlines() if x.strip()]
+        for i, ln in enumerate(lines):
+            m, e = ln.get("measured"), ln.get("estimated")
+            if ln.get("error") or not m:
+                continue
+            if batch == 1:
+                (first if not first and i == 0 else rest).append(m["total_ms"])
+            if ln.get("batch_id") in seen or not e:
+                continue
+            seen.add(ln.get("batch_id"))
+            errs.append((e["total_ms"] - m["total_ms"]) / m["total_ms"])
+    import numpy as np
+
+    a = np.abs(np.asarray(errs)) if errs else None
+    return {"estimate_error": None if a is None else {
+                "per": "batch" if batch > 1 else "sample", "n": int(a.size), "mape_total": round(float(a.mean()), 4),
+                "within_10pct": round(float((a <= 0.10).mean()), 4), "within_15pct": round(float((a <= 0.15).mean()), 4),
+                "bias": round(float(np.mean(errs)), 4)},
+            "batch1_check": checks, "warmup_share_of_wall": round(warm_s / wall, 4) if wall else None,
+            "overhead_share": round(max(loop - model_ms / 1000, 0) / loop, 4) if loop else None,
+            "first_sample_ms": first[0] if first else None,
+            "rest_median_ms": float(np.median(rest)) if rest else None, "estimator_notes": notes[:3]}
+
+
+def _pct(x, digits=1, sign=""):
+    return "-" if x is None else f"{100 * x:{sign}.{digits}f}%"
 
 
 def main(argv=None):
@@ -71,6 +116,8 @@ def main(argv=None):
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--estimator", default="builtin", help="what the runs estimate with (builtin: the fit a new user gets)")
+    ap.add_argument("--check-batch1", type=int, default=None, help="--check-batch1 of the batched runs (default: the harness's)")
     ap.add_argument("--timeout-s", type=float, default=600, help="stop one run after this long (recorded as a lower bound)")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
@@ -91,7 +138,7 @@ def main(argv=None):
     (out / "policy_gpu.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1))
     md = [f"# Random policy over the `{args.knob_space}` knob space, end to end ({device}, {args.model})", "",
           f"`harness run --task {args.tasks} --policy random --knob-space {args.knob_space} --limit {args.limit} "
-          "--batch-size B --engine E --estimator none`; wall = the whole command (start, model build, warm-up and "
+          "--batch-size B --engine E --estimator " + args.estimator + "`; wall = the whole command (start, model build, warm-up and "
           "compilation included).", "",
           "| engine | batch | samples | failed | configurations | wall s | samples/s | model load s | run timing | warm-up keys / calls | note |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -101,6 +148,16 @@ def main(argv=None):
                   f"{r['wall_s'] if r['wall_s'] is not None else '> ' + str(r.get('wall_s_lower_bound'))} | {r.get('samples_per_s', '')} | {t.get('model_load_s', '')} | "
                   f"{json.dumps({k: v for k, v in t.items() if k != 'model_load_s'})} | "
                   f"{'{keys} / {calls}'.format(**r['warmup']) if r.get('warmup') else ''} | {r.get('error', '')} |")
+    md += ["", "| engine | batch | estimate error (per) | MAPE | within 10% | within 15% | bias | batch-1 check (n, MAPE, within 10%) | warm-up share of wall | overhead share of loop | first sample / median ms |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        e = r.get("estimate_error") or {}
+        chk = "; ".join(f"{c['n']}, {100 * c['mape_total']:.1f}%, {100 * c['within_10pct']:.0f}%" for c in r.get("batch1_check") or []
+                        if c.get("mape_total") is not None) or "-"
+        md.append(f"| {r['engine']} | {r['batch']} | {e.get('per', '-')} n={e.get('n', '-')} | {_pct(e.get('mape_total'))} | "
+                  f"{_pct(e.get('within_10pct'), 0)} | {_pct(e.get('within_15pct'), 0)} | {_pct(e.get('bias'), 1, '+')} | {chk} | "
+                  f"{_pct(r.get('warmup_share_of_wall'))} | {_pct(r.get('overhead_share'))} | "
+                  f"{r.get('first_sample_ms') or '-'} / {r.get('rest_median_ms') or '-'} |")
     (out / "policy_gpu.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

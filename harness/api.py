@@ -310,19 +310,27 @@ def bind(ctx: Context, units: list[Unit], estimator=None) -> None:
         u.policy = built[key]
 
 
-def batch1_estimator_for(ctx: Context, backend, est) -> tuple[Any, str | None]:
-    """(the estimator of each sample's latency alone, the command that re-makes that fit): the run's
-    own at batch 1, else the same execution mode's batch-1 fit."""
+def batch1_estimator_for(ctx: Context, backend, est) -> tuple[Any, str | None, str | None]:
+    """(the estimator of each sample's latency alone, a note when it had to be fitted or is missing,
+    the command that re-makes the batch-1 fit): :func:`harness.latency.firstuse.batch1_estimator`,
+    made on rank 0 under torchrun."""
     from harness.backends import model_fingerprint
     from harness.latency.fit_files import profile_command
-    from harness.latency.firstuse import backend_key
+    from harness.latency.firstuse import backend_key, batch1_estimator
 
-    if backend is None or est is None:
-        return None, None
-    command = profile_command(backend_key(backend, ctx.info, model_fingerprint(ctx.model)), 1, ctx.model)
-    if int(ctx.batch_size) == 1:
-        return est, command
-    return None, command
+    if est is None:
+        return None, None, None
+    weights = model_fingerprint(ctx.model)
+    command = profile_command(backend_key(backend, ctx.info, weights), 1, ctx.model) if backend is not None else None
+
+    def make():  # every rank of a torchrun job gets here (a collective): rank 0 fits, the others receive
+        if backend is None:
+            return None, None
+        return batch1_estimator(est, backend, ctx.info, batch_size=ctx.batch_size, model_spec=ctx.model, weights=weights,
+                                seed=ctx.seed, quiet=ctx.quiet)
+
+    alone, note = ctx.world.from_main("fitting the batch-1 latency estimator", make) if ctx.world is not None else make()
+    return alone, note, command
 
 
 def run_units(ctx: Context, units: list[Unit], reporter: Callable[[], Any] | None = None) -> list[tuple[dict, list[dict]]]:
@@ -338,7 +346,9 @@ def run_units(ctx: Context, units: list[Unit], reporter: Callable[[], Any] | Non
     est, fit_note = ensure_fitted(ctx.estimator, backend, ctx.info, ctx.device, ctx.seed, ctx.quiet,
                                   model_spec=ctx.model, batch_size=ctx.batch_size, world=ctx.world)
     note = ctx.estimator_note or fit_note
-    alone, refit = batch1_estimator_for(ctx, backend, est)
+    alone, alone_note, refit = batch1_estimator_for(ctx, backend, est)
+    if alone_note:
+        note = f"{note}; {alone_note}" if note else alone_note
     placement, rank, reporter = unit_execution(ctx, reporter)
     results = []
     for u in units:
