@@ -350,6 +350,8 @@ def run_units(ctx: Context, units: list[Unit], reporter: Callable[[], Any] | Non
     if alone_note:
         note = f"{note}; {alone_note}" if note else alone_note
     placement, rank, reporter = unit_execution(ctx, reporter)
+    # --check-batch1 N is the command's: its samples are shared out over the run directories
+    per_unit_check = -(-int(ctx.check_batch1) // max(1, len(units))) if ctx.check_batch1 else 0
     results = []
     for u in units:
         summary, lines = execute(backend=backend, task=u.task, metric=ctx.metrics[u.task.name],
@@ -358,7 +360,7 @@ def run_units(ctx: Context, units: list[Unit], reporter: Callable[[], Any] | Non
                                  max_new_tokens=ctx.max_new(u.task), latency_budget_ms=ctx.latency_budget_ms,
                                  seed=ctx.seed, reporter=reporter() if reporter else None,
                                  extra_timing={k: round(v, 3) for k, v in ctx.timing.items()}, placement=placement, rank=rank,
-                                 batch1_estimator=alone, check_batch1=ctx.check_batch1, refit_command=refit,
+                                 batch1_estimator=alone, check_batch1=per_unit_check, refit_command=refit,
                                  subset_seed=ctx.subset_seed)
         results.append((summary, lines))
         if (summary.get("estimator_info") or {}).get("disabled"):

@@ -20,7 +20,8 @@ _SHARED = (
                                                 help="1 = latency mode (per-sample latency); larger batches report latency per batch.")),
     ("check_batch1", ("--check-batch1",), dict(type=click.IntRange(min=0), default=None,
                                               help="In a batched run, measure this many samples again alone (batch 1) as "
-                                                   "evidence for estimated_batch1 (default: 64 on CUDA when --batch-size > 1, else 0).")),
+                                                   "evidence for estimated_batch1, shared out over the run directories "
+                                                   "(default: 64 on CUDA when --batch-size > 1, else 0).")),
     ("importance", ("--importance",), dict(type=str, help="Block importance JSON (which blocks survive when num_blocks < N).")),
     ("estimator", ("--estimator",), dict(help="builtin (default), none, a fit .json, or module:attr[@checkpoint].")),
     ("output", None, None),  # each command's own --output goes here
