@@ -115,3 +115,24 @@ def ensure_fitted(est, backend, info, device: str, seed: int, quiet: bool, *, mo
             est.meta["mode_mismatch"] = diff
             return est, note
     return est, None
+
+
+def ensure_batch1(est, backend, info, *, batch_size: int, seed: int = 0, quiet: bool = True,
+                  model_spec: str | None = None, world=None):
+    """The batch-1 (per-sample) estimator of a run at ``batch_size``, given ``est``, the estimator
+    :func:`ensure_fitted` returned for it: ``(estimator or None, note or None)``
+    (:func:`harness.latency.firstuse.batch1_estimator`: the run's own estimator at batch 1, else the
+    batch-1 fit of the run's execution mode, else a bounded quick fit at batch 1, else None with one
+    line saying why). Under torchrun (``world``) rank 0 finds or makes it and every rank uses it."""
+    from harness.latency.firstuse import batch1_estimator
+
+    if world is not None:
+        return world.from_main("fitting the batch-1 latency estimator", lambda: ensure_batch1(
+            est, backend, info, batch_size=batch_size, seed=seed, quiet=quiet, model_spec=model_spec))
+    weights = None
+    if backend is not None and est is not None:
+        from harness.backends import model_fingerprint
+
+        weights = model_fingerprint(model_spec or getattr(info, "name", ""))
+    return batch1_estimator(est, backend, info, batch_size=batch_size, model_spec=model_spec, weights=weights,
+                            seed=seed, quiet=quiet)

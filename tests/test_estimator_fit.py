@@ -132,8 +132,9 @@ def test_profile_sweep_on_fake_backend():
     assert "single" in res.estimator.meta["headline"]["ground_truth"]
     assert res.extra["heldout_medians"]["total"]["n"] >= 1 and res.extra["by_config"]
     assert res.estimator.meta["key"] == KEY.to_dict() and res.estimator.meta["batch_buckets"] == [1]
-    # EOS was ignored while profiling (every call ran the full output length) and restored after
-    assert all(len(m.decode_step_ms) == 6 for m in res.measurements)
+    # EOS was ignored while profiling (every call ran the full output length: 6 tokens, the first from
+    # the prefill, 5 timed decode steps) and restored after
+    assert all(len(m.decode_step_ms) == 5 for m in res.measurements)
     assert backend.eos_token_ids == [0]
     # prompts hit their target text length
     assert {m.text_tokens for m in res.measurements} == {8, 32}

@@ -58,24 +58,30 @@ def test_first_use_makes_a_bounded_quick_fit_in_the_cache_then_reuses_it(capsys,
     est, note = resolve(PendingFit(backend.info, "cpu"), backend, backend.info, quiet=True)
     assert isinstance(est, FittedEstimator) and est.meta["quick"]
     key = backend_key(backend, backend.info)
-    assert est.path == str(default_fit_path(key)) and "quick fit" in note and "harness profile" in note
+    assert est.path == str(default_fit_path(key, 1, quick=True)) and "quick fit" in note and "harness profile" in note
     err = capsys.readouterr().err
     assert "at most 60s" in err and "harness profile --model fake" in err
     calls = len(backend.batches)
     again, note2 = resolve(PendingFit(backend.info, "cpu"), backend, backend.info, quiet=True)
     assert again.path == est.path and note2 is None and len(backend.batches) == calls  # loaded, not refitted
-    # another batch bucket is another mode: refitted, not reused
+    # another batch bucket is another mode: refitted into its own file, the batch-1 fit left as it was
+    before = open(est.path, "rb").read()
     b8, _ = resolve(PendingFit(backend.info, "cpu"), backend, backend.info, batch_size=8, quiet=True)
-    assert b8.batch_buckets == [8]
+    assert b8.batch_buckets == [8] and b8.path == str(default_fit_path(key, 8, quick=True)) != est.path
+    assert open(est.path, "rb").read() == before
+    assert find_fit(key, 1).path == default_fit_path(key, 1, quick=True)
+    assert find_fit(key, 8).path == default_fit_path(key, 8, quick=True)
 
 
 def test_quick_fit_respects_its_time_budget(monkeypatch):
     monkeypatch.setenv("HARNESS_AUTOFIT_SECONDS", "0.000001")
     backend = FakeBackend()
     est, note = resolve(PendingFit(backend.info, "cpu"), backend, backend.info, quiet=True)
-    # nothing measured in time and the fake has no weights for a roofline: no estimates, and why
-    assert est is None and "harness profile" in note
-    assert len(backend.batches) <= 5  # at most the one job in flight (and its warm-up) when time ran out
+    # too little measured in time and the fake has no weights for a roofline: no estimates, and why
+    assert est is None and "harness profile" in note and "ran out" in note
+    # the warm-up before the clock stops at its own bound (the first configuration's is always paid),
+    # then at most the one timed call in flight when time ran out (with its own warm-up if it had none)
+    assert len(backend.batches) <= 2 + 3 + 1
 
 
 def test_no_fit_and_no_auto_fit_gives_the_labelled_roofline(monkeypatch):

@@ -106,7 +106,7 @@ def command(model, device, dtype, grid, tasks, batch_sizes, repeats, warmup, see
             info, dev, dt, weights=backends.model_fingerprint(model),
             engine=engine_name(engine=resolve_engine(engine, dev, info.family)), experts_impl=impl)
         g = Grid.from_dict(header["grid"]) if isinstance(header.get("grid"), dict) else None
-        path = _output(output, key)
+        path = _output(output, key, sorted({m.batch_size for m in ms}))
         result = fit_and_report(ms, info, key, g, repeats=max(m.repeat for m in ms) + 1, seed=seed, holdout=holdout,
                                 device_name=header.get("device_name") or "", prompt_bucket=int(header.get("prompt_bucket") or 0))
         _report(result, info, dev, path, seed, quiet, as_json, time.perf_counter())
@@ -116,8 +116,9 @@ def command(model, device, dtype, grid, tasks, batch_sizes, repeats, warmup, see
     from harness.latency.firstuse import backend_key
 
     key = backend_key(backend, info, backends.model_fingerprint(model))
-    path = _output(output, key)
-    _measure_and_fit(backend, info, key, dev, path, grid, task_names, batches, repeats, warmup, seed, holdout, quiet, as_json)
+    _output(output, key, batches)  # writable, before anything is measured (the name follows the grid's batch sizes)
+    _measure_and_fit(backend, info, key, dev, output, grid, task_names, batches, repeats, warmup, seed, holdout, quiet,
+                     as_json)
 
 
 def _int_list(text: str, opt: str) -> list[int]:
@@ -139,16 +140,19 @@ def _tasks(text: str | None) -> list[str]:
     return names
 
 
-def _output(output: str | None, key) -> Path:
+def _output(output: str | None, key, batch_sizes) -> Path:
+    """``--output``, else the user cache's file for ``key`` at the buckets of ``batch_sizes``
+    (:func:`harness.latency.fit_files.default_fit_path`: a profile never overwrites the fit of
+    other batch buckets)."""
     from harness.latency.fit_files import default_fit_path
     from harness.records import check_writable
 
-    path = Path(output) if output else default_fit_path(key)
+    path = Path(output) if output else default_fit_path(key, batch_sizes)
     check_writable(path.parent)
     return path
 
 
-def _measure_and_fit(backend, info, key, dev, path, grid_text, task_names, batches, repeats, warmup, seed, holdout,
+def _measure_and_fit(backend, info, key, dev, output, grid_text, task_names, batches, repeats, warmup, seed, holdout,
                      quiet, as_json):
     from harness.environment import device_identity
     from harness.latency.firstuse import prompt_bucket_of
@@ -162,6 +166,7 @@ def _measure_and_fit(backend, info, key, dev, path, grid_text, task_names, batch
     ranges = task_ranges(backend, task_names)
     g = parse_grid(grid_text, info, default_grid(info, ranges, max_pos, batch=batches))
     check_grid(g, info, max_pos)
+    path = _output(output, key, g.batch)
     jobs = jobs_for(g, repeats, seed)
     prof = Profiler(backend, g, seed, Warmup(max_calls=WARMUP_MAX_CALLS if warmup is None else warmup))
     header = {"key": key.to_dict(), "grid": g.to_dict(), "repeats": repeats, "seed": seed,

@@ -202,18 +202,29 @@ def load_estimator(spec: str | None, model_info, device: str) -> LatencyEstimato
     return resolve_plugin(spec)
 
 
+def batch_tokens(outs) -> tuple[int, int]:
+    """(vision, text) tokens of the row that describes a left-padded batch: its prompt length
+    ``vision + text`` is the longest prompt's, ``max(vision + text)`` (never ``max(vision) +
+    max(text)``, which may belong to two different samples and overstates the padded length), and
+    ``vision`` the most vision tokens of any sample (the vision encoder's work), ``text`` the rest."""
+    vision = max(int(o.vision_tokens) for o in outs)
+    longest = max(int(o.vision_tokens) + int(o.text_tokens) for o in outs)
+    return vision, longest - vision
+
+
 def rows_for_batch(knobs, outs, tier_idx: int, batch_aware: bool) -> list[EstimatorInput]:
     """Estimator rows for one generate call's outputs: one row for the whole batch (its longest
-    prompt, its decode steps) when the estimator models batches, so the estimate is the batch's as
-    the measurement is; else one row per sample (a per-sample estimate, labelled so). Decode steps
-    are the timed ones (the first token comes from the prefill)."""
+    prompt, :func:`batch_tokens`, and its decode steps) when the estimator models batches, so the
+    estimate is the batch's as the measurement is; else one row per sample (a per-sample estimate,
+    labelled so; each sample's latency alone is :func:`batch1_rows`'). Decode steps are the timed
+    ones (the first token comes from the prefill)."""
     def steps(out) -> int:
         t = getattr(out, "timings", None)
         return len(t.decode_step_ms) if t is not None else max(int(out.output_tokens) - 1, 0)
 
     if len(outs) > 1 and batch_aware:
-        return [EstimatorInput(knobs.top_k, knobs.num_blocks, tier_idx, max(int(o.vision_tokens) for o in outs),
-                               max(int(o.text_tokens) for o in outs), max(steps(o) for o in outs), len(outs))]
+        vision, text = batch_tokens(outs)
+        return [EstimatorInput(knobs.top_k, knobs.num_blocks, tier_idx, vision, text, max(steps(o) for o in outs), len(outs))]
     return [EstimatorInput(knobs.top_k, knobs.num_blocks, tier_idx, int(o.vision_tokens), int(o.text_tokens), steps(o))
             for o in outs]
 
@@ -231,3 +242,18 @@ def probe(estimator: LatencyEstimator) -> str | None:
         return str(exc)
     except Exception as exc:
         return f"estimator '{estimator.name}' raised {type(exc).__name__}: {exc}"
+
+
+def own_decode_steps(out) -> int:
+    """The decode steps a sample would take alone: the timed steps stop at the step that emits EOS
+    (its output tokens, EOS excluded) or after ``max_new_tokens`` (one fewer: the first token comes
+    from the prefill). In a batch the measured steps are the longest sample's, not this one's."""
+    n = int(out.output_tokens)
+    return n if getattr(out, "finish_reason", "length") == "eos" else max(n - 1, 0)
+
+
+def batch1_rows(knobs, outs, tier_idx: int) -> list[EstimatorInput]:
+    """Batch-1 estimator rows of a batch's samples: each sample's own prompt (its vision and text
+    tokens, no padding) and its own decode steps (:func:`own_decode_steps`)."""
+    return [EstimatorInput(knobs.top_k, knobs.num_blocks, tier_idx, int(o.vision_tokens), int(o.text_tokens),
+                           own_decode_steps(o)) for o in outs]

@@ -9,8 +9,12 @@ which profile command makes a real fit.
 
 Fits made by ``harness profile`` or on first use go to the user cache
 (``$HARNESS_CACHE_DIR``, else ``$XDG_CACHE_HOME/harness``, else ``~/.cache/harness``), under
-``estimators/``. Fits shipped with the package (``harness/configs/estimators``) are read-only
-fallbacks, used under the same key rules.
+``estimators/``, named by key and batch buckets (:func:`default_fit_path`:
+``<key>__b1-32.json``, quick fits ``<key>__b32__quick.json``), so a fit never overwrites one of
+another batch bucket and a quick fit never overwrites a full one. Fits shipped with the package
+(``harness/configs/estimators``) are read-only fallbacks, used under the same key rules. Lookup
+(:func:`find_fit`) reads the key and buckets inside each file, so files named before buckets were
+part of the name (``<key>.json``) are still found for the buckets they hold.
 """
 
 from __future__ import annotations
@@ -102,23 +106,44 @@ def shipped_dir() -> Path:
     return Path(configs.__file__).resolve().parent / "estimators"
 
 
-def default_fit_path(key: FitKey) -> Path:
-    return cache_dir() / f"{key.slug()}.json"
+def buckets_of(batch_sizes) -> list[int]:
+    """The batch buckets (:func:`harness.latency.measure.batch_bucket`) of one batch size or several."""
+    from harness.latency.measure import batch_bucket
+
+    sizes = [batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes or [1])
+    return sorted({batch_bucket(int(b)) for b in sizes}) or [1]
+
+
+def default_fit_path(key: FitKey, batch_sizes=1, quick: bool = False) -> Path:
+    """Where the fit for ``key`` at ``batch_sizes`` (one batch size or several; their buckets name the
+    file) is saved in the user cache: ``<key>__b1-8.json``; a quick fit (first use) gets
+    ``<key>__b8__quick.json``. A fit never overwrites another batch bucket's fit, and a quick fit
+    never overwrites a full (``harness profile``) one."""
+    tag = "-".join(str(b) for b in buckets_of(batch_sizes))
+    return cache_dir() / f"{key.slug()}__b{tag}{'__quick' if quick else ''}.json"
 
 
 def _fit_files():
-    for folder in (cache_dir(), shipped_dir()):
+    """(folder rank, path): the user cache (0) first, then the shipped fits (1)."""
+    for rank, folder in enumerate((cache_dir(), shipped_dir())):
         if folder.is_dir():
-            yield from sorted(p for p in folder.glob("*.json") if not p.name.endswith(".measurements.json"))
+            for p in sorted(folder.glob("*.json")):
+                if not p.name.endswith(".measurements.json"):
+                    yield rank, p
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
 
 
 def read_key(path: Path) -> tuple[FitKey | None, list[int], int]:
     """(key, batch buckets, prompt bucket: the padding of prompt passes by the measured engine)."""
-    try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None, [], 0
-    if not isinstance(d, dict):
+    d = _read(path)
+    if d is None:
         return None, [], 0
     return FitKey.from_dict(d.get("key")), [int(b) for b in d.get("batch_buckets") or [1]], int(d.get("prompt_bucket") or 0)
 
@@ -137,24 +162,33 @@ class Lookup:
 
 def find_fit(key: FitKey, batch_size: int = 1, prompt_bucket: int | None = None) -> Lookup:
     """The fit for ``key`` covering ``batch_size``'s bucket (and, when given, measured on an engine
-    that pads prompt passes to ``prompt_bucket`` tokens, 0 = not at all): the user cache first, then
-    the shipped fits. Fits of the same model for another mode are returned as near misses (for the
-    message)."""
+    that pads prompt passes to ``prompt_bucket`` tokens, 0 = not at all). Of several that match, a
+    full fit (``harness profile``) before a quick one (first use), then the user cache before the
+    shipped fits, then the newest. Fits of the same model for another mode are returned as near
+    misses (for the message)."""
     from harness.latency.measure import batch_bucket
 
     bucket = batch_bucket(batch_size)
-    near = []
-    for path in _fit_files():
-        k, buckets, padding = read_key(path)
+    near, found = [], []
+    for rank, path in _fit_files():
+        d = _read(path)
+        k = FitKey.from_dict(d.get("key")) if d else None
         if k is None or k.model != key.model:
             continue
+        buckets = [int(b) for b in d.get("batch_buckets") or [1]]
+        padding = int(d.get("prompt_bucket") or 0)
         diff = key.differences(k) + ([] if bucket in buckets else ["batch bucket"])
         diff += [] if prompt_bucket is None or padding == prompt_bucket else ["prompt padding (an older engine)"]
-        if not diff:
-            return Lookup(path, near)
-        near.append((path, diff))
+        if diff:
+            near.append((path, diff))
+        else:
+            found.append(((bool(d.get("quick")), rank), str(d.get("created") or ""), path))
     near.sort(key=lambda x: len(x[1]))
-    return Lookup(None, near)
+    if not found:
+        return Lookup(None, near)
+    best = min(found, key=lambda f: f[0])[0]
+    newest = max((f for f in found if f[0] == best), key=lambda f: f[1])  # ISO times sort as text
+    return Lookup(newest[2], near)
 
 
 # kernel choices an environment variable overrides: (variable, short name, engines it acts on, CUDA only);

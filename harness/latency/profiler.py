@@ -5,6 +5,11 @@ run uses: each (configuration, tier, batch bucket) is warmed until two calls agr
 before its first timed call). Timed calls run in an order shuffled with the seed, so slow drift
 does not line up with one knob. Measurements are appended to a log as they come
 (:class:`MeasurementLog`): an interrupted profile resumes where it stopped.
+
+The rows of a batch are distinct seeded prompts and images (:meth:`Profiler.requests`) of the same
+text and vision token counts, as the samples of a real batch are: each row routes its tokens to its
+own experts, so the distinct experts a batch loads grow with the batch as the features assume
+(:func:`harness.latency.linear_model.distinct_experts`), not as one repeated prompt would.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ def make_image(seed: int, size=PROFILE_IMAGE):
     return Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8), "RGB")
 
 
-def make_prompt(backend, target_tokens: int, tier: str, image, seed: int) -> str:
-    """A seeded prompt whose text part has about ``target_tokens`` tokens for this backend."""
+def make_prompt(backend, target_tokens: int, tier: str, image, seed) -> str:
+    """A seeded prompt (``seed``: an int or a string) whose text part has about ``target_tokens``
+    tokens for this backend (the fewest words that reach it)."""
     from harness.types import GenRequest
 
     rng = random.Random(seed)
@@ -141,6 +147,9 @@ class MeasurementLog:
         self.path.unlink(missing_ok=True)
 
 
+ROW_PROMPT_TRIES = 8  # seeds tried for a row's prompt to reach the first row's text token count exactly
+
+
 class Profiler:
     """Runs profile jobs on a backend with the run's warm-up protocol."""
 
@@ -149,38 +158,115 @@ class Profiler:
         self.grid = grid
         self.seed = seed
         self.warmup = warmup or Warmup()
-        self.image = make_image(seed)
-        self.prompts: dict[tuple[str, int], str] = {}
+        self.images: dict[int, object] = {0: make_image(seed)}
+        self.prompts: dict[tuple[str, int, int], str] = {}
         self.ignore_eos = "ignore_eos" in _params(backend)
+        self.slowest = 0.0  # seconds of the dearest job :meth:`run` timed (its warm-up included, if any)
 
-    def prompt(self, tier: str, p: int) -> str:
-        if (tier, p) not in self.prompts:
-            self.prompts[(tier, p)] = make_prompt(self.backend, p, tier, self.image, self.seed + p)
-        return self.prompts[(tier, p)]
+    @property
+    def image(self):
+        """The image of a batch's first row (and of every batch-1 call)."""
+        return self.images[0]
+
+    def row_image(self, j: int):
+        """Row ``j``'s image: seeded noise of the same size as every row's (same vision tokens), its own content."""
+        if j not in self.images:
+            self.images[j] = make_image(self.seed + 7919 * j)
+        return self.images[j]
+
+    def _text_tokens(self, prompt: str, tier: str) -> int:
+        """Text tokens of a prompt counted without its image: what an image adds is the same for
+        every row (same size, same tier), and the processor's image work is kept out of the search."""
+        from harness.types import GenRequest
+
+        return int(self.backend.count_tokens(GenRequest(prompt, None), tier)[0])
+
+    def prompt(self, tier: str, p: int, j: int = 0) -> str:
+        """Row ``j``'s prompt of about ``p`` text tokens. Row 0's is the seeded prompt of a batch-1
+        call; every other row has its own seeded words with exactly row 0's text token count (a few
+        seeds are tried; should none reach it, row 0's words are used in another order, then row 0's
+        prompt itself), so a batch's rows differ in content, never in length."""
+        if (tier, p, j) in self.prompts:
+            return self.prompts[(tier, p, j)]
+        first = self.prompts.get((tier, p, 0)) or make_prompt(self.backend, p, tier, self.image, self.seed + p)
+        self.prompts[(tier, p, 0)] = first
+        if j == 0:
+            return first
+        want = self._text_tokens(first, tier)
+        choice = None
+        for attempt in range(ROW_PROMPT_TRIES):
+            cand = make_prompt(self.backend, want, tier, None, f"{self.seed}-{tier}-{p}-row{j}-{attempt}")
+            if cand != first and self._text_tokens(cand, tier) == want:
+                choice = cand
+                break
+        if choice is None:
+            words = first.split()
+            random.Random(f"{self.seed}-{p}-{j}").shuffle(words)
+            cand = " ".join(words)
+            choice = cand if self._text_tokens(cand, tier) == want else first
+        self.prompts[(tier, p, j)] = choice
+        return choice
+
+    def requests(self, i: int, tier: str, p: int, n: int) -> list:
+        """The ``n`` rows of job ``i``: distinct seeded prompts and images, the same token counts."""
+        from harness.types import GenRequest
+
+        return [GenRequest(self.prompt(tier, p, j), self.row_image(j), f"profile-{i}-{j}") for j in range(n)]
 
     def _gen(self, reqs, n: int, tier: str):
         extra = {"ignore_eos": True} if self.ignore_eos else {}
         return self.backend.generate(reqs, n, tier=tier, **extra)
 
+    def warm_key(self, job: tuple) -> tuple:
+        """The warm-up key of a job: (configuration and tier, batch bucket), the run's rule."""
+        b, k, tier, _, n, _, _ = job
+        return (str(Knobs(b, k, tier)), batch_bucket(n))
+
+    def warm(self, i: int, job: tuple) -> None:
+        """Warm ``job``'s key (compile, capture, clock ramp-up) unless it already is, without timing the job."""
+        b, k, tier, p, n, out_len, _ = job
+        if self.warm_key(job) in self.warmup.done:
+            return
+        self.backend.apply_knobs(Knobs(b, k, tier))
+        reqs = self.requests(i, tier, p, n)
+        with _NoEos(self.backend):
+            self.warmup.ensure(self.warm_key(job), lambda: self._call_ms(reqs, out_len, tier))
+
+    def _call_ms(self, reqs, out_len: int, tier: str) -> float:
+        t = self._gen(reqs, out_len, tier)[0].timings
+        return float(t.prefill_ms + t.decode_ms) if t is not None else 0.0
+
     def measure(self, i: int, job: tuple) -> Measurement:
-        from harness.types import GenRequest
+        from harness.latency.estimator import batch_tokens
 
         b, k, tier, p, n, out_len, r = job
         knobs = Knobs(b, k, tier)
         self.backend.apply_knobs(knobs)
-        reqs = [GenRequest(self.prompt(tier, p), self.image, f"profile-{i}-{j}") for j in range(n)]
-
-        def call() -> float:
-            t = self._gen(reqs, out_len, tier)[0].timings
-            return float(t.prefill_ms + t.decode_ms) if t is not None else 0.0
-
-        self.warmup.ensure((str(knobs), batch_bucket(n)), call)
-        out = self._gen(reqs, out_len, tier)[0]
-        t = out.timings
+        reqs = self.requests(i, tier, p, n)
+        self.warmup.ensure(self.warm_key(job), lambda: self._call_ms(reqs, out_len, tier))
+        outs = self._gen(reqs, out_len, tier)
+        t = outs[0].timings
         if t is None:
             raise HarnessError("the backend returned no timings; profiling needs StepTimings from generate")
-        return Measurement(b, k, TIER_INDEX.get(tier, 0), int(out.vision_tokens), int(out.text_tokens),
+        vision, text = batch_tokens(outs)
+        return Measurement(b, k, TIER_INDEX.get(tier, 0), vision, text,
                            float(t.prefill_ms), [float(x) for x in t.decode_step_ms], r, n)
+
+    def warm_all(self, jobs: list[tuple], skip=(), deadline: float | None = None) -> int:
+        """Warm the keys of ``jobs`` (those whose index is not in ``skip``) in job order before any
+        job is timed, so compilation and graph capture stay off a clock that bounds the timed calls;
+        past ``deadline`` (a ``time.perf_counter()`` value) no further key starts, except the first:
+        the one-time compile is paid whatever happens. Returns the keys warmed."""
+        warmed = 0
+        with _NoEos(self.backend):
+            for i, job in enumerate(jobs):
+                if i in skip or self.warm_key(job) in self.warmup.done:
+                    continue
+                if warmed and deadline is not None and time.perf_counter() > deadline:
+                    break
+                self.warm(i, job)
+                warmed += 1
+        return warmed
 
     def run(self, jobs: list[tuple], log: MeasurementLog | None = None, deadline: float | None = None,
             progress: Callable[[int, int, str], None] | None = None) -> list[Measurement]:
@@ -199,6 +285,7 @@ class Profiler:
                     break
                 m = self.measure(i, job)
                 longest = max(longest, time.perf_counter() - t0)
+                self.slowest = longest
                 done[i] = m
                 if log:
                     log.add(i, m)
