@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pareto": ("harness.commands.pareto", "Accuracy-latency Pareto tables and plot from run dirs."),
     "leaderboard": ("harness.commands.leaderboard", "Deterministic leaderboard markdown from run dirs."),
     "gate": ("harness.commands.gate", "CI regression gate: compare runs with a committed baseline."),
+    "compare": ("harness.commands.compare", "Judge a controller: policy runs against a sweep's frontier and the oracle."),
 }
 
 

@@ -43,6 +43,18 @@ def is_correct(score: float | None, metric: str | None, threshold: float | None)
     return score > 0.5
 
 
+def cheapest_correct(scores, costs, metric, threshold: float | None) -> tuple[int, bool]:
+    """The oracle's rule for one sample: of configurations with per-sample ``scores`` (None: not
+    run), ``costs`` and ``metric`` (a name, or one name per configuration), the index of the
+    cheapest that answered correctly (:func:`is_correct`); when none did, the cheapest of all. Ties go to the lower index (callers order configurations
+    by :func:`~harness.policies.costs.static_cost`, so ties go to less work). -> (index, answered).
+    Shared by ``--policy oracle`` and ``harness compare``'s oracle."""
+    metrics = [metric] * len(scores) if metric is None or isinstance(metric, str) else list(metric)
+    ok = [j for j, s in enumerate(scores) if is_correct(s, metrics[j], threshold)]
+    pool = ok if ok else range(len(scores))
+    return min(pool, key=lambda j: (costs[j], j)), bool(ok)
+
+
 @register("oracle")
 class OraclePolicy(Policy):
     """Cheapest configuration that answered the sample correctly in a sweep."""
@@ -114,10 +126,9 @@ class OraclePolicy(Policy):
             for row_i, i in enumerate(idx):
                 sid = inputs[i].sample_id
                 seen = any(sid in r.samples for r in rows)
-                ok = [j for j, r in enumerate(rows) if is_correct(
-                    r.samples[sid].score if sid in r.samples else None, r.metric, self.threshold)]
-                pool = ok if ok else range(len(rows))
-                best = min(pool, key=lambda j: (cost[row_i, j], j))  # rows sorted by static cost: ties -> less work
+                scores = [r.samples[sid].score if sid in r.samples else None for r in rows]
+                # rows sorted by static cost: ties -> less work
+                best, ok = cheapest_correct(scores, cost[row_i], [r.metric for r in rows], self.threshold)
                 out[i] = rows[best].knobs
                 self.counts["answered" if ok else ("unanswerable" if seen else "unseen")] += 1
         return out
