@@ -14,7 +14,7 @@ from fixtures.fakes import FakeBackend, fake_data, FakeTask, FakeMetric, true_de
 from harness.knobs import Knobs
 from harness.latency.estimator import EstimatorInput, FittedEstimator, PendingFit, rows_for_batch
 from harness.latency.fit_files import FitKey, cache_dir, default_fit_path, find_fit, profile_command
-from harness.latency.firstuse import (MIN_QUICK_CONFIGS, backend_key, batch1_estimator, quick_fit, quick_log_path,
+from harness.latency.firstuse import (QUICK_CALLS, MIN_QUICK_CONFIGS, quick_batch_sizes, backend_key, batch1_estimator, quick_fit, quick_log_path,
                                       resolve)
 from harness.latency.grid import Grid
 from harness.latency.heldout_fit import fit_measurements
@@ -64,7 +64,7 @@ def test_a_batch8_quick_fit_leaves_the_batch1_fit_untouched(autofit, tmp_path):
     assert s1["estimator_info"]["batch_buckets"] == [1]
     before = open(path1, "rb").read()
     s8, _ = _evaluate(backend, tmp_path / "b8", 8)
-    assert s8["estimator_info"]["batch_buckets"] == [8] and s8["estimator_info"]["path"] != path1
+    assert s8["estimator_info"]["batch_buckets"] == [2, 4, 8] and s8["estimator_info"]["path"] != path1  # the sizes a batch-8 run meets
     assert open(path1, "rb").read() == before
     again, lines_again = _evaluate(backend, tmp_path / "b1-again", 1)
     assert again["estimator_info"]["path"] == path1
@@ -78,7 +78,7 @@ def test_a_quick_fit_never_replaces_a_full_one(autofit):
     full = _save_fit(default_fit_path(key, 8), key, (8,), prompt_bucket=64, created="2026-01-01T00:00:00+00:00")
     before = full.read_bytes()
     est, note = resolve(PendingFit(backend.info, "cpu"), backend, backend.info, batch_size=8, quiet=True)
-    assert est.meta["quick"] and est.path == str(default_fit_path(key, 8, quick=True)) and "quick fit" in note
+    assert est.meta["quick"] and est.path == str(default_fit_path(key, quick_batch_sizes(8), quick=True)) and "quick fit" in note
     assert full.read_bytes() == before
     # where a full fit and a quick one both match, the full one is used, even if the quick one is newer
     full_ok = _save_fit(default_fit_path(key, [1, 8]), key, (1, 8), created="2026-01-01T00:00:00+00:00")
@@ -180,9 +180,10 @@ def test_the_quick_fit_compiles_and_warms_up_before_its_clock_starts():
     # 12 configurations to compile (0.6 s) against a 0.3 s clock: counted on the clock, few would be measured
     qf = quick_fit(backend, backend.info, key, batch_size=4, budget=0.3, warmup_budget=30, log_path=None)
     assert qf.estimator is not None, qf.line("x")
-    assert qf.warmup_seconds >= 12 * 0.05 > qf.budget >= qf.seconds
-    assert qf.n_calls == qf.total_configs == 24 and qf.estimator.meta["warmup"]["keys"] == 12
-    assert qf.estimator.batch_buckets == [4]
+    keys = qf.estimator.meta["warmup"]["keys"]
+    assert keys >= 12 and qf.warmup_seconds >= keys * 0.05 > qf.budget >= qf.seconds
+    assert qf.n_calls == qf.total_configs == 2 * max(MIN_QUICK_CONFIGS + 2, QUICK_CALLS // 2)  # batch sizes 2 and 4
+    assert qf.estimator.batch_buckets == [2, 4]
 
 
 def test_a_failed_quick_fit_says_in_one_line_what_it_measured_why_and_the_profile_command(monkeypatch, tmp_path, capsys):
@@ -195,7 +196,7 @@ def test_a_failed_quick_fit_says_in_one_line_what_it_measured_why_and_the_profil
     assert len(notes) == 1
     (note,) = notes
     assert "\n" not in note
-    assert "measured " in note and " of 24 configurations" in note and "timed calls" in note  # what it measured
+    assert "measured " in note and " configurations" in note and "timed calls" in note  # what it measured
     assert f"a fit needs {MIN_QUICK_CONFIGS} configurations" in note and "ran out" in note  # why not enough
     assert "HARNESS_AUTOFIT_SECONDS" in note and f"`{cmd}`" in note  # what to do
     assert str(quick_log_path(key, 8)) in note and "resumes" in note
@@ -235,7 +236,8 @@ def test_the_quick_fit_resumes_its_measurement_log(monkeypatch):
     assert est is not None and est.meta["quick_fit"]["resumed"] == len(seen[1])
     assert f"{len(seen[1])} of them resumed" in note
     timed_now = len(backend.batches) - calls - est.meta["warmup"]["calls"]
-    assert timed_now == 24 - len(seen[1]) and est.meta["n_measurements"] == 24
+    total = est.meta["n_measurements"]
+    assert timed_now == total - len(seen[1]) and total == 3 * max(MIN_QUICK_CONFIGS + 2, QUICK_CALLS // 3)
     assert not log.exists()  # the fit holds what the log was for
 
 
@@ -315,3 +317,10 @@ def test_rows_for_batch_take_the_longest_prompt_not_the_sum_of_two_maxima():
     assert row.vision_tokens == 64 and row.output_tokens == 5 and row.batch_size == 3
     rows = rows_for_batch(Knobs(6, 2, "high"), outs, 2, batch_aware=False)  # per sample: each its own prompt
     assert [(r.vision_tokens, r.text_tokens, r.batch_size) for r in rows] == [(16, 50, 1), (64, 10, 1), (0, 20, 1)]
+
+
+def test_quick_fit_sizes_cover_the_batches_a_batched_run_meets():
+    from harness.latency.firstuse import quick_batch_sizes
+
+    assert quick_batch_sizes(1) == [1] and quick_batch_sizes(2) == [2]
+    assert quick_batch_sizes(32) == [2, 4, 8, 16, 32] and quick_batch_sizes(48) == [2, 4, 8, 16, 32, 48]

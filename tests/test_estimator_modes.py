@@ -67,10 +67,10 @@ def test_first_use_makes_a_bounded_quick_fit_in_the_cache_then_reuses_it(capsys,
     # another batch bucket is another mode: refitted into its own file, the batch-1 fit left as it was
     before = open(est.path, "rb").read()
     b8, _ = resolve(PendingFit(backend.info, "cpu"), backend, backend.info, batch_size=8, quiet=True)
-    assert b8.batch_buckets == [8] and b8.path == str(default_fit_path(key, 8, quick=True)) != est.path
+    assert b8.batch_buckets == [2, 4, 8] and b8.path == str(default_fit_path(key, [2, 4, 8], quick=True)) != est.path
     assert open(est.path, "rb").read() == before
     assert find_fit(key, 1).path == default_fit_path(key, 1, quick=True)
-    assert find_fit(key, 8).path == default_fit_path(key, 8, quick=True)
+    assert find_fit(key, 8).path == default_fit_path(key, [2, 4, 8], quick=True)
 
 
 def test_quick_fit_respects_its_time_budget(monkeypatch):

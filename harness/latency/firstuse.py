@@ -116,6 +116,20 @@ class QuickFit:
                 f"and warm-up; a fit needs {self.needed} configurations: {self.reason}; {kept}")
 
 
+QUICK_CALLS = 40  # timed calls a quick fit at several batch sizes spreads over them
+
+
+def quick_batch_sizes(batch_size: int) -> list[int]:
+    """The batch sizes a quick fit for a run at ``batch_size`` measures: 1 alone for a batch-1 run;
+    else every power of two from 2 up to ``batch_size``, and ``batch_size``: a batched run's batches
+    are often smaller than ``--batch-size`` (a policy's groups, a group's last batch), and a fit
+    made at one size says nothing about another."""
+    b = max(1, int(batch_size))
+    if b == 1:
+        return [1]
+    return sorted({1 << i for i in range(1, b.bit_length()) if (1 << i) <= b} | {b})
+
+
 def quick_fit(backend, info, key: FitKey, batch_size: int = 1, seed: int = 0, budget: float = AUTO_FIT_SECONDS,
               quiet: bool = True, *, log_path: Path | None | bool = True, warmup_budget: float | None = None) -> QuickFit:
     """Measure a small grid (one repeat, the run's batch size) and fit it.
@@ -133,8 +147,13 @@ def quick_fit(backend, info, key: FitKey, batch_size: int = 1, seed: int = 0, bu
     from harness.latency.measure import Warmup
     from harness.latency.profiler import MeasurementLog, Profiler, jobs_for
 
-    grid = default_grid(info, max_pos=max_positions(backend), quick=True, batch=(batch_size,))
+    sizes = quick_batch_sizes(batch_size)
+    grid = default_grid(info, max_pos=max_positions(backend), quick=True, batch=tuple(sizes))
     jobs = jobs_for(grid, 1, seed)
+    if len(sizes) > 1:  # a few configurations at each size: the fit must tell batch terms apart
+        per = max(MIN_QUICK_CONFIGS + 2, QUICK_CALLS // len(sizes))
+        kept: dict[int, int] = {}
+        jobs = [j for j in jobs if kept.setdefault(j[4], 0) < per and not kept.__setitem__(j[4], kept[j[4]] + 1)]
     n_grid = len({(b, k, t, p, n) for (b, k, t, p, n, _, _) in jobs})
     needed = min(MIN_QUICK_CONFIGS, n_grid)
     if log_path is True:
@@ -227,7 +246,7 @@ def _first_use(backend, info, key: FitKey, batch_size: int, seed: int, quiet: bo
         return None, f"the quick latency fit for {what} failed ({type(exc).__name__}: {_one_line(exc)})"
     if qf.estimator is None:
         return None, qf.line(what)
-    path = default_fit_path(key, batch_size, quick=True)
+    path = default_fit_path(key, quick_batch_sizes(batch_size), quick=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         qf.estimator.save(path)

@@ -217,20 +217,28 @@ class Profiler:
         extra = {"ignore_eos": True} if self.ignore_eos else {}
         return self.backend.generate(reqs, n, tier=tier, **extra)
 
-    def warm_key(self, job: tuple) -> tuple:
-        """The warm-up key of a job: (configuration and tier, batch bucket), the run's rule."""
-        b, k, tier, _, n, _, _ = job
+    def warm_key(self, job: tuple, reqs=None) -> tuple:
+        """The warm-up key of a job, the run's rule: what the engine compiles or captures for it (the
+        backend's ``warmup_key``, with the job's knobs applied and its requests), else
+        (configuration and tier, batch bucket)."""
+        b, k, tier, _, n, out_len, _ = job
+        key_of = getattr(self.backend, "warmup_key", None)
+        if callable(key_of) and reqs is not None:
+            return key_of(reqs, out_len, tier)
         return (str(Knobs(b, k, tier)), batch_bucket(n))
 
-    def warm(self, i: int, job: tuple) -> None:
-        """Warm ``job``'s key (compile, capture, clock ramp-up) unless it already is, without timing the job."""
+    def warm(self, i: int, job: tuple) -> bool:
+        """Warm ``job``'s key (compile, capture, clock ramp-up) unless it already is, without timing
+        the job; True when it warmed."""
         b, k, tier, p, n, out_len, _ = job
-        if self.warm_key(job) in self.warmup.done:
-            return
         self.backend.apply_knobs(Knobs(b, k, tier))
         reqs = self.requests(i, tier, p, n)
+        key = self.warm_key(job, reqs)
+        if key in self.warmup.done:
+            return False
         with _NoEos(self.backend):
-            self.warmup.ensure(self.warm_key(job), lambda: self._call_ms(reqs, out_len, tier))
+            self.warmup.ensure(key, lambda: self._call_ms(reqs, out_len, tier))
+        return True
 
     def _call_ms(self, reqs, out_len: int, tier: str) -> float:
         t = self._gen(reqs, out_len, tier)[0].timings
@@ -243,7 +251,7 @@ class Profiler:
         knobs = Knobs(b, k, tier)
         self.backend.apply_knobs(knobs)
         reqs = self.requests(i, tier, p, n)
-        self.warmup.ensure(self.warm_key(job), lambda: self._call_ms(reqs, out_len, tier))
+        self.warmup.ensure(self.warm_key(job, reqs), lambda: self._call_ms(reqs, out_len, tier))
         outs = self._gen(reqs, out_len, tier)
         t = outs[0].timings
         if t is None:
@@ -260,12 +268,11 @@ class Profiler:
         warmed = 0
         with _NoEos(self.backend):
             for i, job in enumerate(jobs):
-                if i in skip or self.warm_key(job) in self.warmup.done:
+                if i in skip:
                     continue
                 if warmed and deadline is not None and time.perf_counter() > deadline:
                     break
-                self.warm(i, job)
-                warmed += 1
+                warmed += int(self.warm(i, job))
         return warmed
 
     def run(self, jobs: list[tuple], log: MeasurementLog | None = None, deadline: float | None = None,
