@@ -76,6 +76,9 @@ def latency_account(folder: Path, wall: float, batch: int) -> dict:
         notes += [n for n in s.get("notes") or [] if "estimat" in n or "fit" in n]
         if s.get("batch1_check"):
             checks.append({k: s["batch1_check"].get(k) for k in ("n", "mape_total", "within_10pct", "bias", "mape_prefill", "mape_decode")})
+            rows_file = summary.parent / "batch1_check.jsonl"
+            if rows_file.is_file():  # each checked sample, kept for the record (the run folders are temporary)
+                checks[-1]["rows"] = [json.loads(x) for x in rows_file.read_text().splitlines() if x.strip()]
         seen = set()
         lines = [json.loads(x) for x in (summary.parent / "samples.jsonl").read_text().splitlines() if x.strip()]
         for i, ln in enumerate(lines):
