@@ -248,6 +248,15 @@ def test_the_runs_own_budget_and_no_estimated_batch1(tmp_path):
     assert "no estimated_batch1" in bud["estimated_batch1"]["note"]
 
 
+def test_busy_cpu_measurements_are_noted(tmp_path):
+    sweep = make_sweep(tmp_path)
+    pol = make_policy(tmp_path, summary={"host_load": {"load_1m": [5.0, 5.0], "cpus": 2, "busy": True}})
+    (t,) = build([pol], sweep)
+    assert any("1 of 4 runs were measured on a busy CPU" in n for n in t.doc["notes"])
+    (t,) = build([pol], sweep, latency="estimated_batch1")  # the estimate is not disturbed by the load
+    assert not any("busy" in n for n in t.doc["notes"])
+
+
 def test_batched_policy_is_compared_on_estimated_batch1(tmp_path):
     sweep = make_sweep(tmp_path)
     pol = make_policy(tmp_path, batch_size=4)

@@ -242,6 +242,11 @@ def compare_task(task: str, policies: Sequence[RunInfo], sweep: Sequence[RunInfo
     kind, reason = choose_latency(pdatas + sdatas, common, latency, task)
     metric = sweep[0].metric
     notes: list[str] = []
+    busy = [d.run for d in pdatas + sdatas if (d.run.summary.get("host_load") or {}).get("busy")]
+    if busy and kind in ("measured", "measured_per_batch"):
+        notes.append(f"{len(busy)} of {len(pdatas) + len(sdatas)} runs were measured on a busy CPU (host_load.busy): "
+                     "their measured latency is inflated and varies from run to run; --latency estimated_batch1 "
+                     "compares on the execution mode's estimate instead")
     if left_out:
         notes.append(f"{sum(left_out.values())} sample score(s) outside the {len(common)} compared samples left out "
                      f"({len(left_out)} run(s))")
@@ -627,7 +632,7 @@ def figure(t: TaskComparison):
         yerr = [[sc - p["score_ci95"][0]], [p["score_ci95"][1] - sc]] if p["score_ci95"] else None
         xerr = [[lat["mean"] - lat["mean_ci95"][0]], [lat["mean_ci95"][1] - lat["mean"]]] if lat["mean_ci95"] else None
         ax.errorbar([lat["mean"]], [sc], xerr=xerr, yerr=yerr, fmt="o", ms=7, capsize=3, lw=1.2,
-                    color=colors[k % len(colors)], zorder=6, label=f"policy {p['label']}"[:60])
+                    color=colors[k % len(colors)], zorder=6, label=("policy " + p["label"].removeprefix("policy:"))[:60])
     budgets = sorted({p["budget"]["budget_ms"] for p in d["policies"] if p.get("budget")})
     for b in budgets:
         ax.axvline(b, color="tab:purple", lw=1.0, ls=":", label=f"budget {b:g} ms")
