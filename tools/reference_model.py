@@ -48,7 +48,9 @@ class Shape:
     vision_layers: int = 4
     image_size: int = 192
     patch_size: int = PATCH_SIZE
-    max_positions: int = 512
+    # RoPE positions (no learned position table, so this is a limit, not weights): real ScienceQA
+    # prompts reach 774 text tokens with this tokenizer, + 144 vision + 16 new (issue 29)
+    max_positions: int = 2048
     norm_topk_prob: bool = True  # top-k router weights sum to 1: a usable block at any top_k
     initializer_range: float = 0.05  # ~0.5/sqrt(hidden): the 0.02 default is for 768+ wide models
 

@@ -143,6 +143,14 @@ def set_norm_topk_prob(model, on: bool) -> None:
         layer.mlp.gate.norm_topk_prob = on
 
 
+def set_context(model, tokenizer, positions: int) -> None:
+    """The model's context (``max_position_embeddings``, and the tokenizer's ``model_max_length``)
+    as ``save_pretrained`` writes them. The positions are RoPE (``rope_type`` default: its
+    frequencies do not depend on this number), so it is a limit only and changes no output."""
+    model.config.text_config.max_position_embeddings = int(positions)
+    tokenizer.model_max_length = int(positions)
+
+
 @torch.no_grad()
 def reinit_experts(model, generator: torch.Generator | None = None, width: int | None = None) -> int:
     """Draw fresh router and expert weights for every block the ``top_k`` knob applies to (1..15),
@@ -208,6 +216,7 @@ def train(args) -> dict:
 
         tokenizer = AutoTokenizer.from_pretrained(args.init_from)
         model = LlavaForConditionalGeneration.from_pretrained(args.init_from, dtype=torch.float32).to(device)
+        set_context(model, tokenizer, rm.Shape().max_positions)  # older weights were saved with 512
         counts = {}
         print(f"continuing from {args.init_from}", flush=True)
     else:
