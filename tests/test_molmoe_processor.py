@@ -50,7 +50,7 @@ def test_molmo_style_is_framed_once_by_the_processor(backend):
     assert text.strip() == "User: vqa2: What color is the bus? Assistant:"
 
 
-@pytest.mark.slow  # the 1024-wide ViT over several crops: tens of seconds on a CPU
+@pytest.mark.slow  # the 1024-wide ViT over several crops: about 10 s on 2 cores
 def test_image_batch_of_two_equals_each_alone(backend):
     backend.apply_knobs("14,6")
     reqs = [GenRequest("vqa2: what is this?", image=_image(1200, 900)), GenRequest("hi", image=_image(300, 200, 1))]
