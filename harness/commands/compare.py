@@ -55,7 +55,6 @@ def command(policy_runs, sweep_dir, budget_ms, out_dir, latency, threshold, seed
 
 
 def _print_rich(tables) -> None:
-    from rich.table import Table
 
     from harness.console import print_table
     from harness.reports.compare import config_rows, curve_lines, oracle_line, policy_rows
@@ -63,26 +62,25 @@ def _print_rich(tables) -> None:
     for t in tables:
         d = t.doc
         lat = d["latency"]
-        table = Table(title=f"{d['task']} ({d['metric']}) - {d['model']} - {d['environment']} - {d['n_compared']} samples "
-                            f"- latency: {lat['label']}", title_justify="left")
-        header, rows = policy_rows(d)
-        for col in header:
-            table.add_column(col, overflow="fold")
-        for r in rows:
-            table.add_row(*r)
-        print_table(table)
+        print_table(_table(f"{d['task']} ({d['metric']}) - {d['model']} - {d['environment']} - {d['n_compared']} samples "
+                           f"- latency: {lat['label']}", *policy_rows(d)))
         click.echo(oracle_line(d))
         for line in curve_lines(d):
             click.echo(line)
-        cfg = Table(title=f"{d['task']}: fixed configurations", title_justify="left")
-        header, rows = config_rows(d)
-        for col in header:
-            cfg.add_column(col, overflow="fold")
-        for r in rows:
-            cfg.add_row(*r)
-        print_table(cfg)
+        print_table(_table(f"{d['task']}: fixed configurations", *config_rows(d)))
         for n in d["notes"]:
             click.echo(f"note: {n}")
+
+
+def _table(title: str, header, rows):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in header:
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(*r)
+    return table
 
 
 def _warn(message: str) -> None:

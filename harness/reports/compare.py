@@ -647,14 +647,9 @@ def figure(t: TaskComparison):
 
 
 def plot(t: TaskComparison, path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
+    from harness.reports.pareto import save_figure
 
-    fig = figure(t)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(figure(t), path)
 
 
 def write_outputs(tables: Sequence[TaskComparison], out_dir: str | Path, *, seed: int, n_boot: int,

@@ -254,9 +254,13 @@ def to_json(tables: Sequence[ParetoTable]) -> str:
 def plot(table: ParetoTable, path: str | Path) -> Path:
     """Accuracy against latency, one panel per latency kind that has data, frontier drawn and
     every point labelled by its configuration (see :func:`figure`)."""
+    return save_figure(figure(table), path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as a PNG (folders made) and free it: the one way reports save plots."""
     import matplotlib.pyplot as plt
 
-    fig = figure(table)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
