@@ -55,7 +55,6 @@ def command(policy_runs, sweep_dir, budget_ms, out_dir, latency, threshold, seed
 
 
 def _print_rich(tables) -> None:
-
     from harness.console import print_table
     from harness.reports.compare import config_rows, curve_lines, oracle_line, policy_rows
 
