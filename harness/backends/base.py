@@ -91,6 +91,7 @@ class Backend:
         self.knobs = Knobs(info.n_blocks, info.default_top_k, info.default_tier)
         self._warm: set = set()
         self._last_prepared: tuple | None = None  # (tier, requests, prepared inputs) of the last batch
+        self._last_seen: tuple | None = None  # (prepared batch, its rows as text) for the sample lines
 
     # -- knobs --------------------------------------------------------------------------------
     def apply_knobs(self, knobs: Knobs | str) -> Knobs:
@@ -183,9 +184,14 @@ class Backend:
         return (self.active_blocks, top_k, shape)
 
     def inputs_as_seen(self, batch: PreparedBatch) -> list[str]:
-        """Each row's input ids without the left padding, as text (after the measured call)."""
+        """Each row's input ids without the left padding, as text (after the measured call), once per
+        prepared batch: its warm-up calls and its timed call share them."""
+        if self._last_seen is not None and self._last_seen[0] is batch:
+            return self._last_seen[1]
         ids, mask = batch.input_ids.cpu(), batch.attention_mask.cpu().bool()
-        return [as_seen(self.tokenizer, row[m].tolist()) for row, m in zip(ids, mask)]
+        texts = [as_seen(self.tokenizer, row[m].tolist()) for row, m in zip(ids, mask)]
+        self._last_seen = (batch, texts)
+        return texts
 
     def generate_ids(self, requests: list[GenRequest], max_new_tokens: int, tier: str | None = None):
         """Like :meth:`generate` but returns the raw :class:`harness.decode.DecodeResult` (tests, tools)."""

@@ -153,7 +153,12 @@ def quick_fit(backend, info, key: FitKey, batch_size: int = 1, seed: int = 0, bu
     if len(sizes) > 1:  # a few configurations at each size: the fit must tell batch terms apart
         per = max(MIN_QUICK_CONFIGS + 2, QUICK_CALLS // len(sizes))
         kept: dict[int, int] = {}
-        jobs = [j for j in jobs if kept.setdefault(j[4], 0) < per and not kept.__setitem__(j[4], kept[j[4]] + 1)]
+        chosen = []
+        for job in jobs:  # the first `per` jobs of each batch size in the seeded order
+            if kept.get(job[4], 0) < per:
+                kept[job[4]] = kept.get(job[4], 0) + 1
+                chosen.append(job)
+        jobs = chosen
     n_grid = len({(b, k, t, p, n) for (b, k, t, p, n, _, _) in jobs})
     needed = min(MIN_QUICK_CONFIGS, n_grid)
     if log_path is True:
