@@ -87,6 +87,7 @@ class Context:
     timing: dict = field(default_factory=dict)
     world: Any = None  # a harness.distributed.World under torchrun with more than one process
     check_batch1: int = 0  # samples of a batched run measured again alone (harness.batch1_check)
+    overlap: bool = False  # host work on a worker thread beside the device's (harness.host_overlap)
     units_dealt: bool = False  # True: whole units were dealt to the ranks (sweep); False: each unit's samples are
 
     def max_new(self, task) -> int:
@@ -121,7 +122,7 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
             include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
             engine: str = "auto", trust_remote_code: bool = False,
             model_config: str | None = None, dist_timeout: float | None = None,
-            check_batch1: int | None = None) -> Context:
+            check_batch1: int | None = None, host_overlap: str = "auto") -> Context:
     """Validate everything that can be checked without weights (see the module docstring)."""
     from harness.registry import import_path
     from harness.run_setup import DEFAULT_EXPERTS_IMPL, resolve_device, resolve_dtype
@@ -201,6 +202,9 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
     from harness.batch1_check import default_n
 
     ctx.check_batch1 = default_n(dev, batch_size) if check_batch1 is None else int(check_batch1)
+    from harness.host_overlap import enabled as overlap_enabled
+
+    ctx.overlap = overlap_enabled(host_overlap, dev)
     ctx.world = distributed.setup(dev, dist_timeout)  # joins the torchrun job, if any (after validation)
     ctx.timing["startup_s"] = time.perf_counter() - t0
     return ctx
@@ -361,7 +365,7 @@ def run_units(ctx: Context, units: list[Unit], reporter: Callable[[], Any] | Non
                                  seed=ctx.seed, reporter=reporter() if reporter else None,
                                  extra_timing={k: round(v, 3) for k, v in ctx.timing.items()}, placement=placement, rank=rank,
                                  batch1_estimator=alone, check_batch1=per_unit_check, refit_command=refit,
-                                 subset_seed=ctx.subset_seed)
+                                 subset_seed=ctx.subset_seed, overlap=ctx.overlap)
         results.append((summary, lines))
         if (summary.get("estimator_info") or {}).get("disabled"):
             est = None  # do not retry a failing estimator plugin on every unit
@@ -377,7 +381,7 @@ def evaluate(task, knobs=None, *, model: str = "reference", data="bundled", limi
              include_path: Sequence[str] = (), metric=None, backend=None, quiet: bool = True,
              reporter: Callable[[], Any] | None = None, engine: str = "auto",
              trust_remote_code: bool = False, model_config: str | None = None, dist_timeout: float | None = None,
-             check_batch1: int | None = None) -> EvalResult:
+             check_batch1: int | None = None, host_overlap: str = "auto") -> EvalResult:
     """Evaluate a model on one or more tasks at fixed knobs (``knobs="14,6"``) or under a policy
     (``policy="random"``), writing one run directory per task; re-running into the same ``output``
     resumes. ``backend`` may be an already loaded backend (then ``model``/``device``/``dtype`` come from
@@ -392,7 +396,7 @@ def evaluate(task, knobs=None, *, model: str = "reference", data="bundled", limi
                   experts_impl=experts_impl, latency_budget_ms=latency_budget_ms, accuracy_table=accuracy_table,
                   knob_space=knob_space, include_path=include_path, metric=metric, backend=backend, quiet=quiet,
                   engine=engine, trust_remote_code=trust_remote_code, model_config=model_config,
-                  dist_timeout=dist_timeout, check_batch1=check_batch1)
+                  dist_timeout=dist_timeout, check_batch1=check_batch1, host_overlap=host_overlap)
     pol_spec = policy or "fixed"
     pargs = dict(policy_args or {})
     fixed = fixed_knobs(ctx, knobs, tier, policy if isinstance(policy, str) or policy is None else "custom", pargs)

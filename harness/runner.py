@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
+from harness.host_overlap import HostWorker
 from harness.knobs import TIER_INDEX, Knobs
 from harness.latency.measure import WARMUP_MAX_CALLS, HostClock, Warmup, batch_bucket
 from harness.hostload import load_1m
@@ -38,6 +39,7 @@ class RunOptions:
     policy_chunk: int = 256  # samples per policy.choose call
     warmup: int = WARMUP_MAX_CALLS  # most untimed calls per engine warm-up key; 0 = none
     rank: int = 0  # the torchrun rank running this (recorded with each measurement)
+    overlap: bool = False  # host work on a worker thread beside the device's (harness.host_overlap)
 
 
 @dataclass
@@ -205,8 +207,18 @@ class Runner:
         for it in early:
             record.append(self._line(it, None, None, None, None))
             self.reporter.advance(1, "failed")
-        for knobs, batch, bid in plan:
-            self._run_batch(record, knobs, batch, bid, max_new)
+        with HostWorker(getattr(self.backend, "device", "cpu"), self.options.overlap) as worker:
+            inputs = worker.submit(self.host_inputs, *plan[0][:2], worker.stream) if plan else None
+            for j, (knobs, batch, bid) in enumerate(plan):
+                ready = inputs.result()
+                worker.raise_failed()
+                # the next batch's inputs are made while this one runs (at once when the worker is off)
+                inputs = worker.submit(self.host_inputs, *plan[j + 1][:2], worker.stream) if j + 1 < len(plan) and worker.on else None
+                outs, err = self._generate_batch(knobs, batch, max_new, ready)
+                worker.submit(self._record_batch, record, knobs, batch, bid, outs, err)
+                if inputs is None and j + 1 < len(plan):
+                    inputs = worker.submit(self.host_inputs, *plan[j + 1][:2], worker.stream)
+        self.timing["overlap"] = bool(worker.on)
         self.timing["warmup_s"] = self.warmup.seconds
         self.timing["warmup"] = self.warmup.summary()
 
@@ -233,30 +245,50 @@ class Runner:
         key = key_of(requests, max_new, knobs.tier) if callable(key_of) else (str(knobs), batch_bucket(len(batch)))
         self.warmup.ensure(key, call)
 
-    def prepare_inputs(self, knobs: Knobs, batch: list[_Item]) -> None:
+    def host_inputs(self, knobs: Knobs, batch: list[_Item], stream=None):
         """The host work a batch needs before its first model kernel (tokenising, image preprocessing
-        at the chosen tier, the copy to the device), done and timed here (the backend keeps the
-        result for the warm-up and the timed call); each sample carries its share as ``host_ms``."""
-        prepared = getattr(self.backend, "prepared", None)
-        if not callable(prepared):
-            return
-        with self._clock as clock:
-            prepared([it.request for it in batch], self.backend.resolve_tier(knobs.tier))
+        at the chosen tier, the copy to the device), timed; each sample carries its share as
+        ``host_ms``. Returns ``(tier, prepared inputs)`` to hand to :meth:`Backend.adopt`, None for a
+        backend without :meth:`prepare_detached`, or the exception that preparing raised (the batch
+        then fails where it is generated). Runs on :mod:`harness.host_overlap`'s worker while the batch
+        before runs, where the clock waits only for the worker's own CUDA ``stream``."""
+        detached = getattr(self.backend, "prepare_detached", None)
+        if not callable(detached):
+            return None
+        try:
+            tier = self.backend.resolve_tier(knobs.tier)
+            with HostClock(self._clock.device, stream=stream) as clock:
+                out = detached([it.request for it in batch], tier)
+        except Exception as exc:  # noqa: BLE001 - reported by the batch that needed these inputs
+            return exc
         for it in batch:
             it.host_ms = clock.ms / len(batch)
+        return tier, out
+
+    def prepare_inputs(self, knobs: Knobs, batch: list[_Item]) -> None:
+        """:meth:`host_inputs` now, on this thread, handed over to the backend (raises what preparing raised)."""
+        self._adopt(batch, self.host_inputs(knobs, batch))
+
+    def _adopt(self, batch: list[_Item], ready) -> None:
+        if isinstance(ready, BaseException):
+            raise ready
+        if ready is not None:
+            self.backend.adopt([it.request for it in batch], *ready)
 
     def apply(self, knobs: Knobs) -> None:
         if knobs != self._current_knobs:
             self.backend.apply_knobs(knobs)
             self._current_knobs = knobs
 
-    def _run_batch(self, record, knobs: Knobs, batch: list[_Item], batch_id: int, max_new: int) -> None:
+    def _generate_batch(self, knobs: Knobs, batch: list[_Item], max_new: int, ready) -> tuple[list | None, str | None]:
+        """What drives the device, on the main thread: the knobs, the inputs ``ready`` from
+        :meth:`host_inputs`, the warm-up and the timed call. -> (outputs, error)."""
         outs: list[GenOutput] | None = None
         err = None
         t0, warm0 = time.perf_counter(), self.warmup.seconds
         try:
             self.apply(knobs)
-            self.prepare_inputs(knobs, batch)
+            self._adopt(batch, ready)
             self.warm(knobs, batch, max_new)
             outs = list(self.backend.generate([it.request for it in batch], max_new, knobs.tier))
             if len(outs) != len(batch):
@@ -268,15 +300,20 @@ class Runner:
             self._current_knobs = None  # the model state is unknown: re-apply next time
         self.timing["generate_s"] += time.perf_counter() - t0 - (self.warmup.seconds - warm0)
         self.timing["batches"] += 1
+        if err is None and outs and outs[0].timings is not None:
+            t = outs[0].timings
+            self.timing["model_ms"] += float(t.prefill_ms) + float(t.decode_ms)
+        return outs, err
+
+    def _record_batch(self, record, knobs: Knobs, batch: list[_Item], batch_id: int, outs, err) -> None:
+        """Postprocessing, scores, estimates and the sample lines of one generated batch (on the
+        host worker while the next batch runs)."""
         if err is not None or outs is None:
             for it in batch:
                 it.error = err
                 record.append(self._line(it, None, None, batch_id, len(batch)))
             self.reporter.advance(len(batch), str(knobs))
             return
-        t = outs[0].timings
-        if t is not None:
-            self.timing["model_ms"] += float(t.prefill_ms) + float(t.decode_ms)
         predictions = []
         for it, out in zip(batch, outs):
             try:
@@ -443,18 +480,19 @@ def execute(*, backend, task, metric, data, record, policy, fixed_knobs: Knobs |
             max_new_tokens: int | None = None, latency_budget_ms: float | None = None, seed: int = 0,
             reporter: Reporter | None = None, extra_timing: dict | None = None, placement=None,
             rank: int = 0, batch1_estimator=None, check_batch1: int = 0, refit_command: str | None = None,
-            subset_seed: int | None = None) -> tuple[dict, list[dict]]:
+            subset_seed: int | None = None, overlap: bool = False) -> tuple[dict, list[dict]]:
     """Run the unfinished samples of ``data`` into ``record`` and write ``summary.json``. ``placement``
     (:mod:`harness.sharding`) says where the samples run: all here (the default), or this rank's share
     of a torchrun job, whose summary rank 0 writes. ``batch1_estimator`` gives each line its
-    ``estimated_batch1``; ``check_batch1`` samples are then measured alone (:mod:`harness.batch1_check`)."""
+    ``estimated_batch1``; ``check_batch1`` samples are then measured alone (:mod:`harness.batch1_check`).
+    ``overlap``: host work on a worker thread beside the device's (:mod:`harness.host_overlap`)."""
     from harness.batch1_check import miss_note, run_check
     from harness.policies import describe_policy
     from harness.run_setup import task_max_new_tokens
     from harness.summary import build_summary, finalize
 
     opts = RunOptions(batch_size=batch_size, style=style, max_new_tokens=max_new_tokens or task_max_new_tokens(task, style),
-                      latency_budget_ms=latency_budget_ms, seed=seed, rank=rank)
+                      latency_budget_ms=latency_budget_ms, seed=seed, rank=rank, overlap=overlap)
     runner = Runner(backend, task, metric, policy, estimator, opts, reporter, estimator_note=estimator_note,
                     placement=placement, batch1_estimator=batch1_estimator)
     placement = runner.placement

@@ -143,7 +143,22 @@ class Backend:
         if (last is not None and last[0] == tier and len(last[1]) == len(requests)
                 and all(a is b for a, b in zip(last[1], requests))):
             return last[2]
-        out = self._prepare(list(requests), tier)
+        return self.adopt(requests, tier, self._prepare(list(requests), tier))
+
+    def prepare_detached(self, requests: list[GenRequest], tier: str | None) -> tuple[PreparedBatch, list[int], list[int]]:
+        """:meth:`_prepare` without touching the batch this backend holds: what
+        :mod:`harness.host_overlap`'s worker thread runs for the next batch (on a CUDA stream of its
+        own) while the current batch runs; the main thread then hands it over with :meth:`adopt`."""
+        return self._prepare(list(requests), tier)
+
+    def adopt(self, requests: list[GenRequest], tier: str | None, out: tuple) -> tuple:
+        """Make ``out`` (from :meth:`prepare_detached`) the prepared inputs of ``requests`` at ``tier``,
+        so the warm-up and the timed call reuse them. Device tensors made on another stream are marked
+        as used on this thread's stream (the allocator then never hands their memory back early)."""
+        batch = out[0]
+        for t in (batch.input_ids, batch.attention_mask, *batch.extras.values()):
+            if isinstance(t, torch.Tensor) and t.is_cuda:
+                t.record_stream(torch.cuda.current_stream(t.device))
         self._last_prepared = (tier, tuple(requests), out)
         return out
 

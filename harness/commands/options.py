@@ -22,6 +22,9 @@ _SHARED = (
                                               help="In a batched run, measure this many samples again alone (batch 1) as "
                                                    "evidence for estimated_batch1, shared out over the run directories "
                                                    "(default: 64 on CUDA when --batch-size > 1, else 0).")),
+    ("host_overlap", ("--host-overlap",), dict(type=click.Choice(("auto", "on", "off")), default="auto", show_default=True,
+                                               help="Prepare the next batch and record the last one on a worker thread "
+                                                    "while the device runs (auto: on CUDA only; docs/latency.md).")),
     ("importance", ("--importance",), dict(type=str, help="Block importance JSON (which blocks survive when num_blocks < N).")),
     ("estimator", ("--estimator",), dict(help="builtin (default), none, a fit .json, or module:attr[@checkpoint].")),
     ("output", None, None),  # each command's own --output goes here

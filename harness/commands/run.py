@@ -37,7 +37,7 @@ from harness.option_files import config_option
 @click.option("--knob-space", help="Candidate configurations: a name in configs/knob_spaces or a TOML path.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary JSON to stdout (a list when several tasks).")
-def command(tasks, knobs, tier, model, data, limit, batch_size, check_batch1, importance, estimator, output, device, dtype, seed, subset_seed,
+def command(tasks, knobs, tier, model, data, limit, batch_size, check_batch1, host_overlap, importance, estimator, output, device, dtype, seed, subset_seed,
             style, max_new_tokens, max_failed, include_path, engine, experts_impl, model_config, trust_remote_code, dist_timeout,
             policy, policy_args, latency_budget_ms,
             accuracy_table, knob_space, quiet, as_json):
@@ -63,7 +63,7 @@ def command(tasks, knobs, tier, model, data, limit, batch_size, check_batch1, im
                           seed=seed, subset_seed=subset_seed, style=style, max_new_tokens=max_new_tokens,
                           experts_impl=experts_impl,
                           include_path=include_path, quiet=quiet, engine=engine,
-                          trust_remote_code=trust_remote_code, model_config=model_config, dist_timeout=dist_timeout, check_batch1=check_batch1,
+                          trust_remote_code=trust_remote_code, model_config=model_config, dist_timeout=dist_timeout, check_batch1=check_batch1, host_overlap=host_overlap,
                           reporter=lambda: RichReporter(quiet=quiet))
     if not main:
         return

@@ -27,7 +27,7 @@ from harness.errors import HarnessError
 )
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan (done / to run) without loading the model.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or table.")
-def command(grid_spec, tasks, model, data, limit, batch_size, check_batch1, importance, estimator, output, device, dtype, seed, subset_seed,
+def command(grid_spec, tasks, model, data, limit, batch_size, check_batch1, host_overlap, importance, estimator, output, device, dtype, seed, subset_seed,
             style, max_new_tokens, max_failed, include_path, engine, experts_impl, model_config, trust_remote_code, dist_timeout,
             dry_run, quiet):
     """Run every configuration of a knob grid on every task, loading the model once.
@@ -56,7 +56,7 @@ def command(grid_spec, tasks, model, data, limit, batch_size, check_batch1, impo
                       estimator=estimator, device=device, dtype=dtype, seed=seed, subset_seed=subset_seed, style=style,
                       max_new_tokens=max_new_tokens, experts_impl=experts_impl, include_path=include_path, quiet=quiet,
                       engine=engine, trust_remote_code=trust_remote_code, model_config=model_config,
-                      dist_timeout=dist_timeout, check_batch1=check_batch1)
+                      dist_timeout=dist_timeout, check_batch1=check_batch1, host_overlap=host_overlap)
     configs = sweep.validate_configs(grid.configs, ctx.info, grid.source)
     by_name = {t.name: t for t in ctx.tasks}
     units = [api.Unit(task=by_name[item.task], folder=item.folder, knobs=item.knobs)
