@@ -1,5 +1,7 @@
 """Shared by the benchmark scripts: the repo on ``sys.path``, models by spec (``tiny:<family>``
-included), device/dtype resolution, and writing a report as ``<stem>.json`` + ``<stem>.md``."""
+included), device/dtype resolution, writing a report as ``<stem>.json`` + ``<stem>.md``, the
+measured copy bandwidth, and the bytes a decode step reads (the decode floor of every GPU
+benchmark: :func:`decode_step_bytes` / :func:`copy_bandwidth`)."""
 
 from __future__ import annotations
 
@@ -77,6 +79,32 @@ def copy_bandwidth(device="cuda") -> float | None:
     bw = 10 * 2 * x.numel() * 2 / (s.elapsed_time(e) / 1e3)
     del x, y
     return bw
+
+
+def decode_step_bytes(shape, blocks: int, top_k: int, dtype_bytes: int = 2) -> int:
+    """Weight bytes one batch-1 decode step reads at knobs ``blocks,top_k`` on a MolmoE-shaped model
+    (``shape``: a ``harness.backends.random_molmoe.Shape``): each active block's attention (q, k, v,
+    output), its four norms (q, k, input, post-attention), its router and ``top_k`` experts (block 0
+    at the model's own ``shape.top_k``); then the final norm, the LM head, and one row of the input
+    embedding (the step looks up one token; the table is never read whole). The KV cache is left out."""
+    h = shape.hidden
+    block = 4 * h * h + 4 * h + h * shape.experts
+    expert = 3 * h * shape.expert_hidden
+    blocks = max(1, int(blocks))
+    params = blocks * block + (shape.top_k + (blocks - 1) * int(top_k)) * expert + h + shape.vocab * h + h
+    return dtype_bytes * params
+
+
+def decode_floor_ms(shape, blocks: int, top_k: int, bandwidth: float) -> float:
+    """The decode floor in ms per token: :func:`decode_step_bytes` over ``bandwidth`` (bytes/s)."""
+    return decode_step_bytes(shape, blocks, top_k) / bandwidth * 1e3
+
+
+def bytes_ratio(shape, knobs: str, base: str) -> float:
+    """:func:`decode_step_bytes` at ``knobs`` over that at ``base`` (``"blocks,top_k"`` each): what
+    a measured ratio of their decode times would be at the floor."""
+    a, b = (tuple(int(x) for x in k.split(",")[:2]) for k in (knobs, base))
+    return decode_step_bytes(shape, *a) / decode_step_bytes(shape, *b)
 
 
 def cuda_median_ms(fn, reps: int = 30, warm: int = 0) -> float:

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from harness.backends import random_molmoe as rm  # noqa: E402
 from harness.backends.modelconfig import find_config, load_settings  # noqa: E402
 from harness.types import GenRequest  # noqa: E402
-from _common import copy_bandwidth, cuda_median_ms  # noqa: E402
+from _common import bytes_ratio, copy_bandwidth, cuda_median_ms, decode_floor_ms  # noqa: E402
 
 CONFIGS = ("16,8", "16,6", "16,4", "16,2", "14,6", "12,8", "12,4", "12,2")
 # importance order used by the earlier GPU probes (shared/baselines): block 0 then 5, 3, 1, 14, ...
@@ -76,16 +76,6 @@ def vision_ms(backend, image):
     for _ in range(2):
         out = backend.generate([GenRequest("describe", image=image)], 1, tier="high")[0]
     return out.timings.vision_ms, out.timings.projector_ms, out.timings.lm_prefill_ms, out.input_tokens
-
-
-def floor_ms(shape: rm.Shape, blocks: int, top_k: int, bandwidth: float) -> float:
-    h = shape.hidden
-    attn = 4 * h * h
-    expert = 3 * h * shape.expert_hidden
-    per = attn + h * shape.experts + expert * top_k
-    first = attn + h * shape.experts + expert * shape.top_k
-    nbytes = 2 * (first + (blocks - 1) * per + 2 * shape.vocab * h)
-    return nbytes / bandwidth * 1e3
 
 
 def prefill_floor_ms(shape: rm.Shape, blocks: int, top_k: int, tokens: int, bandwidth: float, flops: float) -> float:
@@ -221,7 +211,7 @@ def main(argv=None):
             if replay is not None:
                 row["lm_prefill_graph_ms"] = round(replay, 2)
             if bw and batch == 1:
-                fl = floor_ms(shape, b, k, bw)
+                fl = decode_floor_ms(shape, b, k, bw)
                 pf = prefill_floor_ms(shape, b, k, args.prompt_tokens, bw, rate)
                 row.update(floor_ms_per_token=round(fl, 3), x_floor=round(dec / fl, 2), prefill_floor_ms=round(pf, 2),
                            prefill_x_floor=round(pre / pf, 2))
@@ -253,17 +243,18 @@ def main(argv=None):
     by = {(r["engine"], r["knobs"], r["batch"]): r for r in rows if "decode_ms_per_step" in r}
     for eng in backends:
         a, c = by.get((eng, "12,4", 1)), by.get((eng, "16,8", 1))
-        if a and c and bw:
+        if a and c:
             ratio[eng] = {"measured": round(a["decode_ms_per_step"] / c["decode_ms_per_step"], 3),
-                          "active_bytes": round(floor_ms(shape, 12, 4, bw) / floor_ms(shape, 16, 8, bw), 3)}
+                          "bytes_ratio": round(bytes_ratio(shape, "12,4", "16,8"), 3)}
     env["decode_ratio_12_4_over_16_8"] = ratio
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "knobs_gpu.json").write_text(json.dumps({"env": env, "rows": rows, "agreement": agree}, indent=1))
     md = [f"# random:molmoe-1b knob latency per engine ({env['device']}, {args.dtype}, torch {env['torch']}, transformers {env['transformers']})", "",
           f"Prefill = {args.prompt_tokens}-token text prompt; decode = mean ms per step over {args.decode_tokens} tokens after a "
-          f"{args.decode_prompt_tokens}-token prompt; harness backend + decode loop, CUDA events, after the backend's warm-up. Floor = active weight bytes "
-          f"per token / measured copy bandwidth ({env['copy_bandwidth_TBps']} TB/s); prefill floor = max(all weights once / "
+          f"{args.decode_prompt_tokens}-token prompt; harness backend + decode loop, CUDA events, after the backend's warm-up. Floor = bytes a decode step "
+          "reads (the active blocks' attention, norms, router and top_k experts, block 0 at its own top_k; the final norm, "
+          f"the LM head and one embedding row, not the table) / measured copy bandwidth ({env['copy_bandwidth_TBps']} TB/s); prefill floor = max(all weights once / "
           f"bandwidth, FLOPs / measured bf16 matmul rate {env['bf16_matmul_TFLOPs']} TFLOP/s).", "",
           f"Fast engine first call (compilation + graph capture, 120-token prompt): {env.get('fast_first_call_s')} s.", "",
           f"Engine settings: {json.dumps(env.get('fast_engine_settings'))}; LM prompt graph = GPU time of the language "
@@ -275,7 +266,8 @@ def main(argv=None):
                   f"{r.get('prefill_floor_ms', '')} | "
                   f"{r.get('prefill_x_floor', '')} | {r.get('decode_ms_per_step', '')} | {r.get('floor_ms_per_token', '')} | "
                   f"{r.get('x_floor', '')} | {r.get('error', '')} |")
-    md += ["", f"decode(12,4)/decode(16,8): {json.dumps(ratio)}", "",
+    md += ["", "decode(12,4)/decode(16,8): " + "; ".join(f"{e} {r['measured']} (bytes ratio {r['bytes_ratio']})"
+                                                         for e, r in ratio.items()), "",
            "Tier high (13 crops, image + prompt): " + json.dumps({e: env.get(f"{e}_tier_high") for e in backends}), "",
            "Fast vs eager greedy tokens (same weights, bf16): " + json.dumps(agree)]
     (out / "knobs_gpu.md").write_text("\n".join(md) + "\n")

@@ -38,8 +38,8 @@ from harness.backends import random_molmoe as rm  # noqa: E402
 from harness.backends.modelconfig import find_config, load_settings  # noqa: E402
 from harness.backends.molmoe import MolmoeBackend, info_from_dict  # noqa: E402
 from harness.types import GenRequest  # noqa: E402
-from _common import copy_bandwidth, write_report  # noqa: E402
-from knobs_gpu import IMPORTANCE, floor_ms  # noqa: E402
+from _common import bytes_ratio, copy_bandwidth, decode_floor_ms, write_report  # noqa: E402
+from knobs_gpu import IMPORTANCE  # noqa: E402
 
 CONFIGS = ("16,8", "14,6", "12,4")
 
@@ -180,7 +180,7 @@ def main(argv=None):
                 pre, dec = measure(b, long_text, short_text, args.decode_tokens, args.reps)
                 row = {"engine": name, "knobs": cfg, "prefill_ms": pre, "decode_ms_per_token": dec}
                 if bw:
-                    fl = floor_ms(rm.MOLMOE_1B, nb, k, bw)
+                    fl = decode_floor_ms(rm.MOLMOE_1B, nb, k, bw)
                     row.update(floor_ms=round(fl, 3), x_floor=round(dec / fl, 2))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -209,10 +209,16 @@ def main(argv=None):
     env["total_s"] = round(time.time() - t0, 1)
     md = [f"# MolmoE-1B remote code, random weights: fast against eager engine ({env['device']}, {args.dtype})", "",
           f"Batch 1; prefill of a {args.prompt_tokens}-token text prompt, decode ms/token over {args.decode_tokens} tokens "
-          f"after a 120-token prompt (median of {args.reps}); floor = active weight bytes / copy bandwidth. Processor: "
+          f"after a 120-token prompt (median of {args.reps}); floor = bytes a decode step reads (the active blocks' attention, "
+          "norms, router and top_k experts, block 0 at its own top_k; the final norm, the LM head and one embedding row, not "
+          f"the table) / copy bandwidth ({env['copy_bandwidth_TBps']} TB/s). Processor: "
           f"{env['processor']}.", "", "| engine | knobs | prefill ms | decode ms/token | floor ms | x floor |", "|---|---|---|---|---|---|"]
     md += [f"| {r['engine']} | {r['knobs']} | {r['prefill_ms']} | {r['decode_ms_per_token']} | {r.get('floor_ms', '')} | "
            f"{r.get('x_floor', '')} |" for r in rows]
+    by = {(r["engine"], r["knobs"]): r["decode_ms_per_token"] for r in rows}
+    ratios = [f"{e} {by[(e, '12,4')] / by[(e, '16,8')]:.3f}" for e in backends if (e, "12,4") in by and (e, "16,8") in by]
+    if ratios:
+        md += ["", f"decode(12,4)/decode(16,8): {', '.join(ratios)} (MolmoE-1B bytes ratio {bytes_ratio(rm.MOLMOE_1B, '12,4', '16,8'):.3f})"]
     md += ["", "| engine | first call s | image (tier medium): vision ms | projector ms | LM prefill ms | input tokens |",
            "|---|---|---|---|---|---|"]
     for name in backends:
