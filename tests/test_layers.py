@@ -17,7 +17,7 @@ LAYERS = [
     ("backends", {"backends"}),
     ("policies", {"policies"}),
     ("records", {"records", "summary", "parts"}),
-    ("runner", {"runner", "run_setup", "distributed", "sharding", "batch1_check"}),
+    ("runner", {"runner", "run_setup", "distributed", "sharding", "batch1_check", "host_overlap"}),
     ("reports", {"reports"}),
     ("orchestration", {"api", "sweep", "progress"}),
     ("commands", {"commands", "cli", "__main__", "harness"}),
