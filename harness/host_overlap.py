@@ -6,9 +6,10 @@ and the timed ``generate`` call.
 
 What a measurement contains does not change:
 
-- the worker's copies run on a CUDA stream of its own, never on the model's stream, and the worker
-  waits for that stream only (:class:`harness.latency.measure.HostClock` with ``stream``); the main
-  thread takes the inputs over once they are complete (:meth:`Backend.adopt`);
+- the worker makes no CUDA call: it builds the inputs in host memory (:meth:`Backend.prepare_detached`)
+  and the main thread copies them to the device between batches (:meth:`Backend.adopt`), so nothing
+  lands on the model's stream while it is measured, and no graph capture (which forbids CUDA calls
+  from other threads) is ever broken;
 - the decode loop keeps one step queued ahead of the GPU (:mod:`harness.decode`): while the worker
   runs, the interpreter's switch interval is shortened (:data:`SWITCH_INTERVAL_S`, far below a
   decode step) so the loop gets the interpreter back before the queued step ends;
@@ -25,8 +26,6 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
-import torch
-
 MODES = ("auto", "on", "off")
 SWITCH_INTERVAL_S = 0.0001  # while the worker runs: the GIL changes hands within 0.1 ms (default 5 ms)
 
@@ -42,13 +41,11 @@ def enabled(mode: str | None, device) -> bool:
 
 
 class HostWorker:
-    """One worker thread (jobs run in submission order) and, on CUDA, its copy stream. Disabled, a
-    job runs at once on the calling thread, so the same loop serves both."""
+    """One worker thread; jobs run in submission order and make no CUDA call. Disabled, a job runs at
+    once on the calling thread, so the same loop serves both."""
 
-    def __init__(self, device, on: bool):
+    def __init__(self, on: bool):
         self.on = bool(on)
-        dev = torch.device(device) if not isinstance(device, torch.device) else device
-        self.stream = torch.cuda.Stream(dev) if self.on and dev.type == "cuda" and torch.cuda.is_available() else None
         self._pool: ThreadPoolExecutor | None = None
         self._jobs: list[Future] = []
         self._interval: float | None = None
@@ -72,7 +69,7 @@ class HostWorker:
         return False
 
     def submit(self, job: Callable, *args) -> Future:
-        """Run ``job(*args)`` on the worker (on CUDA under its stream), or now when disabled. A job
+        """Run ``job(*args)`` on the worker, or now when disabled. A job
         that raises keeps its exception in the future (see :meth:`raise_failed`)."""
         if self._pool is None:
             fut: Future = Future()
@@ -82,15 +79,9 @@ class HostWorker:
                 fut.set_exception(exc)
             self._jobs.append(fut)
             return fut
-        fut = self._pool.submit(self._in_stream, job, *args)
+        fut = self._pool.submit(job, *args)
         self._jobs.append(fut)
         return fut
-
-    def _in_stream(self, job: Callable, *args):
-        if self.stream is None:
-            return job(*args)
-        with torch.cuda.stream(self.stream):
-            return job(*args)
 
     def raise_failed(self) -> None:
         """Raise the first exception of a finished job (a full disk while writing sample lines);

@@ -207,17 +207,17 @@ class Runner:
         for it in early:
             record.append(self._line(it, None, None, None, None))
             self.reporter.advance(1, "failed")
-        with HostWorker(getattr(self.backend, "device", "cpu"), self.options.overlap) as worker:
-            inputs = worker.submit(self.host_inputs, *plan[0][:2], worker.stream) if plan else None
+        with HostWorker(self.options.overlap) as worker:
+            inputs = worker.submit(self.host_inputs, *plan[0][:2], not worker.on) if plan else None
             for j, (knobs, batch, bid) in enumerate(plan):
                 ready = inputs.result()
                 worker.raise_failed()
                 # the next batch's inputs are made while this one runs (at once when the worker is off)
-                inputs = worker.submit(self.host_inputs, *plan[j + 1][:2], worker.stream) if j + 1 < len(plan) and worker.on else None
+                inputs = worker.submit(self.host_inputs, *plan[j + 1][:2], False) if j + 1 < len(plan) and worker.on else None
                 outs, err = self._generate_batch(knobs, batch, max_new, ready)
                 worker.submit(self._record_batch, record, knobs, batch, bid, outs, err)
                 if inputs is None and j + 1 < len(plan):
-                    inputs = worker.submit(self.host_inputs, *plan[j + 1][:2], worker.stream)
+                    inputs = worker.submit(self.host_inputs, *plan[j + 1][:2], True)
         self.timing["overlap"] = bool(worker.on)
         self.timing["warmup_s"] = self.warmup.seconds
         self.timing["warmup"] = self.warmup.summary()
@@ -245,19 +245,19 @@ class Runner:
         key = key_of(requests, max_new, knobs.tier) if callable(key_of) else (str(knobs), batch_bucket(len(batch)))
         self.warmup.ensure(key, call)
 
-    def host_inputs(self, knobs: Knobs, batch: list[_Item], stream=None):
+    def host_inputs(self, knobs: Knobs, batch: list[_Item], sync: bool = True):
         """The host work a batch needs before its first model kernel (tokenising, image preprocessing
-        at the chosen tier, the copy to the device), timed; each sample carries its share as
-        ``host_ms``. Returns ``(tier, prepared inputs)`` to hand to :meth:`Backend.adopt`, None for a
-        backend without :meth:`prepare_detached`, or the exception that preparing raised (the batch
-        then fails where it is generated). Runs on :mod:`harness.host_overlap`'s worker while the batch
-        before runs, where the clock waits only for the worker's own CUDA ``stream``."""
+        at the chosen tier) into host memory, timed; each sample carries its share as ``host_ms``
+        (:meth:`_adopt` adds the copy to the device). Returns ``(tier, prepared inputs)`` to hand to
+        :meth:`Backend.adopt`, None for a backend without :meth:`prepare_detached`, or the exception
+        that preparing raised (the batch then fails where it is generated). Runs on
+        :mod:`harness.host_overlap`'s worker while the batch before runs (``sync=False``: no CUDA call)."""
         detached = getattr(self.backend, "prepare_detached", None)
         if not callable(detached):
             return None
         try:
             tier = self.backend.resolve_tier(knobs.tier)
-            with HostClock(self._clock.device, stream=stream) as clock:
+            with HostClock(self._clock.device, sync=sync) as clock:
                 out = detached([it.request for it in batch], tier)
         except Exception as exc:  # noqa: BLE001 - reported by the batch that needed these inputs
             return exc
@@ -273,7 +273,10 @@ class Runner:
         if isinstance(ready, BaseException):
             raise ready
         if ready is not None:
-            self.backend.adopt([it.request for it in batch], *ready)
+            with self._clock as clock:  # the copy to the device, on this thread
+                self.backend.adopt([it.request for it in batch], *ready)
+            for it in batch:
+                it.host_ms = (it.host_ms or 0.0) + clock.ms / len(batch)
 
     def apply(self, knobs: Knobs) -> None:
         if knobs != self._current_knobs:

@@ -217,6 +217,28 @@ def test_a_failing_call_is_the_reason_not_a_silent_none(autofit):
     assert est is None and "a call failed (RuntimeError: out of memory)" in note and "harness profile" in note
 
 
+def test_a_call_failing_after_enough_configurations_still_fits(autofit, monkeypatch, tmp_path):
+    """An out-of-memory call at a shape the card cannot hold, once enough configurations are measured:
+    the quick fit is made from those, and its note names the failure."""
+    probe = FakeBackend()
+    est0, _ = resolve(PendingFit(probe.info, "cpu"), probe, probe.info, batch_size=2, quiet=True)
+    warm_calls = est0.meta["warmup"]["calls"]
+    limit = warm_calls + MIN_QUICK_CONFIGS + 2  # the warm-up and a few timed calls go through
+
+    class Breaks(FakeBackend):
+        def generate(self, requests, max_new_tokens, tier=None):
+            if len(self.batches) >= limit:
+                raise RuntimeError("CUDA out of memory")
+            return super().generate(requests, max_new_tokens, tier)
+
+    backend = Breaks()
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "second"))  # the probe's fit is not found
+    est, note = resolve(PendingFit(backend.info, "cpu"), backend, backend.info, batch_size=2, quiet=True)
+    assert est is not None and est.meta["quick_fit"]["failed_call"] == "RuntimeError: CUDA out of memory"
+    assert est.meta["quick_fit"]["configs"] >= MIN_QUICK_CONFIGS
+    assert "stopped at a call that failed (RuntimeError: CUDA out of memory)" in note
+
+
 def test_the_quick_fit_resumes_its_measurement_log(monkeypatch):
     backend = Compiling(compile_s=0.0, call_s=0.02)
     key = backend_key(backend, backend.info)

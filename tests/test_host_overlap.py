@@ -135,11 +135,11 @@ def test_a_write_failure_on_the_worker_stops_the_run(tmp_path, monkeypatch):
 def test_worker_shortens_and_restores_the_switch_interval():
     before = sys.getswitchinterval()
     seen = []
-    with HostWorker("cpu", True) as worker:
+    with HostWorker(True) as worker:
         worker.submit(lambda: seen.append((threading.current_thread().name, sys.getswitchinterval()))).result()
     assert seen[0][0].startswith("harness-host") and seen[0][1] <= SWITCH_INTERVAL_S
     assert sys.getswitchinterval() == before
-    with HostWorker("cpu", False) as worker:  # off: jobs run at once, here
+    with HostWorker(False) as worker:  # off: jobs run at once, here
         assert worker.submit(lambda: threading.current_thread().name).result() == threading.main_thread().name
 
 

@@ -127,8 +127,8 @@ class Backend:
         return tier
 
     # -- generation ---------------------------------------------------------------------------
-    def _prepare(self, requests: list[GenRequest], tier: str | None) -> tuple[PreparedBatch, list[int], list[int]]:
-        """-> (batch, text token counts, vision token counts)."""
+    def _prepare(self, requests: list[GenRequest], tier: str | None, device=None) -> tuple[PreparedBatch, list[int], list[int]]:
+        """-> (batch on ``device``, default this backend's; text token counts, vision token counts)."""
         raise NotImplementedError
 
     def count_tokens(self, request: GenRequest, tier: str | None = None) -> tuple[int, int]:
@@ -146,19 +146,21 @@ class Backend:
         return self.adopt(requests, tier, self._prepare(list(requests), tier))
 
     def prepare_detached(self, requests: list[GenRequest], tier: str | None) -> tuple[PreparedBatch, list[int], list[int]]:
-        """:meth:`_prepare` without touching the batch this backend holds: what
-        :mod:`harness.host_overlap`'s worker thread runs for the next batch (on a CUDA stream of its
-        own) while the current batch runs; the main thread then hands it over with :meth:`adopt`."""
-        return self._prepare(list(requests), tier)
+        """:meth:`_prepare` on the host only (tensors in CPU memory, no CUDA call), without touching
+        the batch this backend holds: what :mod:`harness.host_overlap`'s worker thread runs for the
+        next batch while the current one runs (a CUDA call from another thread would break a graph
+        capture in progress); the main thread then hands it over with :meth:`adopt`."""
+        return self._prepare(list(requests), tier, device=torch.device("cpu"))
 
     def adopt(self, requests: list[GenRequest], tier: str | None, out: tuple) -> tuple:
-        """Make ``out`` (from :meth:`prepare_detached`) the prepared inputs of ``requests`` at ``tier``,
-        so the warm-up and the timed call reuse them. Device tensors made on another stream are marked
-        as used on this thread's stream (the allocator then never hands their memory back early)."""
+        """Make ``out`` (from :meth:`prepare_detached`, or already on the device) the prepared inputs
+        of ``requests`` at ``tier``, copied to this backend's device, so the warm-up and the timed call
+        reuse them."""
         batch = out[0]
-        for t in (batch.input_ids, batch.attention_mask, *batch.extras.values()):
-            if isinstance(t, torch.Tensor) and t.is_cuda:
-                t.record_stream(torch.cuda.current_stream(t.device))
+        if batch.input_ids.device != self.device:
+            move = lambda t: t.to(self.device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+            batch = PreparedBatch(move(batch.input_ids), move(batch.attention_mask), {k: move(v) for k, v in batch.extras.items()})
+            out = (batch, *out[1:])
         self._last_prepared = (tier, tuple(requests), out)
         return out
 

@@ -252,7 +252,8 @@ class HFBackend(Backend):
         ids, nv = self._ids(request, self.resolve_tier(tier))
         return len(ids) - nv, nv
 
-    def _prepare(self, requests, tier):
+    def _prepare(self, requests, tier, device=None):
+        device = self.device if device is None else device
         seqs, n_text, n_vis, images = [], [], [], []
         for r in requests:
             ids, nv = self._ids(r, tier)
@@ -261,12 +262,12 @@ class HFBackend(Backend):
             n_vis.append(nv)
             if nv:
                 images.append(r.image)
-        ids, mask = left_pad(seqs, self.pad_token_id, self.device)
+        ids, mask = left_pad(seqs, self.pad_token_id, device)
         extras: dict[str, Any] = {}
         if images:
             size = self.settings.tier(tier).image_size
             pixels = self.images.pixel_values(images, size) if self.images is not None else preprocess_batch(images, size)
-            extras["pixel_values"] = pixels.to(self.device, self.dtype)
+            extras["pixel_values"] = pixels.to(device, self.dtype)
         return PreparedBatch(ids, mask, extras), n_text, n_vis
 
 

@@ -218,7 +218,8 @@ class MolmoeBackend(Backend):
         ids, _, nv = self._process(request, self.resolve_tier(tier))
         return int(ids.numel()) - nv, nv
 
-    def _prepare(self, requests, tier):
+    def _prepare(self, requests, tier, device=None):
+        device = self.device if device is None else device
         items = [self._process(r, tier) for r in requests]
         width = max(int(ids.numel()) for ids, _, _ in items)
         bsz = len(items)
@@ -246,9 +247,9 @@ class MolmoeBackend(Backend):
                 ii = _as_tensor(out["image_input_idx"], torch.long)
                 idx[i, : ii.shape[0]] = torch.where(ii >= 0, ii + pad, ii)
         if with_img:
-            extras = {"images": images.to(self.device), "image_masks": masks.to(self.device), "image_input_idx": idx.to(self.device)}
+            extras = {"images": images.to(device), "image_masks": masks.to(device), "image_input_idx": idx.to(device)}
         n_text = [int(ids.numel()) - nv for ids, _, nv in items]
-        return PreparedBatch(input_ids.to(self.device), mask.to(self.device), extras), n_text, [nv for _, _, nv in items]
+        return PreparedBatch(input_ids.to(device), mask.to(device), extras), n_text, [nv for _, _, nv in items]
 
 
 TRUST_MESSAGE = ("{spec} runs the Python files shipped with that checkpoint (its remote code: model, config and "

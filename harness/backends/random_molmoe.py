@@ -169,7 +169,8 @@ class RandomMolmoeBackend(Backend):
         ids = build_input_ids(self.tokenizer, request.prompt, nv, self.vision.image_token_id, self.settings.prompt_template)
         return len(ids) - nv, nv
 
-    def _prepare(self, requests, tier):
+    def _prepare(self, requests, tier, device=None):
+        device = self.device if device is None else device
         seqs, n_text, n_vis, crops = [], [], [], []
         for r in requests:
             nv = self._n_vision(r, tier)
@@ -180,8 +181,8 @@ class RandomMolmoeBackend(Backend):
             if nv:
                 view = preprocess(r.image, self.vision.shape.image_size)
                 crops.extend([view] * (self.settings.tier(tier).max_crops + 1))
-        ids, mask = left_pad(seqs, self.pad_token_id, self.device)
-        extras = {"pixel_values": torch.stack(crops).to(self.device, self.dtype)} if crops else {}
+        ids, mask = left_pad(seqs, self.pad_token_id, device)
+        extras = {"pixel_values": torch.stack(crops).to(device, self.dtype)} if crops else {}
         return PreparedBatch(ids, mask, extras), n_text, n_vis
 
 

@@ -105,6 +105,7 @@ class QuickFit:
     slowest: float  # the dearest timed call of this run, seconds
     log_path: Path | None  # where the measurements are kept (None: not written)
     reason: str | None = None  # why no fit (None when fitted)
+    failed_call: str | None = None  # a call that failed after enough configurations were measured (fitted without it)
 
     def line(self, what: str) -> str:
         """One line: what was measured, why it was not enough (the profile command is appended by the caller)."""
@@ -210,8 +211,12 @@ def quick_fit(backend, info, key: FitKey, batch_size: int = 1, seed: int = 0, bu
     out = QuickFit(None, n_cfg, len(ms), resumed, needed, n_grid, batch_size, budget, clock_s, warm_s, slowest,
                    getattr(log, "path", None))
     if failure is not None:
-        out.reason = f"a call failed ({type(failure).__name__}: {_one_line(failure)})"
-        return out
+        _release_device_memory(backend)  # an out-of-memory call leaves the cache full for the run
+        if n_cfg < needed:
+            out.reason = f"a call failed ({type(failure).__name__}: {_one_line(failure)})"
+            return out
+        # enough measured before the failure (a larger shape than the card holds): fit on those
+        out.failed_call = f"{type(failure).__name__}: {_one_line(failure)}"
     if n_cfg < needed:
         cost = (f"the dearest call took {slowest:.2f}s at batch {batch_size}" if slowest > 0
                 else "no call could start in it")
@@ -224,9 +229,17 @@ def quick_fit(backend, info, key: FitKey, batch_size: int = 1, seed: int = 0, bu
                          prompt_bucket=prompt_bucket_of(backend))
     res.estimator.meta["quick_fit"] = {"configs": n_cfg, "timed_calls": len(ms), "resumed": resumed,
                                        "seconds": round(clock_s, 2), "warmup_seconds": round(warm_s, 2),
-                                       "budget": budget}
+                                       "budget": budget, "failed_call": out.failed_call}
     out.estimator = res.estimator
     return out
+
+
+def _release_device_memory(backend) -> None:
+    """Give the allocator's cached blocks back after a failed call (CUDA; nothing elsewhere)."""
+    import torch
+
+    if str(getattr(backend, "device", "cpu")).startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _describe_mode(key: FitKey, batch_size: int) -> str:
@@ -261,8 +274,10 @@ def _first_use(backend, info, key: FitKey, batch_size: int, seed: int, quiet: bo
     except OSError as exc:
         saved = f"not saved ({exc.strerror or exc})"
     resumed = f", {qf.resumed} of them resumed from an earlier run" if qf.resumed else ""
+    stopped = (f"; it stopped at a call that failed ({qf.failed_call}), so larger shapes are extrapolated"
+               if qf.failed_call else "")
     note = (f"estimator: quick fit for {what} made on first use from {qf.n_configs} configurations ({qf.n_calls} timed "
-            f"calls{resumed}) in {qf.seconds:.1f}s after {qf.warmup_seconds:.1f}s of compile and warm-up, {saved}; "
+            f"calls{resumed}) in {qf.seconds:.1f}s after {qf.warmup_seconds:.1f}s of compile and warm-up, {saved}{stopped}; "
             f"a full fit: `{cmd}`")
     return qf.estimator, note
 

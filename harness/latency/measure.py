@@ -133,30 +133,23 @@ class HostClock:
     """Wall-clock time of host-side work around the model (a policy's decision, input preparation),
     as ``with clock as c: ...; c.ms``. On CUDA the device is synchronised before and after, so GPU
     work the block queues is counted and no earlier work is. Kept apart from :class:`Timer`, which
-    times the model alone. With ``stream`` (work a worker thread queues on a CUDA stream of its own
-    while the model runs, :mod:`harness.host_overlap`) only that stream is waited for, after the
-    block: the model's work is neither waited for nor counted."""
+    times the model alone. ``sync=False`` for host-only work on another thread
+    (:mod:`harness.host_overlap`): no CUDA call, nothing waited for."""
 
-    def __init__(self, device, stream=None):
-        self.cuda = str(device).startswith("cuda")
+    def __init__(self, device, sync: bool = True):
+        self.cuda = bool(sync) and str(device).startswith("cuda")
         self.device = device
-        self.stream = stream
         self.ms = 0.0
 
-    def _wait(self) -> None:
-        if self.stream is not None:
-            self.stream.synchronize()
-        elif self.cuda:
-            synchronize(self.device)
-
     def __enter__(self):
-        if self.stream is None:
-            self._wait()
+        if self.cuda:
+            synchronize(self.device)
         self._t0 = time.perf_counter_ns()
         return self
 
     def __exit__(self, *exc):
-        self._wait()
+        if self.cuda:
+            synchronize(self.device)
         self.ms = (time.perf_counter_ns() - self._t0) / 1e6
         return False
 
