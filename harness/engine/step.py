@@ -105,8 +105,14 @@ class _Graphs:
                     body()
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                out = body()
+            try:
+                with torch.cuda.graph(graph, pool=self.pool):
+                    out = body()
+            except Exception:
+                # a capture that fails (out of memory inside it) can leave its pool marked as recording,
+                # which fails every later capture into it: the graphs still to come get a new pool
+                self.pool = torch.cuda.graph_pool_handle()
+                raise
             entry = self.graphs[key] = (graph, out)
         return entry
 
