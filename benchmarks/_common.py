@@ -15,6 +15,11 @@ if str(ROOT) not in sys.path:
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 
+
+def pct(x, digits=1, sign="") -> str:
+    """A share as a percentage for a report table; "-" for None."""
+    return "-" if x is None else f"{100 * x:{sign}.{digits}f}%"
+
 _TINY = {}
 
 

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import pct as _pct  # noqa: E402
 
 
 def run_one(args, mode: str, folder: Path) -> dict:
@@ -64,10 +66,6 @@ def paired(a: dict, b: dict) -> dict:
     return {"n": len(ids), "mean_ratio": round(float(r.mean()), 4), "median_abs_diff": round(float(np.median(np.abs(r - 1))), 4),
             "p90_abs_diff": round(float(np.quantile(np.abs(r - 1), 0.9)), 4),
             "same_predictions": sum(a["predictions"].get(i) == b["predictions"].get(i) for i in ids)}
-
-
-def _pct(x, digits=1, sign=""):
-    return "-" if x is None else f"{100 * x:{sign}.{digits}f}%"
 
 
 def main(argv=None):

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import pct as _pct  # noqa: E402
 
 
 def run_one(args, engine: str, batch: int, folder: Path) -> dict:
@@ -102,10 +104,6 @@ def latency_account(folder: Path, wall: float, batch: int) -> dict:
             "overhead_share": round(max(loop - model_ms / 1000, 0) / loop, 4) if loop else None,
             "first_sample_ms": first[0] if first else None,
             "rest_median_ms": float(np.median(rest)) if rest else None, "estimator_notes": notes[:3]}
-
-
-def _pct(x, digits=1, sign=""):
-    return "-" if x is None else f"{100 * x:{sign}.{digits}f}%"
 
 
 def main(argv=None):
