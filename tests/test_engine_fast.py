@@ -335,6 +335,26 @@ def test_one_set_of_prompt_buffers_serves_every_prompt_shape_of_a_cache(monkeypa
     assert flat["emb"].numel() == 4 * caches[0].width * sm.spec.hidden
 
 
+def test_caches_of_one_row_count_share_storage_and_change_no_token(monkeypatch):
+    """A cache narrower than the widest one made so far for its rows is a view at the start of that
+    one's storage (memory does not add up over widths); a wider one gets its own; tokens stay the
+    eager engine's whatever order the widths come in."""
+    import harness.decode as decode
+
+    monkeypatch.setattr(decode, "STATIC_BUCKET", 8)  # widths of 8-column steps: 3, 12 and 30 new tokens differ
+    eager, fast = _pair("olmoe")
+    reqs = [GenRequest("a longer prompt than the first")]
+    want = {n: eager.generate_ids(reqs, n).tokens for n in (3, 12, 30)}
+    for n in (12, 3, 30, 3, 12):
+        assert fast.generate_ids(reqs, n).tokens == want[n], n
+    caches = sorted(fast.step_model._caches.values(), key=lambda c: c.width)
+    assert len(caches) == 3 and all(c.rows == caches[0].rows for c in caches)
+    ptr = [c.k[0].untyped_storage().data_ptr() for c in caches]
+    assert ptr[0] == ptr[1] != ptr[2]  # 3 tokens came after 12: a view of its storage; 30 needed more
+    for c in caches:
+        assert c.k[0].is_contiguous() and c.k[0].shape[2] == c.width and c.v[-1].shape == c.k[-1].shape
+
+
 def test_which_decode_attention_a_run_uses():
     """Triton's split-KV kernels on CUDA by default; PyTorch's off CUDA, when asked for, and by default
     for a head size Triton's kernels cannot take (asking for them there is a one-line error)."""
