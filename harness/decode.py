@@ -240,6 +240,16 @@ class Decoder:
         return (rows, -(-total // STATIC_BUCKET) * STATIC_BUCKET, batch.batch_size, padded,
                 None if pixels is None else tuple(pixels.shape))
 
+    def reserve(self, batch_size: int, prompt_len: int, max_new_tokens: int) -> None:
+        """Let a static-cache model allocate its cache storage for the largest call to come
+        (``batch_size`` rows, a ``prompt_len``-token prompt, ``max_new_tokens``), at the width
+        :meth:`run` would make it; nothing for a model without ``reserve``."""
+        fn = getattr(self.model, "reserve", None)
+        if not self.static_cache or not callable(fn):
+            return
+        total = int(prompt_len) + max(1, int(max_new_tokens))
+        fn(int(batch_size), -(-total // STATIC_BUCKET) * STATIC_BUCKET)
+
     def fused(self) -> bool:
         """Whether each decode step is the model's ``greedy_step`` (one graph replay on CUDA)."""
         return self.static_cache and hasattr(self.model, "greedy_step") and hasattr(self.model, "loop_state")

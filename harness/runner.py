@@ -207,6 +207,7 @@ class Runner:
         for it in early:
             record.append(self._line(it, None, None, None, None))
             self.reporter.advance(1, "failed")
+        self._reserve(plan, max_new)
         with HostWorker(self.options.overlap) as worker:
             inputs = worker.submit(self.host_inputs, *plan[0][:2], not worker.on) if plan else None
             for j, (knobs, batch, bid) in enumerate(plan):
@@ -221,6 +222,23 @@ class Runner:
         self.timing["overlap"] = bool(worker.on)
         self.timing["warmup_s"] = self.warmup.seconds
         self.timing["warmup"] = self.warmup.summary()
+
+    def _reserve(self, plan: list, max_new: int) -> None:
+        """Let the backend take the device memory of the plan's largest batch (rows x columns) before the first one
+        (:meth:`harness.backends.base.Backend.reserve`); a reservation that fails is left to the
+        batches, which record their own failures."""
+        fn = getattr(self.backend, "reserve", None)
+        if not callable(fn) or not plan:
+            return
+        sizes = [(len(batch), max(self._length(it, knobs) for it in batch)) for knobs, batch, _ in plan if batch]
+        if not sizes:
+            return
+        n, tokens = max(sizes, key=lambda x: x[0] * (x[1] + max_new))  # the batch whose cache is largest
+        try:
+            fn(n, tokens, max_new)
+        except Exception as exc:  # noqa: BLE001 - out of memory: the batches that do not fit fail as before
+            self.reporter.warn(f"could not reserve device memory for the largest batch ({type(exc).__name__}: {exc}); "
+                               "the run goes on")
 
     def select(self, items: list, max_new: int) -> None:
         """Prepare the samples, let the policy choose, fail those that would not fit the context."""

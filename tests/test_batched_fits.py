@@ -186,6 +186,41 @@ def test_the_quick_fit_compiles_and_warms_up_before_its_clock_starts():
     assert qf.estimator.batch_buckets == [2, 4]
 
 
+class Reserving(FakeBackend):
+    """Records the memory reservations it is asked for and the calls that come after them."""
+
+    def __init__(self):
+        super().__init__()
+        self.events = []
+
+    def reserve(self, batch_size, input_tokens, max_new_tokens):
+        self.events.append(("reserve", batch_size, input_tokens, max_new_tokens))
+
+    def generate(self, requests, max_new_tokens, tier=None):
+        tokens = max(sum(self.count_tokens(r, tier or self.knobs.tier)) for r in requests)
+        self.events.append(("call", len(requests), tokens, max_new_tokens))
+        return super().generate(requests, max_new_tokens, tier)
+
+
+def test_a_quick_fit_and_a_run_reserve_their_largest_call_before_the_first():
+    """Before its first call the quick fit asks the backend for the memory of its largest call (rows x
+    (input + new tokens), the largest of every call it makes), so that the engine's caches share one
+    storage; so does a batched run for its plan's largest batch."""
+    backend = Reserving()
+    qf = quick_fit(backend, backend.info, backend_key(backend, backend.info), batch_size=8, budget=30, log_path=None)
+    assert qf.estimator is not None, qf.line("x")
+    ev = backend.events
+    assert ev[0][0] == "reserve" and all(e[0] == "call" for e in ev[1:3])
+    size = lambda e: e[1] * (e[2] + e[3])  # noqa: E731
+    calls = [e for e in ev if e[0] == "call"]
+    assert size(ev[0]) == max(size(e) for e in calls) and ev[0][1] == 8
+    run_backend = Reserving()
+    _evaluate(run_backend, None, 3)
+    first = next(i for i, e in enumerate(run_backend.events) if e[0] == "reserve")
+    calls = [e for e in run_backend.events[first:] if e[0] == "call"]
+    assert calls and run_backend.events[first][1] == 3 and size(run_backend.events[first]) >= max(size(e) for e in calls)
+
+
 def test_a_failed_quick_fit_says_in_one_line_what_it_measured_why_and_the_profile_command(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("HARNESS_AUTOFIT_SECONDS", "0.05")
     backend = Compiling(compile_s=0.0, call_s=0.02)  # at most 3 timed calls fit in 0.05 s

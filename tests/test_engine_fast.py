@@ -335,10 +335,10 @@ def test_one_set_of_prompt_buffers_serves_every_prompt_shape_of_a_cache(monkeypa
     assert flat["emb"].numel() == 4 * caches[0].width * sm.spec.hidden
 
 
-def test_caches_of_one_row_count_share_storage_and_change_no_token(monkeypatch):
-    """A cache narrower than the widest one made so far for its rows is a view at the start of that
-    one's storage (memory does not add up over widths); a wider one gets its own; tokens stay the
-    eager engine's whatever order the widths come in."""
+def test_caches_share_storage_and_change_no_token(monkeypatch):
+    """A cache smaller than the largest one made so far is a view at the start of that one's storage
+    (memory does not add up over widths); a larger one gets its own; tokens stay the eager engine's
+    whatever order the widths come in."""
     import harness.decode as decode
 
     monkeypatch.setattr(decode, "STATIC_BUCKET", 8)  # widths of 8-column steps: 3, 12 and 30 new tokens differ
@@ -469,3 +469,25 @@ def test_a_batch_is_prepared_once_for_its_warm_up_and_timed_calls(engine, monkey
     b.generate_ids(fresh, 5, tier="low")
     b.generate_ids(fresh, 5, tier=b.resolve_tier(None))
     assert len(calls) == 4  # another tier, then back: prepared each time the tier changes
+
+
+def test_a_reservation_gives_every_cache_of_a_run_one_storage(monkeypatch):
+    """After ``reserve`` for the largest call (2 rows, the longer prompt, 30 new tokens), every cache
+    of every row count and width, and the prompt pass's input buffers, are views of the one storage
+    taken then: nothing more is allocated as calls of other shapes come, and the tokens are the eager
+    engine's in every order."""
+    import harness.decode as decode
+
+    monkeypatch.setattr(decode, "STATIC_BUCKET", 8)
+    eager, fast = _pair("olmoe")
+    one, two = [GenRequest("a longer prompt than the first")], [GenRequest("hi"), GenRequest("a longer prompt than the first")]
+    longest = max(sum(fast.count_tokens(r)) for r in two)
+    fast.reserve(2, longest, 30)
+    store = {k: v.untyped_storage().data_ptr() for k, v in fast.step_model._store.items()}
+    assert {"k0", "v0", "emb", "pos", "mask", "cols"} <= set(store)
+    for reqs, n in ((one, 3), (two, 12), (one, 30), (two, 30), (two, 3), (one, 12)):
+        assert fast.generate_ids(reqs, n).tokens == eager.generate_ids(reqs, n).tokens, (len(reqs), n)
+    caches = list(fast.step_model._caches.values())
+    assert len({(c.rows, c.width) for c in caches}) == 6
+    assert {c.k[0].untyped_storage().data_ptr() for c in caches} == {store["k0"]}
+    assert {k: v.untyped_storage().data_ptr() for k, v in fast.step_model._store.items()} == store

@@ -145,6 +145,16 @@ class Backend:
             return last[2]
         return self.adopt(requests, tier, self._prepare(list(requests), tier))
 
+    def reserve(self, batch_size: int, input_tokens: int, max_new_tokens: int) -> None:
+        """Device memory for the largest call a run or a profile will make (``batch_size`` requests of
+        at most ``input_tokens`` input tokens, text and vision, and ``max_new_tokens``), taken before
+        the first call, so that caches of the engine share one storage instead of growing past
+        graphs that hold the old (:meth:`harness.engine.step.FastStepModel.reserve`). A hint: calls
+        larger than it still run."""
+        decoder = getattr(self, "decoder", None)
+        if decoder is not None and callable(getattr(decoder, "reserve", None)):
+            decoder.reserve(batch_size, input_tokens, max_new_tokens)
+
     def prepare_detached(self, requests: list[GenRequest], tier: str | None) -> tuple[PreparedBatch, list[int], list[int]]:
         """:meth:`_prepare` on the host only (tensors in CPU memory, no CUDA call), without touching
         the batch this backend holds: what :mod:`harness.host_overlap`'s worker thread runs for the

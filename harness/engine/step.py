@@ -79,7 +79,7 @@ def decode_attention_kernel(asked: str | None, cuda: bool, head_dim: int) -> str
 
 @dataclass
 class EngineCache:
-    """Static KV cache of every block (one per (batch rows, width), reused; views into storage shared by the widths of one row count)."""
+    """Static KV cache of every block (one per (batch rows, width), reused; views into the storage every cache shares)."""
 
     k: list[torch.Tensor]
     v: list[torch.Tensor]
@@ -236,7 +236,7 @@ class FastStepModel:
             fns = {k: torch.compile(f, backend=compile_backend, dynamic=None) for k, f in fns.items()}
         self._attn, self._prologue, self._head, self._choose = fns["attn"], fns["prologue"], fns["head"], fns["choose"]
         self._caches: dict = {}
-        self._kv_store: dict = {}  # rows -> (columns, K storage per block, V storage per block): see _kv_storage
+        self._store: dict = {}  # name -> flat device storage shared by every cache: see _shared
         self._graphs = _Graphs() if self.cuda_graphs else None
         # the vision encoder and projector: graph-replayed per input shape on CUDA unless
         # HARNESS_ENGINE_VISION_GRAPHS=0
@@ -274,21 +274,45 @@ class FastStepModel:
         cache.length = 0
         return cache
 
+    def _shared(self, name: str, n: int, dtype) -> torch.Tensor:
+        """Flat device storage of at least ``n`` elements under ``name``, shared by every cache (each
+        is a contiguous view at its start): one call at a time uses a cache, so the K/V caches of
+        every row count and width, and the prompt pass's input buffers, take the memory of the
+        largest instead of adding up (at 32 rows MolmoE-1B's cache takes 4.2 MB a column: the
+        caches of a batch-32 quick fit held apart ran an 80 GB card out of memory). A call never
+        reads a column it has not written (the mask), so sharing changes no result. A larger ``n``
+        allocates new storage; caches (and graphs) made before keep theirs: :meth:`reserve` first
+        avoids that."""
+        have = self._store.get(name)
+        if have is None or have.numel() < n:
+            have = self._store[name] = torch.zeros(int(n), dtype=dtype, device=self.device)
+        return have
+
     def _kv_storage(self, rows: int, width: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Flat K and V storage of every block for caches of ``rows`` rows and up to the widest width
-        asked so far: a cache of a narrower width is a contiguous view at its start, so the caches of
-        one row count share memory instead of adding up (at 32 rows MolmoE-1B's cache takes 4.2 MB a
-        column: nine widths of 256 to 2,304 columns held apart took 48 GB, more than an 80 GB card
-        keeps beside the weights and graphs). One call at a time uses a cache, and a call never reads
-        a column it has not written (the mask), so sharing changes no result. A wider width allocates
-        new storage; caches made before keep theirs."""
-        have = self._kv_store.get(rows)
-        if have is None or have[0] < width:
-            s = self.spec
-            n = rows * s.kv_heads * width * s.head_dim
-            mk = lambda: torch.zeros(n, dtype=self.dtype, device=self.device)  # noqa: E731
-            have = self._kv_store[rows] = (width, [mk() for _ in self.w.blocks], [mk() for _ in self.w.blocks])
-        return have[1], have[2]
+        """Flat K and V storage of every block for a cache of ``rows`` x ``width`` (:meth:`_shared`)."""
+        s = self.spec
+        n = rows * s.kv_heads * width * s.head_dim
+        blocks = range(len(self.w.blocks))
+        return ([self._shared(f"k{i}", n, self.dtype) for i in blocks], [self._shared(f"v{i}", n, self.dtype) for i in blocks])
+
+    def _prefill_inputs(self, rows: int, width: int) -> dict:
+        """The prompt pass's input buffers for a cache of ``rows`` x ``width`` (:meth:`_shared`): every
+        prompt graph of every cache reads the same addresses."""
+        hid = self.spec.hidden
+        cols = self._store.get("cols")
+        if cols is None or cols.numel() < width:
+            cols = self._store["cols"] = torch.arange(width, device=self.device)
+        return dict(emb=self._shared("emb", rows * width * hid, self.dtype), pos=self._shared("pos", rows * width, torch.long),
+                    mask=self._shared("mask", rows * width, torch.long), cols=cols[:width],
+                    last=self._shared("last", 1, torch.long)[:1])
+
+    def reserve(self, batch_size: int, width: int) -> None:
+        """Allocate the shared storage for the largest cache a run will ask for (``batch_size`` rows
+        bucketed as :meth:`rows_for`, ``width`` columns) before any cache or graph is made, so that
+        no later cache needs new storage while earlier graphs hold the old."""
+        rows = self.rows_for(batch_size)
+        self._kv_storage(rows, int(width))
+        self._prefill_inputs(rows, int(width))
 
     def padded_length(self, prompt_len: int) -> int:
         """The length a prompt pass runs at (:data:`PROMPT_BUCKET`; the prompt itself without padding)."""
@@ -379,13 +403,8 @@ class FastStepModel:
         n, t, hid = emb.shape
         length = min(self.padded_length(t), cache.width)
         flat = cache.graph_inputs.get("prefill")
-        if flat is None:  # one set per cache, sized for its rows x width: memory bounded whatever lengths come
-            dev, rows, width = self.device, cache.rows, cache.width
-            flat = cache.graph_inputs["prefill"] = dict(
-                emb=torch.zeros(rows * width * hid, dtype=emb.dtype, device=dev),
-                pos=torch.zeros(rows * width, dtype=torch.long, device=dev),
-                mask=torch.zeros(rows * width, dtype=torch.long, device=dev),
-                cols=torch.arange(width, device=dev), last=torch.zeros((1,), dtype=torch.long, device=dev))
+        if flat is None:  # views of the storage every cache shares, sized for its rows x width at least
+            flat = cache.graph_inputs["prefill"] = self._prefill_inputs(cache.rows, cache.width)
         # contiguous views at the start of the shared buffers: every graph of this cache reads the same addresses
         bufs = dict(emb=flat["emb"][: n * length * hid].view(n, length, hid), pos=flat["pos"][: n * length].view(n, length),
                     mask=flat["mask"][: n * cache.width].view(n, cache.width), cols=flat["cols"][:length], last=flat["last"])

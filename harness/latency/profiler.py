@@ -260,12 +260,26 @@ class Profiler:
         return Measurement(b, k, TIER_INDEX.get(tier, 0), vision, text,
                            float(t.prefill_ms), [float(x) for x in t.decode_step_ms], r, n)
 
+    def reserve(self, jobs: list[tuple]) -> None:
+        """Let the backend take the memory of the largest of ``jobs`` before the first call
+        (:meth:`harness.backends.base.Backend.reserve`: one cache storage for every shape to come)."""
+        fn = getattr(self.backend, "reserve", None)
+        if not callable(fn) or not jobs:
+            return
+        tokens = {}
+        for (_, _, tier, p, _, _, _) in jobs:
+            if (tier, p) not in tokens:
+                tokens[(tier, p)] = sum(self.backend.count_tokens(self.requests(-1, tier, p, 1)[0], tier))
+        _, _, tier, p, n, o, _ = max(jobs, key=lambda j: j[4] * (tokens[(j[2], j[3])] + j[5]))  # the largest cache
+        fn(n, tokens[(tier, p)], o)
+
     def warm_all(self, jobs: list[tuple], skip=(), deadline: float | None = None) -> int:
         """Warm the keys of ``jobs`` (those whose index is not in ``skip``) in job order before any
         job is timed, so compilation and graph capture stay off a clock that bounds the timed calls;
         past ``deadline`` (a ``time.perf_counter()`` value) no further key starts, except the first:
         the one-time compile is paid whatever happens. Returns the keys warmed."""
         warmed = 0
+        self.reserve([job for i, job in enumerate(jobs) if i not in skip])
         with _NoEos(self.backend):
             for i, job in enumerate(jobs):
                 if i in skip:
@@ -282,6 +296,7 @@ class Profiler:
         it. Returns all measurements, the log's included."""
         done = dict(log.done) if log else {}
         total = len(jobs)
+        self.reserve([job for i, job in enumerate(jobs) if i not in done])
         longest = 0.0  # the dearest job so far (warm-up included): the next may cost as much
         with _NoEos(self.backend):
             for i, job in enumerate(jobs):
