@@ -6,7 +6,7 @@ after the batches N of the run's samples are run again alone, at batch 1, under 
 (warm-up per engine key, then one timed call each), and the estimates are compared with those
 single measurements: ``summary.json`` ``batch1_check`` holds ``n``, ``mape_total``,
 ``within_10pct``, ``bias`` and the MAPE of each part; ``batch1_check.jsonl`` holds each checked
-sample's measurement next to its estimate.
+sample's measurement (with its decode steps and the untimed warm-up calls before it) next to its estimate.
 
 The N samples are chosen by the subset seed and spread over the configurations the run used: the
 configurations in order, each one's samples in a seeded hash order, taken round-robin, so the same
@@ -72,17 +72,20 @@ def run_check(runner, record, lines: Sequence[dict], samples: Sequence, n: int, 
         try:
             runner.apply(knobs)
             runner.prepare_inputs(knobs, [item])
-            runner.warm(knobs, [item], max_new)
+            warmed = runner.warm(knobs, [item], max_new)
             out = runner.backend.generate([item.request], max_new, knobs.tier)[0]
         except Exception as exc:  # a sample that fails alone is reported, not fatal
             rows.append({"id": ln["id"], "config": ln["config"], "error": f"{type(exc).__name__}: {exc}"})
             continue
         t = out.timings
         measured = {"prefill_ms": float(t.prefill_ms), "decode_ms": float(t.decode_ms),
-                    "total_ms": float(t.prefill_ms) + float(t.decode_ms)}
+                    "total_ms": float(t.prefill_ms) + float(t.decode_ms),
+                    "decode_step_ms": [round(float(x), 4) for x in (t.decode_step_ms or [])]}
         rows.append({"id": ln["id"], "config": ln["config"], "measured": measured, "estimated_batch1": ln["estimated_batch1"],
                      "output_tokens": out.output_tokens, "batch_output_tokens": ln.get("output_tokens"),
-                     "same_prediction": runner.task.postprocess(out.text) == ln.get("prediction"), "error": None})
+                     "same_prediction": runner.task.postprocess(out.text) == ln.get("prediction"), "error": None,
+                     # the untimed calls before it (None: its engine key was warm already), total ms each
+                     "warmup_ms": None if warmed is None else [round(float(x), 3) for x in warmed.last_ms]})
     atomic_write_text(record.folder / FILE, "".join(dumps_line(r) + "\n" for r in rows))
     ok = [r for r in rows if not r.get("error")]
     block = {"n": len(ok), "n_failed": len(rows) - len(ok), "asked": int(n), "seed": int(seed),

@@ -247,13 +247,14 @@ class Runner:
         for it in (x for x in items if x.error is None and x.knobs is not None):  # the context limit
             it.error = context_error(it.pinput, it.knobs, max_new, self.info)
 
-    def warm(self, knobs: Knobs, batch: list[_Item], max_new: int) -> None:
+    def warm(self, knobs: Knobs, batch: list[_Item], max_new: int):
         """Untimed calls on this very batch before the first measured call of what the engine compiles
         or captures for it (the backend's ``warmup_key``: configurations that share a graph, such as
         every ``top_k`` on the fast engine, share a warm-up), until two agree within 5%
         (:class:`harness.latency.measure.Warmup`): compilation, capture, autotuning and clock ramp-up
         stay out of every sample's latency.
-        A failing call ends the warm-up; the timed call reports the failure."""
+        A failing call ends the warm-up; the timed call reports the failure. Returns the
+        :class:`harness.latency.measure.WarmupResult`, or None when the key was warm already."""
         def call() -> float:
             t = self.backend.generate([it.request for it in batch], max_new, knobs.tier)[0].timings
             return float(t.prefill_ms + t.decode_ms) if t is not None else 0.0
@@ -261,7 +262,7 @@ class Runner:
         requests = [it.request for it in batch]
         key_of = getattr(self.backend, "warmup_key", None)  # what the engine compiles or captures
         key = key_of(requests, max_new, knobs.tier) if callable(key_of) else (str(knobs), batch_bucket(len(batch)))
-        self.warmup.ensure(key, call)
+        return self.warmup.ensure(key, call)
 
     def host_inputs(self, knobs: Knobs, batch: list[_Item], sync: bool = True):
         """The host work a batch needs before its first model kernel (tokenising, image preprocessing

@@ -47,6 +47,10 @@ def test_check_reports_error_against_single_measurements(tmp_path):
     assert set(check) >= {"mape_prefill", "mape_decode", "bias"}
     rows = [json.loads(x) for x in (tmp_path / "exact" / "batch1_check.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(r["measured"]["total_ms"] > 0 and r["same_prediction"] for r in rows)
+    # the audit of each: its decode steps (they add up to its decode time) and its warm-up (none for this backend)
+    for r in rows:
+        assert sum(r["measured"]["decode_step_ms"]) == pytest.approx(r["measured"]["decode_ms"], rel=1e-3, abs=1e-3)
+        assert "warmup_ms" in r and r["warmup_ms"] is None
     again, _ = _run(tmp_path, "exact-again", TrueEstimator(), 6)
     rows2 = [json.loads(x) for x in (tmp_path / "exact-again" / "batch1_check.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows2] == [r["id"] for r in rows]  # same seed, same samples
