@@ -69,6 +69,7 @@ def latency_account(folder: Path, wall: float, batch: int) -> dict:
     """What a user sees of the latency figures: the estimator's per-batch (or per-sample) error
     against the single measurements of this run, the batch-1 check, warm-up and host shares."""
     errs, first, rest, checks, loop, model_ms, warm_s, notes = [], [], [], [], 0.0, 0.0, 0.0, []
+    per_batch = []  # each batch's estimate beside its measurement, to see where an error lies
     for summary in sorted(folder.rglob("summary.json")):
         s = json.loads(summary.read_text())
         t = s.get("timing") or {}
@@ -93,6 +94,13 @@ def latency_account(folder: Path, wall: float, batch: int) -> dict:
                 continue
             seen.add(ln.get("batch_id"))
             errs.append((e["total_ms"] - m["total_ms"]) / m["total_ms"])
+            if batch > 1:
+                mates = [x for x in lines if x.get("batch_id") == ln.get("batch_id")]
+                per_batch.append({"task": s.get("task"), "config": ln.get("config"), "rows": len(mates),
+                                  "input_tokens_max": max(int(x.get("input_tokens") or 0) for x in mates),
+                                  "output_tokens_max": max(int(x.get("output_tokens") or 0) for x in mates),
+                                  "measured": {k: round(float(m[k]), 3) for k in ("prefill_ms", "decode_ms", "total_ms")},
+                                  "estimated": {k: round(float(e[k]), 3) for k in ("prefill_ms", "decode_ms", "total_ms") if e.get(k) is not None}})
     import numpy as np
 
     a = np.abs(np.asarray(errs)) if errs else None
@@ -103,7 +111,8 @@ def latency_account(folder: Path, wall: float, batch: int) -> dict:
             "batch1_check": checks, "warmup_share_of_wall": round(warm_s / wall, 4) if wall else None,
             "overhead_share": round(max(loop - model_ms / 1000, 0) / loop, 4) if loop else None,
             "first_sample_ms": first[0] if first else None,
-            "rest_median_ms": float(np.median(rest)) if rest else None, "estimator_notes": notes[:3]}
+            "rest_median_ms": float(np.median(rest)) if rest else None, "estimator_notes": notes[:3],
+            "per_batch": per_batch}
 
 
 def main(argv=None):
