@@ -15,8 +15,8 @@ waited: for the interpreter lock, for a core, for a cgroup quota), involuntary c
 the cgroup's CPU throttling during the run, and each process thread's CPU time. Each variant also
 repeats ``prepare_detached`` once on the same inputs right after the first call (``repeat``): a fast
 repeat means the first call paid a first touch (image decoding), a slow repeat means the process
-was slow then. Variants: ``off``/``on`` (``--host-overlap``) with the default threads, and ``-omp1``
-/ ``-omp4`` (``OMP_NUM_THREADS``). Prints a table and writes host_in_run.json / .md to $OUT (if set)
+was slow then. Variants: ``off``/``on`` (``--host-overlap``) with the default threads, ``-omp1`` /
+``-omp4`` (``OMP_NUM_THREADS`` at process start) and ``-host1`` / ``-host4`` (``HARNESS_HOST_THREADS``). Prints a table and writes host_in_run.json / .md to $OUT (if set)
 or benchmarks/results/.
 """
 
@@ -32,8 +32,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {"off": ("off", None), "on": ("on", None), "off-omp1": ("off", "1"), "on-omp1": ("on", "1"),
-            "off-omp4": ("off", "4"), "on-omp4": ("on", "4")}
+VARIANTS = {"off": ("off", {}), "on": ("on", {}), "off-omp1": ("off", {"OMP_NUM_THREADS": "1"}),
+            "on-omp1": ("on", {"OMP_NUM_THREADS": "1"}), "off-omp4": ("off", {"OMP_NUM_THREADS": "4"}),
+            "on-omp4": ("on", {"OMP_NUM_THREADS": "4"}), "off-host1": ("off", {"HARNESS_HOST_THREADS": "1"}),
+            "on-host1": ("on", {"HARNESS_HOST_THREADS": "1"}), "on-host4": ("on", {"HARNESS_HOST_THREADS": "4"})}
 
 
 def _throttled() -> dict:
@@ -171,14 +173,12 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, name in enumerate([v.strip() for v in args.variants.split(",") if v.strip()]):
-            mode, omp = VARIANTS[name]
+            mode, extra = VARIANTS[name]
             folder, dump = Path(tmp) / f"run{i}", Path(tmp) / f"run{i}.json"
             cmd = [sys.executable, __file__, "--child", str(dump), "0" if args.no_repeat else "1", "run", "--task", args.task,
                    "--knobs", args.knobs, "--model", args.model, "--device", args.device, "--batch-size", "1",
                    "--host-overlap", mode, "--quiet", "--output", str(folder), "--limit", str(args.limit)]
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            if omp:
-                env["OMP_NUM_THREADS"] = omp
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
             if not dump.exists():
                 print(proc.stderr[-3000:], file=sys.stderr)

@@ -202,9 +202,10 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
     from harness.batch1_check import default_n
 
     ctx.check_batch1 = default_n(dev, batch_size) if check_batch1 is None else int(check_batch1)
-    from harness.host_overlap import enabled as overlap_enabled
+    from harness.host_overlap import enabled as overlap_enabled, host_threads
 
     ctx.overlap = overlap_enabled(host_overlap, dev)
+    ctx.timing["host_threads"] = host_threads(dev)
     ctx.world = distributed.setup(dev, dist_timeout)  # joins the torchrun job, if any (after validation)
     ctx.timing["startup_s"] = time.perf_counter() - t0
     return ctx

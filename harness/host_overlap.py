@@ -22,6 +22,7 @@ time from the measured forward passes.
 
 from __future__ import annotations
 
+import os
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
@@ -38,6 +39,29 @@ def enabled(mode: str | None, device) -> bool:
 
         raise HarnessError(f"unknown host overlap '{mode}'; use one of {', '.join(MODES)}")
     return mode == "on" or (mode == "auto" and str(device).startswith("cuda"))
+
+
+HOST_THREADS_ENV = "HARNESS_HOST_THREADS"
+
+
+def host_threads(device) -> int:
+    """Set and return the torch CPU threads of a run's host work (image preprocessing, copies,
+    scores): ``HARNESS_HOST_THREADS=N`` sets N; unset, torch's own default stays."""
+    import torch
+
+    raw = os.environ.get(HOST_THREADS_ENV, "").strip()
+    if raw:
+        try:
+            n = int(raw)
+            if n < 1:
+                raise ValueError
+        except ValueError:
+            from harness.errors import HarnessError
+
+            raise HarnessError(f"{HOST_THREADS_ENV}='{raw}' is not a positive number of threads; set e.g. 1, or unset it")
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+    return torch.get_num_threads()
 
 
 class HostWorker:

@@ -148,3 +148,25 @@ def test_modes():
     assert enabled("on", "cpu") and not enabled("off", "cuda")
     with pytest.raises(HarnessError, match="use one of auto, on, off"):
         enabled("sometimes", "cpu")
+
+
+def test_host_threads_come_from_the_environment_or_stay_torch_s(monkeypatch):
+    """HARNESS_HOST_THREADS sets the torch CPU threads of a run's host work; unset, torch's default
+    stays; a value that is not a positive number is a one-line error naming the variable."""
+    import torch
+
+    from harness.errors import HarnessError
+    from harness.host_overlap import host_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("HARNESS_HOST_THREADS", raising=False)
+        assert host_threads("cpu") == before
+        monkeypatch.setenv("HARNESS_HOST_THREADS", "1")
+        assert host_threads("cuda") == 1 == torch.get_num_threads()
+        for bad in ("0", "two"):
+            monkeypatch.setenv("HARNESS_HOST_THREADS", bad)
+            with pytest.raises(HarnessError, match=f"HARNESS_HOST_THREADS='{bad}'.*positive number"):
+                host_threads("cuda")
+    finally:
+        torch.set_num_threads(before)
