@@ -45,6 +45,25 @@ def test_random_molmoe_tiny_shape_generates_with_knobs():
     assert b.count_tokens(GenRequest("hi", image=_img()), "low") == (out[0].text_tokens, out[0].vision_tokens)
 
 
+def test_random_molmoe_pixels_are_one_view_per_crop_in_the_model_dtype():
+    """Each image's pixels are its preprocessed view once per crop of the tier (max_crops + 1), in
+    the model's dtype, one contiguous batch tensor: the same as stacking the float32 views and
+    casting, rows of a batch in request order, on the host (prepare_detached) as on the device."""
+    from harness.backends.imaging import preprocess
+
+    settings = load_settings(find_config("random-molmoe-1b"))
+    info = rm.describe("random:molmoe-1b", settings, rm.TINY)
+    b = rm.load(info, settings, "cpu", torch.bfloat16, experts_impl="eager", shape=rm.TINY)
+    imgs = [_img(), _img(25, 50)]
+    reqs = [GenRequest("hi", image=imgs[0]), GenRequest("text only"), GenRequest("again", image=imgs[1])]
+    for tier in ("low", "high"):
+        n = settings.tier(tier).max_crops + 1
+        want = torch.stack([preprocess(im, rm.TINY.image_size) for im in imgs for _ in range(n)]).to(torch.bfloat16)
+        for batch, _, _ in (b._prepare(reqs, tier), b.prepare_detached(reqs, tier)):
+            px = batch.extras["pixel_values"]
+            assert px.dtype == torch.bfloat16 and px.is_contiguous() and torch.equal(px, want), tier
+
+
 def test_random_molmoe_builds_in_target_dtype():
     lm, vision = rm.build(rm.TINY, "cpu", torch.bfloat16)
     assert {p.dtype for p in lm.parameters()} == {torch.bfloat16}
