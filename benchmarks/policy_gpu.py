@@ -84,6 +84,9 @@ def latency_account(folder: Path, wall: float, batch: int) -> dict:
                 checks[-1]["rows"] = [json.loads(x) for x in rows_file.read_text().splitlines() if x.strip()]
         seen = set()
         lines = [json.loads(x) for x in (summary.parent / "samples.jsonl").read_text().splitlines() if x.strip()]
+        by_batch: dict = {}
+        for ln in lines:
+            by_batch.setdefault(ln.get("batch_id"), []).append(ln)
         for i, ln in enumerate(lines):
             m, e = ln.get("measured"), ln.get("estimated")
             if ln.get("error") or not m:
@@ -95,7 +98,7 @@ def latency_account(folder: Path, wall: float, batch: int) -> dict:
             seen.add(ln.get("batch_id"))
             errs.append((e["total_ms"] - m["total_ms"]) / m["total_ms"])
             if batch > 1:
-                mates = [x for x in lines if x.get("batch_id") == ln.get("batch_id")]
+                mates = by_batch[ln.get("batch_id")]
                 per_batch.append({"task": s.get("task"), "config": ln.get("config"), "rows": len(mates),
                                   "input_tokens_max": max(int(x.get("input_tokens") or 0) for x in mates),
                                   "output_tokens_max": max(int(x.get("output_tokens") or 0) for x in mates),

@@ -205,7 +205,7 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
     from harness.host_overlap import enabled as overlap_enabled, host_threads
 
     ctx.overlap = overlap_enabled(host_overlap, dev)
-    ctx.timing["host_threads"] = host_threads(dev)
+    ctx.timing["host_threads"] = host_threads()
     ctx.world = distributed.setup(dev, dist_timeout)  # joins the torchrun job, if any (after validation)
     ctx.timing["startup_s"] = time.perf_counter() - t0
     return ctx

@@ -44,7 +44,7 @@ def enabled(mode: str | None, device) -> bool:
 HOST_THREADS_ENV = "HARNESS_HOST_THREADS"
 
 
-def host_threads(device) -> int:
+def host_threads() -> int:
     """Set and return the torch CPU threads of a run's host work (image preprocessing, copies,
     scores): ``HARNESS_HOST_THREADS=N`` sets N; unset, torch's own default stays."""
     import torch
