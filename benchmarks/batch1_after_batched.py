@@ -65,6 +65,11 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--sequence", default="b1,batched,b1,gc-frozen,gc-off",
+                    help="phases in order: b1 (the samples alone), batched, gc-frozen / gc-off (b1 with the collector "
+                         "frozen / off), reserve (Backend.reserve for the batched call, as a run does before its first "
+                         "batch; untimed)")
+    ap.add_argument("--tag", default="", help="suffix of the results files")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
     import torch
@@ -107,28 +112,43 @@ def main(argv=None):
                     **{k: round(statistics.median(r[k] for r in rows), 3) for k in rows[0]})
 
     singles = [[r] for r in alone]
-    phases = [phase("b1 first", singles), phase(f"batched ({len(together)})", [together, together]),
-              phase("b1 after batched", singles)]
-    gc.freeze()
-    phases.append(phase("b1 gc frozen", singles))
-    gc.disable()
-    try:
-        phases.append(phase("b1 gc off", singles))
-    finally:
-        gc.enable()
-        gc.unfreeze()
+    phases, seen = [], set()
+    for name in [x.strip() for x in args.sequence.split(",") if x.strip()]:
+        if name == "reserve":
+            tokens = max(sum(backend.count_tokens(r, tier)) for r in together)
+            backend.reserve(len(together), tokens, args.max_new_tokens)
+            phases.append(dict(phase=f"reserve ({len(together)} x {tokens} + {args.max_new_tokens})", calls=0, gc={}))
+        elif name == "b1":
+            phases.append(phase("b1 after batched" if "batched" in seen else "b1 first", singles))
+        elif name == "batched":
+            phases.append(phase(f"batched ({len(together)})", [together, together]))
+        elif name == "gc-frozen":
+            gc.freeze()
+            try:
+                phases.append(phase("b1 gc frozen", singles))
+            finally:
+                gc.unfreeze()
+        elif name == "gc-off":
+            gc.disable()
+            try:
+                phases.append(phase("b1 gc off", singles))
+            finally:
+                gc.enable()
+        else:
+            raise SystemExit(f"unknown phase '{name}'; use b1, batched, reserve, gc-frozen or gc-off")
+        seen.add(name)
     device = torch.cuda.get_device_name(0) if dev.startswith("cuda") else "cpu"
-    env = {"device": device, "model": args.model, "task": args.task, "knobs": args.knobs, "tier": tier, "samples": len(alone),
+    env = {"device": device, "model": args.model, "task": args.task, "knobs": args.knobs, "tier": tier, "samples": len(alone), "sequence": args.sequence,
            "batch_size": len(together), "max_new_tokens": args.max_new_tokens, "python": sys.version.split()[0],
            "torch": torch.__version__, "gc_objects": len(gc.get_objects()), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     md = [f"# Batch-1 calls before and after batched ones, one process ({device}, {args.model}, {args.knobs})", "",
-          f"{len(alone)} samples alone, {len(together)} together; medians per call, each shape warmed first; "
+          f"Phases `{args.sequence}`; {len(alone)} samples alone, {len(together)} together; medians per call, each shape warmed first; "
           f"{env['gc_objects']} objects tracked at the end (python {env['python']}, torch {env['torch']}).", "",
           "| phase | calls | prefill ms | decode ms/step | generate ms | host prepare ms | gc (count, ms) per generation |",
           "|---|---|---|---|---|---|---|"]
     md += [f"| {p['phase']} | {p['calls']} | {p['prefill_ms']:.2f} | {p['decode_step_ms']:.3f} | {p['generate_ms']:.1f} | "
-           f"{p['prepare_ms']:.2f} | {p['gc'] or '-'} |" for p in phases]
-    write_report(args.out, "batch1_after_batched", {"env": env, "phases": phases}, "\n".join(md) + "\n")
+           f"{p['prepare_ms']:.2f} | {p['gc'] or '-'} |" if p["calls"] else f"| {p['phase']} | 0 | | | | | |" for p in phases]
+    write_report(args.out, "batch1_after_batched" + (f"_{args.tag}" if args.tag else ""), {"env": env, "phases": phases}, "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the child runs harness from this checkout, installed or not
 VARIANTS = {"off": ("off", {}), "on": ("on", {}), "off-omp1": ("off", {"OMP_NUM_THREADS": "1"}),
             "on-omp1": ("on", {"OMP_NUM_THREADS": "1"}), "off-omp4": ("off", {"OMP_NUM_THREADS": "4"}),
             "on-omp4": ("on", {"OMP_NUM_THREADS": "4"}), "off-host1": ("off", {"HARNESS_HOST_THREADS": "1"}),
