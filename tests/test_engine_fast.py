@@ -491,3 +491,80 @@ def test_a_reservation_gives_every_cache_of_a_run_one_storage(monkeypatch):
     assert len({(c.rows, c.width) for c in caches}) == 6
     assert {c.k[0].untyped_storage().data_ptr() for c in caches} == {store["k0"]}
     assert {k: v.untyped_storage().data_ptr() for k, v in fast.step_model._store.items()} == store
+
+
+_SHAPE_KINDS = r"""
+import torch
+from harness.engine.block import attn_block
+from harness.engine.step import _dynamic, configure_compile, recompile_limit
+from harness.engine.triton_arrive import counters
+from harness.engine.triton_attention import MAX_WIDTH, chunk_for, combine_width, decode_attention
+from harness.engine.weights import LMSpec
+import triton
+
+import sys
+limit = configure_compile("triton") if sys.argv[1] == "engine" else 8
+import torch._dynamo.config as dc
+dc.recompile_limit = limit
+compiles = []
+
+
+def backend(gm, example_inputs):  # counts compilations; the graph runs as traced
+    compiles.append(1)
+    return gm.forward
+
+
+H, KV, D, HID = 4, 4, 16, 64
+spec = LMSpec("olmoe", HID, H, KV, D, 4, 2, 1e-5, "full", False, False, None, 1.0)
+w = (torch.ones(HID), torch.randn((H + 2 * KV) * D, HID), torch.randn(HID, H * D), torch.ones(HID),
+     torch.ones(H * D), torch.ones(KV * D))
+attn = torch.compile(lambda *a, counters=None: attn_block(spec, *a, decode_attention=decode_attention,
+                                                          attention_max_width=MAX_WIDTH, counters=counters),
+                     backend=backend, dynamic=None)
+cnt = counters("cpu", 64)
+widths = range(256, 4608 + 1, 256)
+
+
+def call(rows, t, width):
+    x, parts = torch.randn(rows, t, HID), torch.zeros(rows * t, 2, HID)
+    kc, vc = torch.zeros(rows, KV, width, D), torch.zeros(rows, KV, width, D)
+    cos, sin = torch.ones(rows, 1, t, D), torch.zeros(rows, 1, t, D)
+    bias, cols = torch.zeros(rows, 1, t, width), torch.arange(t)
+    args = (_dynamic(x, 0, 1), _dynamic(parts, 0), _dynamic(kc, 0, 2), _dynamic(vc, 0, 2), _dynamic(cos, 0, 2),
+            _dynamic(sin, 0, 2), _dynamic(bias, 0, 2, 3), _dynamic(cols, 0)) + w
+    try:
+        attn(*args, counters=cnt)
+    except Exception:  # noqa: BLE001 - a decode step's kernel cannot launch without a GPU; it compiled
+        pass
+
+
+# a batched run's order: its batches (3 rows) first, then single rows (a batch of one, a batch-1 fit)
+for rows in (3, 1):
+    for width in widths:
+        call(rows, 64, width)  # prompt pass
+        call(rows, 1, width)  # decode step
+kinds = {(chunk_for(wd), combine_width(triton.cdiv(wd, chunk_for(wd)))) for wd in widths}
+expected = 2 * (len(kinds) + 1)
+print(len(compiles), expected, limit, recompile_limit("triton"))
+"""
+
+
+def test_a_batched_run_compiles_every_shape_kind_of_the_decode_attention():
+    """The split-KV attention's constants (chunk, combine width) follow the cache width, so
+    torch.compile keeps one version of the block step per row kind and per constant set: 14 over
+    the widths 256 to 4,608 at one row and at three. With torch's default limit (8) the versions
+    after the eighth are never compiled (the step then runs op by op) and which ones depends on the
+    order the shapes came in; the engine's limit compiles all of them. Traced on the CPU: the decode
+    kernel cannot launch without a GPU, but it is compiled before."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    out = {}
+    for mode in ("engine", "default"):
+        proc = subprocess.run([sys.executable, "-c", _SHAPE_KINDS, mode], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out[mode] = [int(v) for v in proc.stdout.split()]
+    compiled, expected, limit, engine_limit = out["engine"]
+    assert expected == 14 and compiled == expected and limit == engine_limit >= expected
+    assert out["default"][0] == 8 < expected  # what a batched run got before: six shape kinds left uncompiled

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from harness.decode import LoopState, choose_greedy
+from harness.decode import STATIC_BUCKET, LoopState, choose_greedy
 from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_block, rms_norm, rope_cos_sin
 from harness.engine.moe import KERNELS, parts_format, run_moe
 from harness.errors import HarnessError
@@ -75,6 +75,39 @@ def decode_attention_kernel(asked: str | None, cuda: bool, head_dim: int) -> str
         raise HarnessError(f"the Triton decode attention needs a power-of-two head size and this model's is {head_dim}; "
                            "use HARNESS_ENGINE_ATTN=sdpa or unset it")
     return kernel
+
+
+def recompile_limit(attention: str) -> int:
+    """The versions torch.compile may keep of each of the engine's compiled functions: per row kind
+    (one row or several; torch specialises a size of 1) one prompt pass and one decode step per
+    specialisation of the decode attention's constants over the cache widths the decode loop makes
+    (:func:`harness.engine.triton_attention.specialisations`; one without the Triton attention),
+    doubled for guards this count does not see. torch's default, 8, is fewer than a batched run
+    meets: the function then runs uncompiled for every shape after the eighth (one kernel per
+    operation, captured so into the step's graph) without an error, and which shapes those are
+    depends on the order they came in (tests/test_engine_fast.py traces it on the CPU)."""
+    decode = 1
+    if attention == "triton":
+        from harness.engine.triton_attention import specialisations
+
+        decode = specialisations(STATIC_BUCKET, STATIC_BUCKET)
+    return 2 * 2 * (decode + 1)
+
+
+def configure_compile(attention: str) -> int:
+    """torch.compile's settings for the engine's functions: batch, length and width are separate
+    sizes even when equal (no duck shapes), and the per-function recompile limit at least
+    :func:`recompile_limit` (never lowered); returns the limit in force."""
+    import torch._dynamo.config as dynamo_config
+    import torch.fx.experimental._config as fx_config
+
+    fx_config.use_duck_shape = False
+    need = recompile_limit(attention)
+    if dynamo_config.recompile_limit < need:
+        dynamo_config.recompile_limit = need
+    if dynamo_config.accumulated_recompile_limit < 8 * need:
+        dynamo_config.accumulated_recompile_limit = 8 * need
+    return dynamo_config.recompile_limit
 
 
 @dataclass
@@ -230,9 +263,7 @@ class FastStepModel:
         # bookkeeping (harness.decode.choose_greedy), compiled into the step's graph
         fns = dict(attn=attn, prologue=prologue, head=head, choose=choose_greedy)
         if compile_backend:
-            import torch.fx.experimental._config as fx_config
-
-            fx_config.use_duck_shape = False  # batch, length and width are separate sizes even when equal
+            configure_compile(self.attention)  # every shape kind compiled, none left to run uncompiled
             fns = {k: torch.compile(f, backend=compile_backend, dynamic=None) for k, f in fns.items()}
         self._attn, self._prologue, self._head, self._choose = fns["attn"], fns["prologue"], fns["head"], fns["choose"]
         self._caches: dict = {}

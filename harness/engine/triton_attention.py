@@ -47,6 +47,24 @@ def chunk_for(width: int, min_chunk: int = MIN_CHUNK) -> int:
     return ch
 
 
+def combine_width(chunks: int, max_chunks: int = MAX_CHUNKS) -> int:
+    """The chunk count the combine reads: the next power of two of ``chunks``, at least 2 and at
+    most ``max_chunks`` (a constant of the kernel, so the compiled step is specialised on it)."""
+    return min(max_chunks, max(2, triton.next_power_of_2(chunks)))
+
+
+def specialisations(min_width: int, step: int, max_width: int = MAX_WIDTH) -> int:
+    """How many versions of the compiled step the kernel's constants (chunk, :func:`combine_width`)
+    ask for over the cache widths ``min_width, min_width + step, ... <= max_width``: torch.compile
+    guards on them, so each is one compilation of every function that calls
+    :func:`decode_attention` (eight for caches of 256 to 32,768 columns in steps of 256)."""
+    seen = set()
+    for width in range(int(min_width), int(max_width) + 1, int(step)):
+        chunk = chunk_for(width)
+        seen.add((chunk, combine_width(triton.cdiv(width, chunk))))
+    return len(seen)
+
+
 @triton.jit
 def _attn_chunk(q_ptr, k_ptr, v_ptr, b_ptr, m_ptr, l_ptr, acc_ptr, o_ptr, cnt_ptr, W, S, SCALE: tl.constexpr, GROUP: tl.constexpr,
                 KVH: tl.constexpr, D: tl.constexpr, CH: tl.constexpr, BW: tl.constexpr, MAXS: tl.constexpr):
@@ -101,7 +119,7 @@ def launch(q, kc, vc, bias, scale: float, chunk: int, counters: torch.Tensor, bw
     out = torch.empty_like(q)
     launcher(_attn_chunk)[(bsz * heads, chunks)](q, kc, vc, bias, m, lsum, acc, out, counters, width, chunks, SCALE=scale,
                                                  GROUP=heads // kvh, KVH=kvh, D=d, CH=chunk, BW=min(bw, chunk),
-                                                 MAXS=min(max_chunks, max(2, triton.next_power_of_2(chunks))),
+                                                 MAXS=combine_width(chunks, max_chunks),
                                                  num_warps=warps)
     return out
 
