@@ -31,6 +31,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -94,6 +95,27 @@ def recompile_limit(attention: str) -> int:
     return 2 * 2 * (decode + 1)
 
 
+class _LimitHits(logging.Filter):
+    """Repeats torch's recompile-limit warning as the harness's one line, once per function: torch
+    prints it once among the compile logs and then runs the function uncompiled for every new shape."""
+
+    seen: set = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text.startswith("torch._dynamo hit config."):
+            head = text.splitlines()
+            where = head[1].strip() if len(head) > 1 else "a compiled function"
+            if where not in self.seen:
+                from harness.errors import warn
+
+                self.seen.add(where)
+                warn(f"torch.compile hit its recompile limit ({head[0].split('hit config.')[1]}) for {where.removeprefix('function: ')}: "
+                     "the shapes after it run uncompiled, so latencies measured from here on are not the engine's; "
+                     "please report it with the run's command")
+        return True
+
+
 def configure_compile(attention: str) -> int:
     """torch.compile's settings for the engine's functions: batch, length and width are separate
     sizes even when equal (no duck shapes), and the per-function recompile limit at least
@@ -102,6 +124,9 @@ def configure_compile(attention: str) -> int:
     import torch.fx.experimental._config as fx_config
 
     fx_config.use_duck_shape = False
+    convert = logging.getLogger("torch._dynamo.convert_frame")
+    if not any(isinstance(f, _LimitHits) for f in convert.filters):
+        convert.addFilter(_LimitHits())
     need = recompile_limit(attention)
     if dynamo_config.recompile_limit < need:
         dynamo_config.recompile_limit = need
