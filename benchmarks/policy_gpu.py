@@ -6,7 +6,9 @@ included), the run's own timing breakdown, and samples per second.
     python benchmarks/policy_gpu.py                        # GPU: random:molmoe-1b, 3 tasks x 67 samples
     python benchmarks/policy_gpu.py --model reference --device cpu --limit 2 --batches 1 --engines eager,fast   # dry run
 
-Prints a table and writes policy_gpu.json / .md to $OUT (if set) or benchmarks/results/.
+Prints a table and writes policy_gpu.json / .md (``--tag T``: policy_gpu_T.*) to $OUT (if set) or
+benchmarks/results/; the batched runs' per-batch error by rows in the batch, and the command's
+warnings (a torch recompile limit hit included).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def run_one(args, engine: str, batch: int, folder: Path) -> dict:
                 "error": f"not finished within {args.timeout_s:.0f} s"}
     wall = time.perf_counter() - t0
     row = {"engine": engine, "batch": batch, "wall_s": round(wall, 2), "rc": proc.returncode}
+    # what the command warned about (a recompile limit hit means later shapes ran uncompiled: docs/engine.md)
+    warned = list(dict.fromkeys(ln.strip()[:300] for ln in proc.stderr.splitlines() if ln.startswith("warning:")))
+    row.update(warnings=warned[:10], recompile_limit_hits=proc.stderr.count("hit config.recompile_limit"))
     if proc.returncode != 0:
         row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1][:300] if (proc.stderr or proc.stdout) else "failed"
         print(proc.stderr[-3000:], file=sys.stderr)
@@ -113,9 +118,38 @@ def latency_account(folder: Path, wall: float, batch: int) -> dict:
                 "bias": round(float(np.mean(errs)), 4)},
             "batch1_check": checks, "warmup_share_of_wall": round(warm_s / wall, 4) if wall else None,
             "overhead_share": round(max(loop - model_ms / 1000, 0) / loop, 4) if loop else None,
-            "first_sample_ms": first[0] if first else None,
-            "rest_median_ms": float(np.median(rest)) if rest else None, "estimator_notes": notes[:3],
+            "first_sample_ms": round(first[0], 3) if first else None,
+            "rest_median_ms": round(float(np.median(rest)), 3) if rest else None, "estimator_notes": notes[:3],
             "per_batch": per_batch}
+
+
+ROW_GROUPS = ((1, 1), (2, 2), (3, 4), (5, 8), (9, 16), (17, 32), (33, 64))
+
+
+def by_rows(rows: list[dict]) -> list[str]:
+    """The batched runs' per-batch estimate error by the batch's row count (a batch of one in a
+    batched run is where a slow shape shows first), with the decode part's bias."""
+    out = []
+    for r in rows:
+        pb = r.get("per_batch") or []
+        if not pb:
+            continue
+        out += ["", f"{r['engine']}, batch {r['batch']}: per-batch estimate error by rows in the batch", "",
+                "| rows | batches | MAPE total | bias total | bias decode | measured decode ms (median) |", "|---|---|---|---|---|---|"]
+        for lo, hi in ROW_GROUPS:
+            grp = [b for b in pb if lo <= b["rows"] <= hi and b["measured"]["total_ms"] > 0]
+            if not grp:
+                continue
+            tot = [(b["estimated"]["total_ms"] - b["measured"]["total_ms"]) / b["measured"]["total_ms"] for b in grp
+                   if "total_ms" in b["estimated"]]
+            dec = [(b["estimated"]["decode_ms"] - b["measured"]["decode_ms"]) / b["measured"]["decode_ms"] for b in grp
+                   if "decode_ms" in b["estimated"] and b["measured"]["decode_ms"] > 0]
+            med = sorted(b["measured"]["decode_ms"] for b in grp)[len(grp) // 2]
+            label = str(lo) if lo == hi else f"{lo}-{hi}"
+            mape = sum(abs(x) for x in tot) / len(tot) if tot else None
+            out.append(f"| {label} | {len(grp)} | {_pct(mape)} | {_pct(sum(tot) / len(tot) if tot else None, 1, '+')} | "
+                       f"{_pct(sum(dec) / len(dec) if dec else None, 1, '+')} | {med} |")
+    return out
 
 
 def main(argv=None):
@@ -133,6 +167,7 @@ def main(argv=None):
     ap.add_argument("--check-batch1", type=int, default=None, help="--check-batch1 of the batched runs (default: the harness's)")
     ap.add_argument("--timeout-s", type=float, default=600, help="stop one run after this long (recorded as a lower bound)")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"))
+    ap.add_argument("--tag", default="", help="results file name suffix: policy_gpu_TAG.json / .md")
     args = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -148,7 +183,6 @@ def main(argv=None):
            "knob_space": args.knob_space, "policy": "random", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "policy_gpu.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1))
     md = [f"# Random policy over the `{args.knob_space}` knob space, end to end ({device}, {args.model})", "",
           f"`harness run --task {args.tasks} --policy random --knob-space {args.knob_space} --limit {args.limit} "
           "--batch-size B --engine E --estimator " + args.estimator + "`; wall = the whole command (start, model build, warm-up and "
@@ -171,7 +205,14 @@ def main(argv=None):
                   f"{_pct(e.get('within_10pct'), 0)} | {_pct(e.get('within_15pct'), 0)} | {_pct(e.get('bias'), 1, '+')} | {chk} | "
                   f"{_pct(r.get('warmup_share_of_wall'))} | {_pct(r.get('overhead_share'))} | "
                   f"{r.get('first_sample_ms') or '-'} / {r.get('rest_median_ms') or '-'} |")
-    (out / "policy_gpu.md").write_text("\n".join(md) + "\n")
+    md += by_rows(rows)
+    for r in rows:
+        if r.get("warnings") or r.get("recompile_limit_hits"):
+            md += ["", f"{r['engine']}, batch {r['batch']}: torch's recompile limit hit {r.get('recompile_limit_hits', 0)} times; "
+                   "warnings: " + ("; ".join(f"`{w}`" for w in r.get("warnings") or []) or "none")]
+    name = f"policy_gpu_{args.tag}" if args.tag else "policy_gpu"
+    (out / f"{name}.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1))
+    (out / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -369,6 +369,14 @@ class Runner:
         return result
 
     def _estimate(self, knobs: Knobs, outs: list[GenOutput]) -> list[dict | None]:
+        """The batch's estimated latency. A batch of one runs as a batch-1 call (nothing padded, the
+        engine's batch-1 graphs), so where the run has a separate batch-1 fit (a batched run's
+        ``estimated_batch1``) that fit estimates it; a larger batch takes the run's fit. A random
+        policy's batched run is mostly such batches: one sample per configuration and group."""
+        if len(outs) == 1 and self.batch1_estimator is not None and self.batch1_estimator is not self.estimator:
+            alone = self._estimate_batch1(knobs, outs)
+            if alone[0] is not None:
+                return [{**alone[0], "per": "sample"}]
         if self.estimator is None:
             return [None] * len(outs)
         from harness.latency.estimator import rows_for_batch

@@ -192,6 +192,36 @@ def test_estimated_batch1_is_the_batch1_estimate_of_the_same_sample(tmp_path):
     assert block["total"]["n"] == 24 and set(block["total"]) >= {"mean", "p50", "p90", "p99"}
 
 
+class DoubledBatchEstimator(LatencyEstimator):
+    """A batch-aware fit that is off by 2x, to tell its figures from the batch-1 fit's."""
+
+    name = "fake-batch"
+    batch_aware = True
+
+    def predict(self, rows):
+        return [Estimate(2 * e.prefill_ms, 2 * e.decode_ms, 2 * e.total_ms, "batch" if r.batch_size > 1 else "sample")
+                for e, r in zip(TrueEstimator().predict(rows), rows)]
+
+
+def test_a_batch_of_one_in_a_batched_run_is_estimated_by_the_batch1_fit(tmp_path, monkeypatch):
+    """A batch of one runs as a batch-1 call: its estimate is the batch-1 fit's (here exact), not an
+    extrapolation of the run's batch fit, which still estimates the larger batches."""
+    import harness.api as api
+
+    monkeypatch.setattr(api, "batch1_estimator_for", lambda ctx, backend, est: (TrueEstimator(), None, None))
+    summary, lines, _ = run(tmp_path, "b8", policy="random", policy_args={"seed": "3"}, knob_space=SPACE,
+                            estimator=DoubledBatchEstimator(), batch_size=8)
+    ones = [ln for ln in lines.values() if ln["batch_size"] == 1]
+    more = [ln for ln in lines.values() if ln["batch_size"] > 1]
+    assert ones and more
+    for ln in ones:
+        assert ln["estimated"]["per"] == "sample" == ln["measured"]["scope"]
+        for part in ("prefill_ms", "decode_ms", "total_ms"):
+            assert ln["estimated"][part] == pytest.approx(ln["estimated_batch1"][part]) == pytest.approx(ln["measured"][part])
+    for ln in more:
+        assert ln["estimated"]["per"] == "batch" and ln["estimated"]["total_ms"] != pytest.approx(ln["estimated_batch1"]["total_ms"])
+
+
 def test_budget_counted_on_estimated_batch1_in_batched_runs(tmp_path):
     summary, lines, _ = run(tmp_path, "bud8", policy="random", policy_args={"seed": "3"}, knob_space=SPACE,
                             estimator=TrueEstimator(), batch_size=8, latency_budget_ms=30.0)
