@@ -8,7 +8,8 @@ included), the run's own timing breakdown, and samples per second.
 
 Prints a table and writes policy_gpu.json / .md (``--tag T``: policy_gpu_T.*) to $OUT (if set) or
 benchmarks/results/; the batched runs' per-batch error by rows in the batch, and the command's
-warnings (a torch recompile limit hit included).
+warnings (a torch recompile limit hit included). ``--torch-recompile-limit 8`` runs the command under
+torch's default limit instead of the engine's (the before of docs/engine.md).
 """
 
 from __future__ import annotations
@@ -27,8 +28,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _common import pct as _pct  # noqa: E402
 
 
+# the harness command under torch's recompile limit of N versions per function instead of the engine's
+# (harness.engine.step.recompile_limit): the "before" of docs/engine.md's versions of the compiled step
+_LIMITED = ("import sys; import harness.engine.step as s; n = int(sys.argv.pop(1)); s.recompile_limit = lambda attention: n; "
+            "from harness.cli import main; main(sys.argv[1:])")
+
+
 def run_one(args, engine: str, batch: int, folder: Path) -> dict:
-    cmd = [sys.executable, "-m", "harness", "run", "--task", args.tasks, "--model", args.model, "--policy", "random",
+    launcher = [sys.executable, "-c", _LIMITED, str(args.torch_recompile_limit)] if args.torch_recompile_limit else \
+        [sys.executable, "-m", "harness"]
+    cmd = launcher + ["run", "--task", args.tasks, "--model", args.model, "--policy", "random",
            "--knob-space", args.knob_space, "--limit", str(args.limit), "--batch-size", str(batch), "--engine", engine,
            "--device", args.device, "--estimator", args.estimator, "--seed", str(args.seed), "--quiet", "--output", str(folder)]
     if args.check_batch1 is not None:
@@ -168,6 +177,8 @@ def main(argv=None):
     ap.add_argument("--timeout-s", type=float, default=600, help="stop one run after this long (recorded as a lower bound)")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"))
     ap.add_argument("--tag", default="", help="results file name suffix: policy_gpu_TAG.json / .md")
+    ap.add_argument("--torch-recompile-limit", type=int, default=0,
+                    help="run the command with this recompile limit (8: torch's default, what runs had before) instead of the engine's")
     args = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,13 +191,15 @@ def main(argv=None):
 
     device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") and torch.cuda.is_available() else "cpu"
     env = {"device": device, "torch": torch.__version__, "model": args.model, "tasks": args.tasks, "limit_per_task": args.limit,
-           "knob_space": args.knob_space, "policy": "random", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+           "knob_space": args.knob_space, "policy": "random", "torch_recompile_limit": args.torch_recompile_limit or "engine's",
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# Random policy over the `{args.knob_space}` knob space, end to end ({device}, {args.model})", "",
           f"`harness run --task {args.tasks} --policy random --knob-space {args.knob_space} --limit {args.limit} "
           "--batch-size B --engine E --estimator " + args.estimator + "`; wall = the whole command (start, model build, warm-up and "
-          "compilation included).", "",
+          "compilation included)" + (f"; under a recompile limit of {args.torch_recompile_limit} versions per compiled function instead "
+                                     "of the engine's" if args.torch_recompile_limit else "") + ".", "",
           "| engine | batch | samples | failed | configurations | wall s | samples/s | model load s | run timing | warm-up keys / calls | note |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
