@@ -128,11 +128,13 @@ def configure_compile(attention: str) -> int:
     if not any(isinstance(f, _LimitHits) for f in convert.filters):
         convert.addFilter(_LimitHits())
     need = recompile_limit(attention)
-    if dynamo_config.recompile_limit < need:
-        dynamo_config.recompile_limit = need
-    if dynamo_config.accumulated_recompile_limit < 8 * need:
-        dynamo_config.accumulated_recompile_limit = 8 * need
-    return dynamo_config.recompile_limit
+    # the names since torch 2.7; before, cache_size_limit and accumulated_cache_size_limit
+    for names, value in ((("recompile_limit", "cache_size_limit"), need),
+                         (("accumulated_recompile_limit", "accumulated_cache_size_limit"), 8 * need)):
+        name = next((n for n in names if hasattr(dynamo_config, n)), None)
+        if name is not None and getattr(dynamo_config, name) < value:
+            setattr(dynamo_config, name, value)
+    return int(getattr(dynamo_config, "recompile_limit", getattr(dynamo_config, "cache_size_limit", need)))
 
 
 @dataclass
