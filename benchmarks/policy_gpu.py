@@ -8,7 +8,7 @@ included), the run's own timing breakdown, and samples per second.
 
 Prints a table and writes policy_gpu.json / .md (``--tag T``: policy_gpu_T.*) to $OUT (if set) or
 benchmarks/results/; the batched runs' per-batch error by rows in the batch, and the command's
-warnings (a torch recompile limit hit included). ``--torch-recompile-limit 8`` runs the command under
+warnings (a torch recompile limit hit included). ``--torch-recompile-limits 0,8`` also runs each command under
 torch's default limit instead of the engine's (the before of docs/engine.md).
 """
 
@@ -34,9 +34,8 @@ _LIMITED = ("import sys; import harness.engine.step as s; n = int(sys.argv.pop(1
             "from harness.cli import main; main(sys.argv[1:])")
 
 
-def run_one(args, engine: str, batch: int, folder: Path) -> dict:
-    launcher = [sys.executable, "-c", _LIMITED, str(args.torch_recompile_limit)] if args.torch_recompile_limit else \
-        [sys.executable, "-m", "harness"]
+def run_one(args, engine: str, batch: int, folder: Path, limit: int = 0) -> dict:
+    launcher = [sys.executable, "-c", _LIMITED, str(limit)] if limit else [sys.executable, "-m", "harness"]
     cmd = launcher + ["run", "--task", args.tasks, "--model", args.model, "--policy", "random",
            "--knob-space", args.knob_space, "--limit", str(args.limit), "--batch-size", str(batch), "--engine", engine,
            "--device", args.device, "--estimator", args.estimator, "--seed", str(args.seed), "--quiet", "--output", str(folder)]
@@ -52,7 +51,8 @@ def run_one(args, engine: str, batch: int, folder: Path) -> dict:
         return {"engine": engine, "batch": batch, "wall_s": None, "rc": None, "wall_s_lower_bound": args.timeout_s,
                 "error": f"not finished within {args.timeout_s:.0f} s"}
     wall = time.perf_counter() - t0
-    row = {"engine": engine, "batch": batch, "wall_s": round(wall, 2), "rc": proc.returncode}
+    row = {"engine": engine if not limit else f"{engine}, recompile limit {limit}", "batch": batch, "wall_s": round(wall, 2),
+           "rc": proc.returncode}
     # what the command warned about (a recompile limit hit means later shapes ran uncompiled: docs/engine.md)
     warned = list(dict.fromkeys(ln.strip()[:300] for ln in proc.stderr.splitlines() if ln.startswith("warning:")))
     row.update(warnings=warned[:10], recompile_limit_hits=proc.stderr.count("hit config.recompile_limit"))
@@ -177,29 +177,29 @@ def main(argv=None):
     ap.add_argument("--timeout-s", type=float, default=600, help="stop one run after this long (recorded as a lower bound)")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"))
     ap.add_argument("--tag", default="", help="results file name suffix: policy_gpu_TAG.json / .md")
-    ap.add_argument("--torch-recompile-limit", type=int, default=0,
-                    help="run the command with this recompile limit (8: torch's default, what runs had before) instead of the engine's")
+    ap.add_argument("--torch-recompile-limits", default="0",
+                    help="each run under each of these recompile limits (0: the engine's; 8: torch's default, what runs had before)")
     args = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for batch in [int(b) for b in args.batches.split(",")]:
-            for engine in args.engines.split(","):
-                row = run_one(args, engine, batch, Path(tmp) / f"{engine}-b{batch}")
+            for engine, limit in [(e, int(x)) for e in args.engines.split(",") for x in args.torch_recompile_limits.split(",")]:
+                row = run_one(args, engine, batch, Path(tmp) / f"{engine}-b{batch}-l{limit}", limit)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     import torch
 
     device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") and torch.cuda.is_available() else "cpu"
     env = {"device": device, "torch": torch.__version__, "model": args.model, "tasks": args.tasks, "limit_per_task": args.limit,
-           "knob_space": args.knob_space, "policy": "random", "torch_recompile_limit": args.torch_recompile_limit or "engine's",
+           "knob_space": args.knob_space, "policy": "random",
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# Random policy over the `{args.knob_space}` knob space, end to end ({device}, {args.model})", "",
           f"`harness run --task {args.tasks} --policy random --knob-space {args.knob_space} --limit {args.limit} "
           "--batch-size B --engine E --estimator " + args.estimator + "`; wall = the whole command (start, model build, warm-up and "
-          "compilation included)" + (f"; under a recompile limit of {args.torch_recompile_limit} versions per compiled function instead "
-                                     "of the engine's" if args.torch_recompile_limit else "") + ".", "",
+          "compilation included); \"recompile limit N\": the command under torch's limit of N versions per compiled function "
+          "instead of the engine's.", "",
           "| engine | batch | samples | failed | configurations | wall s | samples/s | model load s | run timing | warm-up keys / calls | note |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
