@@ -12,7 +12,9 @@ Errors are relative to the float32 reference.
   here: routing inside the expert kernels and a grid of column tiles that loops over the slots;
   slower at top_k 4 and 8, so they were removed);
 - attention: PyTorch's (as the engine calls it, additive mask) against the split-KV Triton kernels
-  (chunk and step sizes, warps) at 256 to 2,304 cache columns;
+  (chunk and step sizes, warps) at 256 to 2,304 cache columns, and the engine's chunks with the
+  combine looped over tiles at run time (``loop_combine``: kernel constants that no longer follow the
+  cache width, so the compiled step would need one version per row kind instead of up to eight);
 - projections: ``F.linear`` (cuBLAS) against the Triton GEMV (rows per program, columns per load,
   warps) for q/k/v, output, router and LM head.
 
@@ -116,6 +118,9 @@ def attention(rows, dev, dt, quick):
                 lambda i: F.scaled_dot_product_attention(q[i], kc[i], vc[i], attn_mask=bias, scale=scale), ref)
         measure(rows, "attention", shape, f"triton default (chunk {ta.chunk_for(width)})",
                 lambda i: ta.decode_attention(q[i], kc[i], vc[i], bias, scale, cnt), ref)
+        for tile in (16, 32):  # the combine in tiles at run time: constants that do not follow the width (docs/engine.md)
+            measure(rows, "attention", shape, f"triton default chunk, run-time combine in tiles of {tile}",
+                    lambda i, tile=tile: ta.launch(q[i], kc[i], vc[i], bias, scale, ta.chunk_for(width), cnt, loop_combine=tile), ref)
         for ch, bwid, w in itertools.product((32, 64, 128, 256), (32, 64), (2, 4, 8)):
             if bwid > ch or (quick and w != 4) or width // ch > 128:
                 continue

@@ -201,6 +201,9 @@ for B, H, KV, W, D in ((1, 4, 4, 256, 16), (2, 4, 2, 512, 16)):  # four and eigh
     for chunk in (128, 256):  # one and two chunks
         got = triton_attention.launch(q, kc, vc, bias, D ** -0.5, chunk, cnt)
         assert torch.allclose(got, want, atol=1e-4), (B, KV, W, chunk)
+    for chunk, tile in ((32, 4), (32, 2), (64, 8), (256, 2)):  # the run-time combine: several tiles, one partial, one
+        got = triton_attention.launch(q, kc, vc, bias, D ** -0.5, chunk, cnt, loop_combine=tile)
+        assert torch.allclose(got, want, atol=1e-4), (B, KV, W, chunk, tile)
     assert int(cnt.abs().sum()) == 0
 print("ok")
 """
@@ -570,3 +573,32 @@ def test_a_batched_run_compiles_every_shape_kind_of_the_decode_attention():
     assert out["default"][0] == 8 < expected  # what a batched run got before: six shape kinds left uncompiled
     # ... and now says so in one line, once
     assert proc.stderr.count("warning: torch.compile hit its recompile limit (recompile_limit (8)) for '<lambda>'") == 1
+
+
+_PTX = r"""
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from harness.engine import triton_attention as ta
+
+sig = dict(q_ptr="*bf16", k_ptr="*bf16", v_ptr="*bf16", b_ptr="*bf16", m_ptr="*fp32", l_ptr="*fp32", acc_ptr="*fp32",
+           o_ptr="*bf16", cnt_ptr="*i32", W="i32", S="i32")
+for loop in (False, True):
+    consts = dict(SCALE=128 ** -0.5, GROUP=1, KVH=16, D=128, CH=32, BW=32, MAXS=32, LOOP=loop, MAXC=ta.MAX_CHUNKS)
+    src = ASTSource(fn=ta._attn_chunk, signature={**sig, **{n: "constexpr" for n in consts}}, constexprs=consts,
+                    attrs={(i,): [["tt.divisibility", 16]] for i, t in enumerate(sig.values()) if t.startswith("*")})
+    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}).asm["ptx"]
+    assert "atom" in ptx and ".entry _attn_chunk" in ptx, loop
+print("ok")
+"""
+
+
+def test_the_decode_attention_compiles_for_hopper_with_either_combine():
+    """Both combines of the split-KV attention (constants by width; tiles at run time, which
+    benchmarks/decode_kernels.py measures against it) compile for sm_90 without a GPU."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    proc = subprocess.run([sys.executable, "-c", _PTX], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -67,7 +67,8 @@ def specialisations(min_width: int, step: int, max_width: int = MAX_WIDTH) -> in
 
 @triton.jit
 def _attn_chunk(q_ptr, k_ptr, v_ptr, b_ptr, m_ptr, l_ptr, acc_ptr, o_ptr, cnt_ptr, W, S, SCALE: tl.constexpr, GROUP: tl.constexpr,
-                KVH: tl.constexpr, D: tl.constexpr, CH: tl.constexpr, BW: tl.constexpr, MAXS: tl.constexpr):
+                KVH: tl.constexpr, D: tl.constexpr, CH: tl.constexpr, BW: tl.constexpr, MAXS: tl.constexpr,
+                LOOP: tl.constexpr = False, MAXC: tl.constexpr = MAX_CHUNKS):
     bh = tl.program_id(0).to(tl.int64)  # sequence * heads + head
     c = tl.program_id(1)
     b = bh // (GROUP * KVH)
@@ -94,7 +95,28 @@ def _attn_chunk(q_ptr, k_ptr, v_ptr, b_ptr, m_ptr, l_ptr, acc_ptr, o_ptr, cnt_pt
     tl.store(m_ptr + bh * S + c + one, m_i)
     tl.store(l_ptr + bh * S + c + one, l_i)
     tl.store(acc_ptr + (bh * S + c) * D + offs_d, acc)
-    if last_to_arrive(cnt_ptr + bh, S):  # the (sequence, head)'s last chunk combines them all, in chunk order
+    if LOOP:  # the combine walks the chunks in tiles of MAXS, skipping those past the count: no constant follows the width
+        if last_to_arrive(cnt_ptr + bh, S):
+            mx = tl.max(tl.full([MAXS], -1.0e30, tl.float32), 0)
+            for s0 in tl.static_range(0, MAXC, MAXS):
+                if s0 < S:
+                    offs = s0 + tl.arange(0, MAXS)
+                    m = tl.load(m_ptr + bh * S + offs, mask=offs < S, other=-1.0e30, cache_modifier=".cg")
+                    mx = tl.maximum(mx, tl.max(m, 0))
+            den = tl.sum(tl.zeros([MAXS], tl.float32), 0)
+            tot = tl.zeros([D], dtype=tl.float32)
+            for s0 in tl.static_range(0, MAXC, MAXS):
+                if s0 < S:
+                    offs = s0 + tl.arange(0, MAXS)
+                    ok = offs < S
+                    m = tl.load(m_ptr + bh * S + offs, mask=ok, other=-1.0e30, cache_modifier=".cg")
+                    wgt = tl.where(ok, tl.exp(m - mx), 0.0)
+                    den += tl.sum(wgt * tl.load(l_ptr + bh * S + offs, mask=ok, other=0.0, cache_modifier=".cg"), 0)
+                    part = tl.load(acc_ptr + (bh * S + offs[:, None]) * D + offs_d[None, :], mask=ok[:, None], other=0.0,
+                                   cache_modifier=".cg")
+                    tot += tl.sum(wgt[:, None] * part, axis=0)
+            tl.store(o_ptr + bh * D + offs_d, (tot / den).to(o_ptr.dtype.element_ty))
+    elif last_to_arrive(cnt_ptr + bh, S):  # the (sequence, head)'s last chunk combines them all, in chunk order
         offs = tl.arange(0, MAXS)
         ok = offs < S
         m = tl.load(m_ptr + bh * S + offs, mask=ok, other=-1.0e30, cache_modifier=".cg")
@@ -105,11 +127,14 @@ def _attn_chunk(q_ptr, k_ptr, v_ptr, b_ptr, m_ptr, l_ptr, acc_ptr, o_ptr, cnt_pt
 
 
 def launch(q, kc, vc, bias, scale: float, chunk: int, counters: torch.Tensor, bw: int = BW, warps: int = WARPS,
-           max_chunks: int = MAX_CHUNKS, launcher=lambda k: k):
+           max_chunks: int = MAX_CHUNKS, launcher=lambda k: k, loop_combine: int = 0):
     """One kernel over chunks of ``chunk`` columns, at most ``max_chunks`` (a power of two) of
     them, whose last chunk per (sequence, head) combines them, reading the next power of two of
-    the chunk count. ``counters``: at least one zeroed int32 per (sequence, head)
-    (:mod:`harness.engine.triton_arrive`); ``launcher`` wraps the kernel for tracing."""
+    the chunk count; with ``loop_combine`` (a power of two) in tiles of that many chunks, looped
+    at run time, so that the kernel's constants do not follow the cache width (a candidate for
+    fewer compiled versions, docs/engine.md; measured in benchmarks/decode_kernels.py). ``counters``:
+    at least one zeroed int32 per (sequence, head) (:mod:`harness.engine.triton_arrive`);
+    ``launcher`` wraps the kernel for tracing."""
     bsz, heads, _, d = q.shape
     kvh, width = kc.shape[1], kc.shape[2]
     chunks = triton.cdiv(width, chunk)
@@ -119,8 +144,8 @@ def launch(q, kc, vc, bias, scale: float, chunk: int, counters: torch.Tensor, bw
     out = torch.empty_like(q)
     launcher(_attn_chunk)[(bsz * heads, chunks)](q, kc, vc, bias, m, lsum, acc, out, counters, width, chunks, SCALE=scale,
                                                  GROUP=heads // kvh, KVH=kvh, D=d, CH=chunk, BW=min(bw, chunk),
-                                                 MAXS=combine_width(chunks, max_chunks),
-                                                 num_warps=warps)
+                                                 MAXS=int(loop_combine) or combine_width(chunks, max_chunks),
+                                                 LOOP=bool(loop_combine), MAXC=max_chunks, num_warps=warps)
     return out
 
 
