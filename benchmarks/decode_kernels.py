@@ -15,6 +15,8 @@ Errors are relative to the float32 reference.
   (chunk and step sizes, warps) at 256 to 2,304 cache columns, and the engine's chunks with the
   combine looped over tiles at run time (``loop_combine``: kernel constants that no longer follow the
   cache width, so the compiled step would need one version per row kind instead of up to eight);
+- router: the router product and the routing, the engine's two kernels against one kernel that does
+  both (``triton_moe.router_route``, a candidate);
 - projections: ``F.linear`` (cuBLAS) against the Triton GEMV (rows per program, columns per load,
   warps) for q/k/v, output, router and LM head.
 
@@ -117,16 +119,43 @@ def attention(rows, dev, dt, quick):
         measure(rows, "attention", shape, "torch sdpa",
                 lambda i: F.scaled_dot_product_attention(q[i], kc[i], vc[i], attn_mask=bias, scale=scale), ref)
         measure(rows, "attention", shape, f"triton default (chunk {ta.chunk_for(width)})",
-                lambda i: ta.decode_attention(q[i], kc[i], vc[i], bias, scale, cnt), ref)
+                lambda i: ta.decode_attention(q[i], kc[i], vc[i], bias, scale, cnt), ref, role="engine")
         for tile in (16, 32):  # the combine in tiles at run time: constants that do not follow the width (docs/engine.md)
-            measure(rows, "attention", shape, f"triton default chunk, run-time combine in tiles of {tile}",
-                    lambda i, tile=tile: ta.launch(q[i], kc[i], vc[i], bias, scale, ta.chunk_for(width), cnt, loop_combine=tile), ref)
+            measure(rows, "attention", shape, f"engine's chunk, run-time combine in tiles of {tile}",
+                    lambda i, tile=tile: ta.launch(q[i], kc[i], vc[i], bias, scale, ta.chunk_for(width), cnt, loop_combine=tile), ref,
+                    role="candidate")
         for ch, bwid, w in itertools.product((32, 64, 128, 256), (32, 64), (2, 4, 8)):
             if bwid > ch or (quick and w != 4) or width // ch > 128:
                 continue
             measure(rows, "attention", shape, f"triton chunk {ch} step {bwid} w{w}",
                     lambda i, ch=ch, bwid=bwid, w=w: ta.launch(q[i], kc[i], vc[i], bias, scale, ch, cnt, bwid, w,
                                                                max(ta.MAX_CHUNKS, 1 << (width // ch - 1).bit_length())), ref)
+
+
+def router(rows, dev, dt, bw):
+    """The router product and the routing: the engine's two kernels (the Triton GEMV, then the
+    routing kernel) against the candidate that does both in one (``triton_moe.router_route``).
+    Error: the routing weights against float32 torch routing of the float32 logits."""
+    from harness.engine.block import route as torch_route
+    from harness.engine.weights import LMSpec
+
+    spec = LMSpec("olmoe", H, HEADS, HEADS, D, E, KMAX, 1e-5, "full", False, False, None, 1.0)
+    w = [(torch.randn(E, H, device=dev) * 0.02).to(dt) for _ in range(LAYERS)]
+    for n, k in ((1, 8), (1, 4), (8, 8)):
+        x = [torch.randn(n, H, device=dev).to(dt) for _ in range(LAYERS)]
+        kt = torch.tensor([k], dtype=torch.int32, device=dev)
+        ref = torch_route(spec, F.linear(x[0].float(), w[0].float()), kt, torch.float32)[0]
+        floor = E * H * 2 / bw * 1e3
+        shape = f"tokens {n}, top_k {k}"
+        if n == 1:
+            measure(rows, "router", shape, "engine: triton GEMV + routing kernel",
+                    lambda i: tm.route(tg.gemv(x[i], w[i]), kt, KMAX, False, dt)[0], ref, floor, role="engine")
+        measure(rows, "router", shape, "F.linear + routing kernel" + (" (the engine's above 1 token)" if n > 1 else ""),
+                lambda i: tm.route(F.linear(x[i], w[i]), kt, KMAX, False, dt)[0], ref, floor, role="engine" if n > 1 else None)
+        for warps in (4, 8):
+            measure(rows, "router", shape, f"one kernel: router product + routing (w{warps})",
+                    lambda i, warps=warps: tm.router_route(x[i], w[i], kt, KMAX, False, dt, warps)[0], ref, floor,
+                    role="candidate")
 
 
 def projections(rows, dev, dt, bw, quick):
@@ -148,7 +177,8 @@ def projections(rows, dev, dt, bw, quick):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--parts", default="experts,attention,projections")
+    ap.add_argument("--parts", default="experts,router,attention,projections")
+    ap.add_argument("--tag", default="", help="results file name suffix: decode_kernels_TAG.json / .md")
     ap.add_argument("--quick", action="store_true", help="a few configurations each (a smoke run)")
     ap.add_argument("--pair-tiles", default="2,4,8,16;256,1024,2048;4,8",
                     help="pairwise expert tiles swept: rows per program; columns per load; warps")
@@ -168,6 +198,8 @@ def main(argv=None):
         attention(rows, dev, dt, args.quick)
     if "experts" in parts:
         experts(rows, dev, dt, bw, args.quick, args.pair_tiles)
+    if "router" in parts:
+        router(rows, dev, dt, bw)
     env = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": __import__("triton").__version__,
            "copy_bandwidth_TBps": round(bw / 1e12, 3), "total_s": round(time.time() - t0, 1),
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -175,7 +207,7 @@ def main(argv=None):
           "Microseconds per call, timed as the engine runs them: one CUDA graph of 16 calls, each on its own layer's weights "
           "(no L2 reuse between calls), replay time / 16, launch gaps included. Floor = bytes read / "
           f"{env['copy_bandwidth_TBps']} TB/s (experts: the experts hit).", ""]
-    for group in ("projections", "attention", "experts"):
+    for group in ("projections", "attention", "experts", "router"):
         shapes = list(dict.fromkeys(r["shape"] for r in rows if r["group"] == group))
         if not shapes:
             continue
@@ -189,9 +221,19 @@ def main(argv=None):
             md.append(f"| {s} | {ref.get('kernel', '')} | {ref.get('us', '')} | {dflt.get('kernel', '')} | {dflt.get('us', '')} | "
                       f"{fast.get('kernel', '')} | {fast.get('us', '')} | {fast.get('x_floor', '')} | {fast.get('rel_err', 0):.1e} |")
         md.append("")
+    cands = [r for r in rows if r.get("role") == "candidate"]
+    if cands:  # what could replace an engine kernel, beside it
+        md += ["## candidates against the engine's kernels", "", "| group | shape | engine | us | candidate | us | ratio | rel. err |",
+               "|---|---|---|---|---|---|---|---|"]
+        for c in cands:
+            eng = next((r for r in rows if r.get("role") == "engine" and r["group"] == c["group"] and r["shape"] == c["shape"]), {})
+            ratio = round(c["us"] / eng["us"], 3) if "us" in c and eng.get("us") else ""
+            md.append(f"| {c['group']} | {c['shape']} | {eng.get('kernel', '')} | {eng.get('us', '')} | {c['kernel']} | "
+                      f"{c.get('us', c.get('error', ''))} | {ratio} | {c.get('rel_err', float('nan')):.1e} |")
+        md.append("")
     errors = [r for r in rows if "error" in r]
     md.append(f"{len(rows)} candidates measured, {len(errors)} failed to compile or launch; every row: decode_kernels.json.")
-    write_report(args.out, "decode_kernels", {"env": env, "rows": rows}, "\n".join(md) + "\n")
+    write_report(args.out, f"decode_kernels_{args.tag}" if args.tag else "decode_kernels", {"env": env, "rows": rows}, "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

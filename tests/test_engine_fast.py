@@ -180,6 +180,21 @@ from harness.engine.triton_arrive import counters
 assert int(counters("cpu", 1).abs().sum()) == 0
 import torch.nn.functional as F
 from harness.engine import triton_gemv
+# the router product and the routing in one kernel: the two kernels' result (the same logits, the same routing code)
+for n_exp, hid_, renorm, in_float, dt in ((64, 32, False, False, torch.float32), (60, 48, True, True, torch.float32),
+                                          (64, 32, False, False, torch.bfloat16)):
+    rw = (torch.randn(n_exp, hid_) * 0.3).to(dt)
+    for n_tokens in (1, 3, 8):
+        xs = torch.randn(n_tokens, hid_).to(dt)
+        for k in (8, 3):
+            k_t = torch.tensor([k], dtype=torch.int32)
+            out = torch.float32 if in_float else dt
+            logits_ = torch.cat([triton_gemv.launch(xs[i:i + 1], rw) for i in range(n_tokens)])  # the GEMV takes one row
+            wv, wi = triton_moe.route(logits_, k_t, 8, renorm, out)
+            for _ in range(2):  # its last-to-arrive counters are back at zero after each launch
+                gv, gi = triton_moe.router_route(xs, rw, k_t, 8, renorm, out)
+                assert torch.equal(gi, wi) and torch.equal(gv, wv), (n_exp, n_tokens, k, dt)
+assert int(counters("cpu", 8).abs().sum()) == 0
 for n, kk, bn, bk in ((64, 32, 8, 16), (50, 48, 16, 32)):  # several loads per row; a partial last tile and load
     x, w = torch.randn(1, 1, kk), torch.randn(n, kk)
     assert torch.allclose(triton_gemv.launch(x, w, bn, bk), F.linear(x, w), atol=1e-4), (n, kk)
@@ -589,13 +604,21 @@ for loop in (False, True):
                     attrs={(i,): [["tt.divisibility", 16]] for i, t in enumerate(sig.values()) if t.startswith("*")})
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}).asm["ptx"]
     assert "atom" in ptx and ".entry _attn_chunk" in ptx, loop
+from harness.engine import triton_moe as tm
+sig = dict(x_ptr="*bf16", w_ptr="*bf16", stride_e="i32", z_ptr="*bf16", cnt_ptr="*i32", k_ptr="*i32", v_ptr="*bf16", i_ptr="*i64")
+consts = dict(E=64, H=2048, BE=64, BK=2048, KMAX=8, RENORM=False)
+src = ASTSource(fn=tm._router_route, signature={**sig, **{n: "constexpr" for n in consts}}, constexprs=consts,
+                attrs={(i,): [["tt.divisibility", 16]] for i, t in enumerate(sig.values()) if t.startswith("*")})
+ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8}).asm["ptx"]
+assert "atom" in ptx and ".entry _router_route" in ptx
 print("ok")
 """
 
 
-def test_the_decode_attention_compiles_for_hopper_with_either_combine():
-    """Both combines of the split-KV attention (constants by width; tiles at run time, which
-    benchmarks/decode_kernels.py measures against it) compile for sm_90 without a GPU."""
+def test_the_candidate_kernels_compile_for_hopper():
+    """Both combines of the split-KV attention (constants by width; tiles at run time) and the
+    router product with the routing in one kernel, which benchmarks/decode_kernels.py measures
+    against what the engine runs, compile for sm_90 without a GPU."""
     import subprocess
     import sys
 

@@ -272,14 +272,13 @@ def _grouped_down(h_ptr, w_ptr, order_ptr, tile_e_ptr, tile_first_ptr, pair_firs
 
 
 @triton.jit
-def _route(logit_ptr, k_ptr, v_ptr, i_ptr, E: tl.constexpr, BE: tl.constexpr, KMAX: tl.constexpr, RENORM: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BE)
-    ok = offs < E
-    z = tl.load(logit_ptr + row * E + offs, mask=ok, other=float("-inf")).to(tl.float32)
+def _top_of(z, ok, offs, k, BE: tl.constexpr, KMAX: tl.constexpr, RENORM: tl.constexpr):
+    """The routing of one token from its float32 logits ``z`` (``ok``: the experts; ``offs``:
+    ``tl.arange(0, BE)``): softmax over the experts, the top ``KMAX`` sorted (the lowest index among
+    equal values), the weights of slots ``>= k`` zeroed, optionally renormalised. -> (slots, weights,
+    expert ids)."""
     ez = tl.where(ok, tl.exp(z - tl.max(z, 0)), 0.0)
     left = tl.where(ok, ez / tl.sum(ez, 0), -1.0)  # probabilities; taken ones become -1
-    k = tl.load(k_ptr)
     slots = tl.arange(0, KMAX)
     vals = tl.zeros([KMAX], dtype=tl.float32)
     idxs = tl.zeros([KMAX], dtype=tl.int32)
@@ -291,8 +290,46 @@ def _route(logit_ptr, k_ptr, v_ptr, i_ptr, E: tl.constexpr, BE: tl.constexpr, KM
         left = tl.where(offs == ix, -1.0, left)
     if RENORM:
         vals = vals / tl.sum(vals, 0)
+    return slots, vals, idxs
+
+
+@triton.jit
+def _route(logit_ptr, k_ptr, v_ptr, i_ptr, E: tl.constexpr, BE: tl.constexpr, KMAX: tl.constexpr, RENORM: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BE)
+    ok = offs < E
+    z = tl.load(logit_ptr + row * E + offs, mask=ok, other=float("-inf")).to(tl.float32)
+    slots, vals, idxs = _top_of(z, ok, offs, tl.load(k_ptr), BE, KMAX, RENORM)
     tl.store(v_ptr + row * KMAX + slots, vals.to(v_ptr.dtype.element_ty))
     tl.store(i_ptr + row * KMAX + slots, idxs.to(tl.int64))
+
+
+@triton.jit
+def _router_route(x_ptr, w_ptr, stride_e, z_ptr, cnt_ptr, k_ptr, v_ptr, i_ptr, E: tl.constexpr, H: tl.constexpr,
+                  BE: tl.constexpr, BK: tl.constexpr, KMAX: tl.constexpr, RENORM: tl.constexpr):
+    """The router product and the routing in one kernel: program (token, expert) computes one
+    logit as :func:`harness.engine.triton_gemv._gemv` does (one weight row, float32, rounded to the
+    model dtype as that product stores it); the token's last program to finish reads its logits back
+    and routes them (:func:`_top_of`, :mod:`harness.engine.triton_arrive`)."""
+    t = tl.program_id(0).to(tl.int64)
+    e = tl.program_id(1)
+    offs_n = e + tl.arange(0, 1)
+    acc = tl.zeros([1], dtype=tl.float32)
+    for k0 in tl.static_range(0, H, BK):
+        offs_k = k0 + tl.arange(0, BK)
+        k_ok = offs_k < H
+        xv = tl.load(x_ptr + t * H + offs_k, mask=k_ok, other=0.0).to(tl.float32)
+        w = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * stride_e + offs_k[None, :], mask=k_ok[None, :], other=0.0,
+                    eviction_policy="evict_first")
+        acc += tl.sum(w.to(tl.float32) * xv[None, :], axis=1)
+    tl.store(z_ptr + t * E + offs_n, acc.to(z_ptr.dtype.element_ty))
+    if last_to_arrive(cnt_ptr + t, E):
+        offs = tl.arange(0, BE)
+        ok = offs < E
+        z = tl.load(z_ptr + t * E + offs, mask=ok, other=float("-inf"), cache_modifier=".cg").to(tl.float32)
+        slots, vals, idxs = _top_of(z, ok, offs, tl.load(k_ptr), BE, KMAX, RENORM)
+        tl.store(v_ptr + t * KMAX + slots, vals.to(v_ptr.dtype.element_ty))
+        tl.store(i_ptr + t * KMAX + slots, idxs.to(tl.int64))
 
 
 def route(logits, top_k_t, max_top_k: int, renormalize: bool, out_dtype):
@@ -303,6 +340,22 @@ def route(logits, top_k_t, max_top_k: int, renormalize: bool, out_dtype):
     topi = torch.empty(n, max_top_k, dtype=torch.int64, device=logits.device)
     _route[(n,)](logits.contiguous(), top_k_t, topv, topi, E=e, BE=triton.next_power_of_2(e), KMAX=max_top_k,
                  RENORM=bool(renormalize), num_warps=1)
+    return topv, topi
+
+
+def router_route(x, router, top_k_t, max_top_k: int, renormalize: bool, out_dtype, warps: int = 8):
+    """:func:`route` of ``F.linear(x, router)`` in one kernel for a few tokens ``x`` [N, H]
+    (:func:`_router_route`): the logits the separate product would store, routed by the same code,
+    without the second launch. A candidate for the batch-1 decode step that
+    ``benchmarks/decode_kernels.py`` measures against the two kernels; the engine does not use it."""
+    n, h = x.shape
+    e = router.shape[0]
+    z = torch.empty(n, e, dtype=x.dtype, device=x.device)
+    topv = torch.empty(n, max_top_k, dtype=out_dtype, device=x.device)
+    topi = torch.empty(n, max_top_k, dtype=torch.int64, device=x.device)
+    _router_route[(n, e)](x.contiguous(), router, router.stride(0), z, counters(x.device, n), top_k_t, topv, topi, E=e, H=h,
+                          BE=triton.next_power_of_2(e), BK=min(2048, triton.next_power_of_2(h)), KMAX=max_top_k,
+                          RENORM=bool(renormalize), num_warps=warps)
     return topv, topi
 
 
