@@ -176,6 +176,10 @@ for renorm, in_float in ((False, False), (True, True)):  # the engine's entry: r
             for _ in range(2):  # the last-to-arrive counters are back at zero after each launch
                 got = run_moe("triton", spec, x, router, k, k_t, w13, w2).sum(1)
                 assert torch.allclose(got, want, atol=1e-4), (renorm, n_tokens, k)
+                # HARNESS_ENGINE_ROUTER=fused: the router product and the routing in one kernel (pairwise tokens;
+                # more fall back to the two kernels)
+                fused = run_moe("triton", spec, x, router, k, k_t, w13, w2, fused_router=True).sum(1)
+                assert torch.allclose(fused, want, atol=1e-4), (renorm, n_tokens, k)
 from harness.engine.triton_arrive import counters
 assert int(counters("cpu", 1).abs().sum()) == 0
 import torch.nn.functional as F
@@ -324,6 +328,17 @@ def test_graphed_vision_replays_per_shape_and_runs_eagerly_where_capture_fails(c
     for _ in range(2):
         assert torch.equal(broken.features(torch.ones(2, 3)), torch.full((2, 3), 2.0))
     assert capsys.readouterr().err.count("could not be captured") == 1
+
+
+def test_the_fused_router_is_a_cuda_execution_mode_of_its_own(monkeypatch):
+    """HARNESS_ENGINE_ROUTER=fused (the router product and the routing in one kernel) acts on CUDA
+    only: part of a CUDA run's fit key, not of a CPU run's, whose engine keeps the two kernels."""
+    from harness.engine import variant
+
+    monkeypatch.setenv("HARNESS_ENGINE_ROUTER", "fused")
+    assert variant("fast", "cuda") == "fast+router=fused" and variant("fast", "cpu") == "fast"
+    _, fast = _pair("olmoe")
+    assert fast.step_model.router == "split" and fast.engine_variant == "fast"
 
 
 def test_an_unknown_kernel_override_is_a_one_line_error(monkeypatch):

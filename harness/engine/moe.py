@@ -108,10 +108,22 @@ def parts_format(kernel: str, max_top_k: int, dtype, tokens: int, prompt: bool) 
     return max_top_k, dtype
 
 
-def run_moe(kernel: str, spec, x, router, top_k: int, top_k_t, w13, w2, parts_dtype=torch.float32, linear=F.linear):
+ROUTERS = ("split", "fused")  # the router product then the routing kernel; both in one kernel (HARNESS_ENGINE_ROUTER)
+
+
+def run_moe(kernel: str, spec, x, router, top_k: int, top_k_t, w13, w2, parts_dtype=torch.float32, linear=F.linear,
+            fused_router: bool = False):
     """Router product (``linear``: ``F.linear`` or the engine's batch-1 GEMV), routing and expert
     outputs for ``x`` [N, H] (the normalised input of the experts) as parts ``[N, S, H]`` (see the
-    module docstring and :func:`parts_format`)."""
+    module docstring and :func:`parts_format`). ``fused_router``: where the Triton pairwise kernels
+    run (a few tokens), the router product and the routing in one kernel
+    (:func:`harness.engine.triton_moe.router_route`, the same figures)."""
+    if fused_router and _pairwise(kernel, x.shape[0]):
+        from harness.engine import triton_moe
+
+        out = torch.float32 if spec.weights_in_float else x.dtype
+        topv, topi = triton_moe.router_route(x, router, top_k_t, spec.max_top_k, spec.renormalize, out)
+        return triton_moe.moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2)
     topv, topi = route(kernel, spec, linear(x, router), top_k_t, x.dtype)
     if kernel == "loop":
         return moe_loop(x, topv, topi, top_k, w13, w2)[:, None].float()

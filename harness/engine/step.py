@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from harness.decode import STATIC_BUCKET, LoopState, choose_greedy
 from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_block, rms_norm, rope_cos_sin
-from harness.engine.moe import KERNELS, parts_format, run_moe
+from harness.engine.moe import KERNELS, ROUTERS, parts_format, run_moe
 from harness.errors import HarnessError
 from harness.latency.measure import batch_bucket
 
@@ -236,6 +236,11 @@ class FastStepModel:
         self.prefill_kernel = moe_kernel or os.environ.get("HARNESS_ENGINE_PREFILL_MOE") or ("triton" if cuda else "loop")
         _checked("HARNESS_ENGINE_MOE", self.moe_kernel, KERNELS)
         _checked("HARNESS_ENGINE_PREFILL_MOE", self.prefill_kernel, KERNELS)
+        # decode steps' router product and routing: two kernels, or one (HARNESS_ENGINE_ROUTER=fused; with the
+        # Triton expert kernels on CUDA; benchmarks/decode_kernels.py, router part)
+        self.router = _checked("HARNESS_ENGINE_ROUTER", os.environ.get("HARNESS_ENGINE_ROUTER") or "split", ROUTERS) if cuda else "split"
+        if self.router == "fused" and self.moe_kernel != "triton":
+            raise HarnessError("HARNESS_ENGINE_ROUTER=fused needs the Triton expert kernels; unset it or use HARNESS_ENGINE_MOE=triton")
         self.cuda_graphs = cuda if cuda_graphs is None else bool(cuda_graphs and cuda)
         if self.cuda_graphs and self.moe_kernel == "loop":
             raise HarnessError("the 'loop' expert kernel synchronises with the host and cannot be captured in a CUDA graph; "
@@ -451,7 +456,8 @@ class FastStepModel:
             bw = self.w.blocks[i]
             kc, vc = _dynamic(cache.k[i][:rows], 0, 2), _dynamic(cache.v[i][:rows], 0, 2)
             x, h2 = self._attn(_dynamic(x, 0, 1), _dynamic(parts, 0), kc, vc, cos, sin, bias, cols, *bw.attn_inputs(), counters=cnt)
-            parts = run_moe(kernel, s, h2, bw.router, ks[i], self._kt[i], bw.w13, bw.w2, parts_dtype, router_linear)
+            parts = run_moe(kernel, s, h2, bw.router, ks[i], self._kt[i], bw.w13, bw.w2, parts_dtype, router_linear,
+                            fused_router=self.router == "fused" and t == 1)
         return self._head(_dynamic(x, 0, 1), _dynamic(parts, 0), last, self.w.norm, self.w.lm_head)
 
     def _padded_prefill(self, emb, mask, positions, cache: EngineCache):

@@ -346,8 +346,8 @@ def route(logits, top_k_t, max_top_k: int, renormalize: bool, out_dtype):
 def router_route(x, router, top_k_t, max_top_k: int, renormalize: bool, out_dtype, warps: int = 8):
     """:func:`route` of ``F.linear(x, router)`` in one kernel for a few tokens ``x`` [N, H]
     (:func:`_router_route`): the logits the separate product would store, routed by the same code,
-    without the second launch. A candidate for the batch-1 decode step that
-    ``benchmarks/decode_kernels.py`` measures against the two kernels; the engine does not use it."""
+    without the second launch: the engine's decode steps with ``HARNESS_ENGINE_ROUTER=fused``
+    (``benchmarks/decode_kernels.py`` measures it against the two kernels)."""
     n, h = x.shape
     e = router.shape[0]
     z = torch.empty(n, e, dtype=x.dtype, device=x.device)

@@ -194,7 +194,8 @@ def find_fit(key: FitKey, batch_size: int = 1, prompt_bucket: int | None = None)
 # kernel choices an environment variable overrides: (variable, short name, engines it acts on, CUDA only);
 # harness.engine.variant appends the ones set to the engine name a fit is keyed by
 KERNEL_OVERRIDES = (("HARNESS_ENGINE_MOE", "moe", ("fast",), False), ("HARNESS_ENGINE_PREFILL_MOE", "prefill_moe", ("fast",), False),
-                    ("HARNESS_ENGINE_ATTN", "attn", ("fast",), True), ("HARNESS_ENGINE_GEMV", "gemv", ("fast",), True), ("HARNESS_CUDNN_SDPA", "cudnn", ("fast", "eager"), True),
+                    ("HARNESS_ENGINE_ATTN", "attn", ("fast",), True), ("HARNESS_ENGINE_GEMV", "gemv", ("fast",), True),
+                    ("HARNESS_ENGINE_ROUTER", "router", ("fast",), True), ("HARNESS_CUDNN_SDPA", "cudnn", ("fast", "eager"), True),
                     ("HARNESS_ENGINE_PREFILL_GRAPHS", "prefill_graphs", ("fast",), True),
                     ("HARNESS_ENGINE_VISION_GRAPHS", "vision_graphs", ("fast",), True))
 
