@@ -16,7 +16,9 @@ the cgroup's CPU throttling during the run, and each process thread's CPU time. 
 repeats ``prepare_detached`` once on the same inputs right after the first call (``repeat``): a fast
 repeat means the first call paid a first touch (image decoding), a slow repeat means the process
 was slow then. Variants: ``off``/``on`` (``--host-overlap``) with the default threads, ``-omp1`` /
-``-omp4`` (``OMP_NUM_THREADS`` at process start) and ``-host1`` / ``-host4`` (``HARNESS_HOST_THREADS``). Prints a table and writes host_in_run.json / .md to $OUT (if set)
+``-omp4`` (``OMP_NUM_THREADS`` at process start), ``-host1`` / ``-host4`` (``HARNESS_HOST_THREADS``) and
+``-nopool`` (``TORCHINDUCTOR_COMPILE_THREADS=1``: no compile worker processes; each run also reports
+the processes that descend from it and their CPU seconds when its first batch starts and at the end). Prints a table and writes host_in_run.json / .md to $OUT (if set)
 or benchmarks/results/.
 """
 
@@ -36,7 +38,9 @@ sys.path.insert(0, str(ROOT))  # the child runs harness from this checkout, inst
 VARIANTS = {"off": ("off", {}), "on": ("on", {}), "off-omp1": ("off", {"OMP_NUM_THREADS": "1"}),
             "on-omp1": ("on", {"OMP_NUM_THREADS": "1"}), "off-omp4": ("off", {"OMP_NUM_THREADS": "4"}),
             "on-omp4": ("on", {"OMP_NUM_THREADS": "4"}), "off-host1": ("off", {"HARNESS_HOST_THREADS": "1"}),
-            "on-host1": ("on", {"HARNESS_HOST_THREADS": "1"}), "on-host4": ("on", {"HARNESS_HOST_THREADS": "4"})}
+            "on-host1": ("on", {"HARNESS_HOST_THREADS": "1"}), "on-host4": ("on", {"HARNESS_HOST_THREADS": "4"}),
+            # no compile worker processes at all (inductor compiles in the process): do they take the host's cores?
+            "off-nopool": ("off", {"TORCHINDUCTOR_COMPILE_THREADS": "1"}), "on-nopool": ("on", {"TORCHINDUCTOR_COMPILE_THREADS": "1"})}
 
 
 def _throttled() -> dict:
@@ -65,6 +69,27 @@ def _threads() -> dict:
         fields = stat[stat.rindex(")") + 2:].split()
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
+
+
+def _descendants() -> tuple[int, float]:
+    """(how many processes descend from this one, their CPU seconds so far): torch inductor's
+    compile workers, which start beside the run."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                st = (p / "stat").read_text()
+            except OSError:
+                continue
+            f = st[st.rindex(")") + 2:].split()
+            procs.append((int(p.name), int(f[1]), (int(f[11]) + int(f[12])) / tick))
+    mine, frontier = {}, {os.getpid()}
+    while frontier:
+        nxt = {pid for pid, ppid, _ in procs if ppid in frontier and pid not in mine}
+        mine.update({pid: cpu for pid, ppid, cpu in procs if pid in nxt})
+        frontier = nxt
+    return len(mine), round(sum(mine.values()), 2)
 
 
 def child(argv: list[str], dump: Path, repeat: bool) -> None:
@@ -111,6 +136,15 @@ def child(argv: list[str], dump: Path, repeat: bool) -> None:
                 _again(self, *a, **k)
             return out
         cls.prepare_detached = both
+    loop_start: dict = {}
+    gen = runner_mod.Runner._generate_batch
+
+    def first_batch(self, *a, **k):  # the compile workers when the first timed batch starts
+        if not loop_start:
+            loop_start["procs"], loop_start["cpu_s"] = _descendants()
+            loop_start["t_s"] = round(time.perf_counter() - t0, 2)
+        return gen(self, *a, **k)
+    runner_mod.Runner._generate_batch = first_batch
     thr0, threads0, t0 = _throttled(), _threads(), time.perf_counter()
     rc = 0
     try:
@@ -119,12 +153,14 @@ def child(argv: list[str], dump: Path, repeat: bool) -> None:
         rc = int(exc.code or 0)
     wall = time.perf_counter() - t0
     thr1, threads1 = _throttled(), _threads()
+    procs, kids_cpu = _descendants()
     import torch
 
     dump.write_text(json.dumps({
         "rc": rc, "wall_s": wall, "torch_threads": torch.get_num_threads(),
         "throttled": {k: thr1.get(k, 0) - thr0.get(k, 0) for k in thr1}, "cpu_max": _read("/sys/fs/cgroup/cpu.max"),
         "threads_cpu_s": {k: round(v - threads0.get(k, 0.0), 3) for k, v in sorted(threads1.items(), key=lambda x: -x[1])},
+        "child_processes": {"at_first_batch": loop_start, "at_end": {"procs": procs, "cpu_s": kids_cpu}},
         "stats": stats}))
 
 
@@ -138,7 +174,7 @@ def _read(path: str) -> str | None:
 def summarise(name: str, d: dict, folder: Path) -> dict:
     row = {"variant": name, "rc": d.get("rc"), "torch_threads": d.get("torch_threads"), "wall_s": round(d["wall_s"], 2),
            "throttled": d.get("throttled"), "cpu_max": d.get("cpu_max"),
-           "top_threads": dict(list(d.get("threads_cpu_s", {}).items())[:6])}
+           "top_threads": dict(list(d.get("threads_cpu_s", {}).items())[:6]), "child_processes": d.get("child_processes")}
     try:
         s = json.loads((folder / "summary.json").read_text())
         t = s.get("timing") or {}
@@ -202,18 +238,23 @@ def main(argv=None):
     (out / "host_in_run.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1))
     md = [f"# Host time inside the main command: {args.model}, {args.task}, {args.knobs}, batch 1, {device}", "",
           "Per step, mean over its calls: wall ms / CPU ms of the calling thread / involuntary context switches.", "",
-          "| variant | torch threads | loop s | model s | overhead share | host_inputs | prepare_detached | repeat | preprocess | _generate_batch | _record_batch | throttled | top threads (CPU s) |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| variant | torch threads | loop s | model s | overhead share | host_inputs | first 10 host_inputs ms | prepare_detached | repeat | preprocess | _generate_batch | _record_batch | child processes: first batch / end (procs, CPU s) | throttled | top threads (CPU s) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(r, k):
         p = r.get("parts", {}).get(k)
         return f"{p['wall_ms']} / {p['cpu_ms']} / {p['invol_cs']}" if p else "-"
+    def kids(r):
+        c = r.get("child_processes") or {}
+        a, b = c.get("at_first_batch") or {}, c.get("at_end") or {}
+        return f"{a.get('procs', '-')}, {a.get('cpu_s', '-')} (at {a.get('t_s', '-')} s) / {b.get('procs', '-')}, {b.get('cpu_s', '-')}"
     for r in rows:
         share = r.get("overhead_share")
+        first10 = (r.get("parts", {}).get("host_inputs") or {}).get("wall_ms_first10", "-")
         md.append(f"| {r['variant']} | {r.get('torch_threads')} | {r.get('loop_s')} | {r.get('model_s')} | "
-                  f"{'-' if share is None else f'{100 * share:.1f}%'} | {cell(r, 'host_inputs')} | {cell(r, 'prepare_detached')} | "
+                  f"{'-' if share is None else f'{100 * share:.1f}%'} | {cell(r, 'host_inputs')} | {first10} | {cell(r, 'prepare_detached')} | "
                   f"{cell(r, 'prepare_detached_repeat')} | {cell(r, 'preprocess')} | {cell(r, '_generate_batch')} | "
-                  f"{cell(r, '_record_batch')} | {r.get('throttled')} | {r.get('top_threads')} |")
+                  f"{cell(r, '_record_batch')} | {kids(r)} | {r.get('throttled')} | {r.get('top_threads')} |")
     (out / "host_in_run.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

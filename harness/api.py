@@ -160,9 +160,10 @@ def prepare(*, task, model: str = "reference", data="bundled", limit: int | None
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         impl = experts_impl or DEFAULT_EXPERTS_IMPL
-        from harness.engine import resolve as resolve_engine
+        from harness.engine import resolve as resolve_engine, start_compile_workers
 
         engine = resolve_engine(engine, dev, info.family)
+        start_compile_workers(engine, dev)  # booting beside the loading, not beside the run loop
     imp_hash = None
     if isinstance(importance, (str, Path)):
         from harness.knobs import load_importance

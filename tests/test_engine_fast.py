@@ -640,3 +640,23 @@ def test_the_candidate_kernels_compile_for_hopper():
     pytest.importorskip("triton")
     proc = subprocess.run([sys.executable, "-c", _PTX], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_compile_workers_start_when_a_cuda_fast_run_resolves_its_engine(monkeypatch):
+    """A CUDA run of the fast engine starts torch inductor's compile workers before its data and
+    weights load (not at its first compilation, which on a warm cache lands beside the run loop);
+    nothing for the eager engine or the CPU, and a failure to start them fails nothing."""
+    import torch._inductor.async_compile as ac
+
+    from harness.engine import start_compile_workers
+
+    calls = []
+    monkeypatch.setattr(ac, "maybe_warm_pool", lambda: calls.append(1))
+    assert start_compile_workers("fast", "cuda:0") and calls == [1]
+    assert not start_compile_workers("eager", "cuda") and not start_compile_workers("fast", "cpu") and calls == [1]
+
+    def broken():
+        raise RuntimeError("no pool here")
+
+    monkeypatch.setattr(ac, "maybe_warm_pool", broken)
+    assert start_compile_workers("fast", "cuda") is False

@@ -56,6 +56,24 @@ def resolve(name: str, device, family: str) -> str:
     return want
 
 
+def start_compile_workers(engine: str, device) -> bool:
+    """Start torch inductor's compile workers now, for a CUDA run of the fast engine: the moment a
+    run resolves its engine, before its data and weights load. torch starts them at the first
+    compilation otherwise, and where its caches already hold the compiled code (any run after the
+    first on a machine) that compilation is over within seconds: the workers' start-up (a process
+    importing torch, then one worker per CPU) then ran into the first samples of the run loop, on
+    the cores its host preparation uses. Returns whether they were started; never fails a run."""
+    if engine != "fast" or torch.device(device).type != "cuda":
+        return False
+    try:
+        from torch._inductor.async_compile import maybe_warm_pool
+
+        maybe_warm_pool()
+        return True
+    except Exception:  # noqa: BLE001 - an optimisation of the start-up order, not a requirement
+        return False
+
+
 def configure_attention(device) -> str | None:
     """Attention kernels for a CUDA run, set once before any model code runs or compiles.
 
