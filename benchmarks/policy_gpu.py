@@ -29,8 +29,8 @@ from _common import pct as _pct  # noqa: E402
 
 
 # the harness command under torch's recompile limit of N versions per function instead of the engine's
-# (harness.engine.step.recompile_limit): the "before" of docs/engine.md's versions of the compiled step
-_LIMITED = ("import sys; import harness.engine.step as s; n = int(sys.argv.pop(1)); s.recompile_limit = lambda attention: n; "
+# (harness.engine.compile_limits.recompile_limit): the "before" of docs/engine.md's versions of the compiled step
+_LIMITED = ("import sys; import harness.engine.compile_limits as s; n = int(sys.argv.pop(1)); s.recompile_limit = lambda attention: n; "
             "from harness.cli import main; main(sys.argv[1:])")
 
 

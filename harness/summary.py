@@ -113,6 +113,10 @@ def build_summary(*, task, metric, lines: list[dict], score_block: dict, run_con
     stale = stale_fit_note(est_error, estimator_desc)
     if stale:
         notes.append(stale)
+    from harness.engine.compile_limits import limit_note
+
+    if limit_note():  # a compiled function ran uncompiled past torch's limit: the latencies after it are not the engine's
+        notes.append(limit_note())
     host = host_load(*((timing or {}).get("load_1m") or [None, None]), str(getattr(backend, "device", "cpu")))
     if busy_note(host):
         notes.append(busy_note(host))

@@ -529,7 +529,8 @@ def test_a_reservation_gives_every_cache_of_a_run_one_storage(monkeypatch):
 _SHAPE_KINDS = r"""
 import torch
 from harness.engine.block import attn_block
-from harness.engine.step import _dynamic, configure_compile, recompile_limit
+from harness.engine.compile_limits import configure_compile, limit_note, recompile_limit
+from harness.engine.step import _dynamic
 from harness.engine.triton_arrive import counters
 from harness.engine.triton_attention import MAX_WIDTH, chunk_for, combine_width, decode_attention
 from harness.engine.weights import LMSpec
@@ -578,7 +579,7 @@ for rows in (3, 1):
         call(rows, 1, width)  # decode step
 kinds = {(chunk_for(wd), combine_width(triton.cdiv(wd, chunk_for(wd)))) for wd in widths}
 expected = 2 * (len(kinds) + 1)
-print(len(compiles), expected, limit, recompile_limit("triton"))
+print(len(compiles), expected, limit, recompile_limit("triton"), int(limit_note() is not None))
 """
 
 
@@ -598,9 +599,10 @@ def test_a_batched_run_compiles_every_shape_kind_of_the_decode_attention():
         proc = subprocess.run([sys.executable, "-c", _SHAPE_KINDS, mode], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         out[mode] = [int(v) for v in proc.stdout.split()]
-    compiled, expected, limit, engine_limit = out["engine"]
-    assert expected == 14 and compiled == expected and limit == engine_limit >= expected
+    compiled, expected, limit, engine_limit, noted = out["engine"]
+    assert expected == 14 and compiled == expected and limit == engine_limit >= expected and not noted
     assert out["default"][0] == 8 < expected  # what a batched run got before: six shape kinds left uncompiled
+    assert out["default"][4] == 1  # ... and every later summary.json of the process now notes it
     # ... and now says so in one line, once
     assert proc.stderr.count("warning: torch.compile hit its recompile limit (recompile_limit (8)) for '<lambda>'") == 1
 

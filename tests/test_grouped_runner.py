@@ -231,3 +231,15 @@ def test_budget_counted_on_estimated_batch1_in_batched_runs(tmp_path):
     assert b["n"] == 24 and b["over"] == sum(1 for x in own if x > 30.0) == b["count"]
     lo, hi = b["share_within_ci95"]
     assert lo <= b["share_within"] <= hi
+
+
+def test_a_recompile_limit_hit_is_a_note_in_the_summary(tmp_path, monkeypatch):
+    """A compiled function that ran out of torch's versions in this process ran uncompiled after it:
+    the run says so next to its latency figures."""
+    import harness.engine.compile_limits as cl
+
+    summary, _, _ = run(tmp_path, "clean", n=4)
+    assert not any("recompile limit" in n for n in summary["notes"])
+    monkeypatch.setattr(cl, "_HITS", ["function: 'attn' (step.py:1)"])
+    summary, _, _ = run(tmp_path, "hit", n=4)
+    assert any("recompile limit for 'attn'" in n and "not the engine's" in n for n in summary["notes"])

@@ -31,7 +31,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -39,7 +38,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from harness.decode import STATIC_BUCKET, LoopState, choose_greedy
+from harness.decode import LoopState, choose_greedy
+from harness.engine.compile_limits import configure_compile
 from harness.engine.block import add_expert_parts, allowed_mask, attention_bias, attn_block, rms_norm, rope_cos_sin
 from harness.engine.moe import KERNELS, ROUTERS, parts_format, run_moe
 from harness.errors import HarnessError
@@ -76,65 +76,6 @@ def decode_attention_kernel(asked: str | None, cuda: bool, head_dim: int) -> str
         raise HarnessError(f"the Triton decode attention needs a power-of-two head size and this model's is {head_dim}; "
                            "use HARNESS_ENGINE_ATTN=sdpa or unset it")
     return kernel
-
-
-def recompile_limit(attention: str) -> int:
-    """The versions torch.compile may keep of each of the engine's compiled functions: per row kind
-    (one row or several; torch specialises a size of 1) one prompt pass and one decode step per
-    specialisation of the decode attention's constants over the cache widths the decode loop makes
-    (:func:`harness.engine.triton_attention.specialisations`; one without the Triton attention),
-    doubled for guards this count does not see. torch's default, 8, is fewer than a batched run
-    meets: the function then runs uncompiled for every shape after the eighth (one kernel per
-    operation, captured so into the step's graph) without an error, and which shapes those are
-    depends on the order they came in (tests/test_engine_fast.py traces it on the CPU)."""
-    decode = 1
-    if attention == "triton":
-        from harness.engine.triton_attention import specialisations
-
-        decode = specialisations(STATIC_BUCKET, STATIC_BUCKET)
-    return 2 * 2 * (decode + 1)
-
-
-class _LimitHits(logging.Filter):
-    """Repeats torch's recompile-limit warning as the harness's one line, once per function: torch
-    prints it once among the compile logs and then runs the function uncompiled for every new shape."""
-
-    seen: set = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if text.startswith("torch._dynamo hit config."):
-            head = text.splitlines()
-            where = head[1].strip() if len(head) > 1 else "a compiled function"
-            if where not in self.seen:
-                from harness.errors import warn
-
-                self.seen.add(where)
-                warn(f"torch.compile hit its recompile limit ({head[0].split('hit config.')[1]}) for {where.removeprefix('function: ')}: "
-                     "the shapes after it run uncompiled, so latencies measured from here on are not the engine's; "
-                     "please report it with the run's command")
-        return True
-
-
-def configure_compile(attention: str) -> int:
-    """torch.compile's settings for the engine's functions: batch, length and width are separate
-    sizes even when equal (no duck shapes), and the per-function recompile limit at least
-    :func:`recompile_limit` (never lowered); returns the limit in force."""
-    import torch._dynamo.config as dynamo_config
-    import torch.fx.experimental._config as fx_config
-
-    fx_config.use_duck_shape = False
-    convert = logging.getLogger("torch._dynamo.convert_frame")
-    if not any(isinstance(f, _LimitHits) for f in convert.filters):
-        convert.addFilter(_LimitHits())
-    need = recompile_limit(attention)
-    # the names since torch 2.7; before, cache_size_limit and accumulated_cache_size_limit
-    for names, value in ((("recompile_limit", "cache_size_limit"), need),
-                         (("accumulated_recompile_limit", "accumulated_cache_size_limit"), 8 * need)):
-        name = next((n for n in names if hasattr(dynamo_config, n)), None)
-        if name is not None and getattr(dynamo_config, name) < value:
-            setattr(dynamo_config, name, value)
-    return int(getattr(dynamo_config, "recompile_limit", getattr(dynamo_config, "cache_size_limit", need)))
 
 
 @dataclass
