@@ -238,6 +238,7 @@ def test_a_recompile_limit_hit_is_a_note_in_the_summary(tmp_path, monkeypatch):
     the run says so next to its latency figures."""
     import harness.engine.compile_limits as cl
 
+    monkeypatch.setattr(cl, "_HITS", [])
     summary, _, _ = run(tmp_path, "clean", n=4)
     assert not any("recompile limit" in n for n in summary["notes"])
     monkeypatch.setattr(cl, "_HITS", ["function: 'attn' (step.py:1)"])

@@ -56,10 +56,12 @@ class _LimitHits(logging.Filter):
         return True
 
 
-def configure_compile(attention: str) -> int:
+def configure_compile(attention: str, engines: int = 1) -> int:
     """torch.compile's settings for the engine's functions: batch, length and width are separate
     sizes even when equal (no duck shapes), and the per-function recompile limit at least
-    :func:`recompile_limit` (never lowered); returns the limit in force."""
+    :func:`recompile_limit` for each of the ``engines`` built in this process (never lowered: the
+    versions of one function are counted over every engine of the process, whose weights and model
+    facts are other guards); returns the limit in force."""
     import torch._dynamo.config as dynamo_config
     import torch.fx.experimental._config as fx_config
 
@@ -67,7 +69,7 @@ def configure_compile(attention: str) -> int:
     convert = logging.getLogger("torch._dynamo.convert_frame")
     if not any(isinstance(f, _LimitHits) for f in convert.filters):
         convert.addFilter(_LimitHits())
-    need = recompile_limit(attention)
+    need = recompile_limit(attention) * max(1, int(engines))
     # the names since torch 2.7; before, cache_size_limit and accumulated_cache_size_limit
     for names, value in ((("recompile_limit", "cache_size_limit"), need),
                          (("accumulated_recompile_limit", "accumulated_cache_size_limit"), 8 * need)):
