@@ -186,6 +186,17 @@ def test_the_quick_fit_compiles_and_warms_up_before_its_clock_starts():
     assert qf.estimator.batch_buckets == [2, 4]
 
 
+def test_keys_warmed_inside_the_timed_phase_stay_off_its_clock():
+    """Past its warm-up deadline the quick fit warms the remaining keys as their jobs come; that
+    compile time moves the clock's deadline instead of taking the timed calls' seconds."""
+    backend = Compiling(compile_s=0.05)
+    key = backend_key(backend, backend.info)
+    # a warm-up phase that stops after its first key; 12 keys to compile (0.6 s) against a 0.3 s clock
+    qf = quick_fit(backend, backend.info, key, batch_size=4, budget=0.3, warmup_budget=0.0, log_path=None)
+    assert qf.estimator is not None, qf.line("x")
+    assert qf.n_calls == qf.total_configs and qf.seconds <= qf.budget + 0.1 < qf.warmup_seconds
+
+
 class Reserving(FakeBackend):
     """Records the memory reservations it is asked for and the calls that come after them."""
 
