@@ -344,8 +344,10 @@ class Runner:
                 it.error = f"postprocessing failed: {type(exc).__name__}: {exc}"
                 predictions.append(None)
         scores = self._score_batch(batch, predictions)
-        estimates = self._estimate(knobs, outs)
-        alone = estimates if self.batch1_estimator is self.estimator and len(batch) == 1 else self._estimate_batch1(knobs, outs)
+        same = self.batch1_estimator is self.estimator and len(batch) == 1  # the run's estimate is the batch-1 one
+        alone = None if same else self._estimate_batch1(knobs, outs)
+        estimates = self._estimate(knobs, outs, alone)
+        alone = estimates if same else alone
         for j, (it, out) in enumerate(zip(batch, outs)):
             record.append(self._line(it, out, predictions[j], batch_id, len(batch), scores[j], estimates[j], alone[j]))
         self.timing["samples"] += len(batch)
@@ -368,15 +370,14 @@ class Runner:
                 batch[j].error = f"scoring failed: {type(exc).__name__}: {exc}"
         return result
 
-    def _estimate(self, knobs: Knobs, outs: list[GenOutput]) -> list[dict | None]:
+    def _estimate(self, knobs: Knobs, outs: list[GenOutput], alone: list[dict | None] | None = None) -> list[dict | None]:
         """The batch's estimated latency. A batch of one runs as a batch-1 call (nothing padded, the
-        engine's batch-1 graphs), so where the run has a separate batch-1 fit (a batched run's
-        ``estimated_batch1``) that fit estimates it; a larger batch takes the run's fit. A random
-        policy's batched run is mostly such batches: one sample per configuration and group."""
-        if len(outs) == 1 and self.batch1_estimator is not None and self.batch1_estimator is not self.estimator:
-            alone = self._estimate_batch1(knobs, outs)
-            if alone[0] is not None:
-                return [{**alone[0], "per": "sample"}]
+        engine's batch-1 graphs), so where the run has a separate batch-1 fit, its estimate ``alone``
+        (a batched run's ``estimated_batch1``, :meth:`_estimate_batch1`) is the batch's; a larger
+        batch takes the run's fit. A random policy's batched run is mostly such batches: one sample
+        per configuration and group."""
+        if len(outs) == 1 and alone and alone[0] is not None:
+            return [{**alone[0], "per": "sample"}]
         if self.estimator is None:
             return [None] * len(outs)
         from harness.latency.estimator import rows_for_batch

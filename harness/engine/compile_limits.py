@@ -56,12 +56,15 @@ class _LimitHits(logging.Filter):
         return True
 
 
-def configure_compile(attention: str, engines: int = 1) -> int:
-    """torch.compile's settings for the engine's functions: batch, length and width are separate
-    sizes even when equal (no duck shapes), and the per-function recompile limit at least
-    :func:`recompile_limit` for each of the ``engines`` built in this process (never lowered: the
-    versions of one function are counted over every engine of the process, whose weights and model
-    facts are other guards); returns the limit in force."""
+_ENGINES = [0]  # engines of this process whose functions are compiled: torch counts their versions together
+
+
+def configure_compile(attention: str) -> int:
+    """torch.compile's settings for one more engine's functions: batch, length and width are
+    separate sizes even when equal (no duck shapes), and the per-function recompile limit at least
+    :func:`recompile_limit` for each engine configured in this process (never lowered: the versions
+    of one function are counted over every engine of the process, whose weights and model facts are
+    other guards); returns the limit in force."""
     import torch._dynamo.config as dynamo_config
     import torch.fx.experimental._config as fx_config
 
@@ -69,7 +72,8 @@ def configure_compile(attention: str, engines: int = 1) -> int:
     convert = logging.getLogger("torch._dynamo.convert_frame")
     if not any(isinstance(f, _LimitHits) for f in convert.filters):
         convert.addFilter(_LimitHits())
-    need = recompile_limit(attention) * max(1, int(engines))
+    _ENGINES[0] += 1
+    need = recompile_limit(attention) * _ENGINES[0]
     # the names since torch 2.7; before, cache_size_limit and accumulated_cache_size_limit
     for names, value in ((("recompile_limit", "cache_size_limit"), need),
                          (("accumulated_recompile_limit", "accumulated_cache_size_limit"), 8 * need)):

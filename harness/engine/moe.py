@@ -74,14 +74,18 @@ def moe_grouped_mm_parts(x, topv, topi, top_k_t, w13, w2):
     return torch.empty_like(y).index_copy_(0, order, y).view(n, k, -1)
 
 
+def _weights_dtype(spec, dtype):
+    """The dtype of the routing weights the Triton kernels write: float32 for a family that keeps them so."""
+    return torch.float32 if spec.weights_in_float else dtype
+
+
 def route(kernel: str, spec, logits, top_k_t, dtype):
     """Routing weights and expert ids from router logits: the Triton kernel alongside the Triton
     expert kernels, :func:`harness.engine.block.route` (torch) otherwise."""
     if kernel == "triton":
         from harness.engine import triton_moe
 
-        out = torch.float32 if spec.weights_in_float else dtype
-        return triton_moe.route(logits, top_k_t, spec.max_top_k, spec.renormalize, out)
+        return triton_moe.route(logits, top_k_t, spec.max_top_k, spec.renormalize, _weights_dtype(spec, dtype))
     from harness.engine.block import route as torch_route
 
     return torch_route(spec, logits, top_k_t, dtype)
@@ -121,10 +125,9 @@ def run_moe(kernel: str, spec, x, router, top_k: int, top_k_t, w13, w2, parts_dt
     if fused_router and _pairwise(kernel, x.shape[0]):
         from harness.engine import triton_moe
 
-        out = torch.float32 if spec.weights_in_float else x.dtype
-        topv, topi = triton_moe.router_route(x, router, top_k_t, spec.max_top_k, spec.renormalize, out)
-        return triton_moe.moe_pairwise_parts(x, topv, topi, top_k_t, w13, w2)
-    topv, topi = route(kernel, spec, linear(x, router), top_k_t, x.dtype)
+        topv, topi = triton_moe.router_route(x, router, top_k_t, spec.max_top_k, spec.renormalize, _weights_dtype(spec, x.dtype))
+    else:
+        topv, topi = route(kernel, spec, linear(x, router), top_k_t, x.dtype)
     if kernel == "loop":
         return moe_loop(x, topv, topi, top_k, w13, w2)[:, None].float()
     if kernel == "grouped_mm":

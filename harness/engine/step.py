@@ -163,7 +163,6 @@ class FastStepModel:
 
     name = "fast"
     serves_every_top_k = True  # top_k is a device tensor the kernels read: nothing is captured or compiled per value
-    compiled_engines = 0  # engines of this process with compiled functions: torch counts their versions together
 
     def __init__(self, hf_step, switch, compile_backend: str | None = "auto", moe_kernel: str | None = None,
                  cuda_graphs: bool | None = None, prompt_bucket: int | None = None, attention: str | None = None):
@@ -237,8 +236,7 @@ class FastStepModel:
         # bookkeeping (harness.decode.choose_greedy), compiled into the step's graph
         fns = dict(attn=attn, prologue=prologue, head=head, choose=choose_greedy)
         if compile_backend:
-            FastStepModel.compiled_engines += 1
-            configure_compile(self.attention, FastStepModel.compiled_engines)  # every shape kind compiled, none left uncompiled
+            configure_compile(self.attention)  # every shape kind compiled, none left uncompiled
             fns = {k: torch.compile(f, backend=compile_backend, dynamic=None) for k, f in fns.items()}
         self._attn, self._prologue, self._head, self._choose = fns["attn"], fns["prologue"], fns["head"], fns["choose"]
         self._caches: dict = {}
